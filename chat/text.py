@@ -1,0 +1,536 @@
+"""The chat service's input path: received bytes in, text fit to show others out.
+
+Each connection's bytes go through these steps, in this order (PROTOCOL.md,
+"Transport" and "Session"):
+
+1. ``TelnetFilter.feed``: removes telnet IAC sequences and collects the
+   refusals to send back (``IAC DO x`` gets ``IAC WONT x``).
+2. ``LineSplitter.feed``: frames lines (``\\n``, ``\\r\\n`` or ``\\r\\0``) and
+   enforces the line length limit.
+3. ``decode``: UTF-8 with replacement; it never fails.
+4. ``sanitize``: removes control characters, escape sequences and bidi controls.
+
+after which the service strips the line, counts it against its
+``RateLimiter``, and at login (or ``/nick``) validates it with ``check_handle``.
+
+Everything here is pure: no I/O, no clock (time is passed in), no tasklets, and
+only the standard library. The two incremental filters carry their state
+between chunks, so any split of a byte stream into chunks gives the same output
+as the stream fed whole. They run once per received chunk for each of
+thousands of connections, so the usual case (a chunk of plain text) is handled
+by C-level ``bytes.find``, ``bytes.split`` and ``str.isprintable`` (and
+precompiled regexes when there is something to remove), never by a Python
+loop over bytes or characters.
+"""
+
+import functools
+import re
+import unicodedata
+from typing import Optional, Union
+
+__all__ = [
+    "HANDLE_MAX",
+    "HANDLE_RULE",
+    "INVALID_HANDLE",
+    "TOO_LONG",
+    "LineSplitter",
+    "RateLimiter",
+    "TelnetFilter",
+    "check_handle",
+    "decode",
+    "handle_key",
+    "sanitize",
+]
+
+
+# --- 1. telnet --------------------------------------------------------------
+
+IAC, DONT, DO, WONT, WILL, SB, SE = 255, 254, 253, 252, 251, 250, 240
+
+# TelnetFilter states: what the bytes seen so far leave us waiting for.
+_DATA = 0  # ordinary data
+_COMMAND = 1  # the byte after an IAC
+_OPTION = 2  # the option byte after IAC DO/DONT/WILL/WONT
+_SUB = 3  # sub-negotiation content, up to IAC SE
+_SUB_IAC = 4  # the byte after an IAC inside a sub-negotiation
+
+
+class TelnetFilter:
+    """Removes telnet IAC sequences from a connection's input, chunk by chunk.
+
+    ``feed(data)`` returns ``(payload, replies)``. ``payload`` is ``data``
+    without its IAC sequences: ``IAC IAC`` becomes the data byte 0xFF; a
+    negotiation ``IAC DO|DONT|WILL|WONT x`` (three bytes), a sub-negotiation
+    ``IAC SB ... IAC SE`` (whole, an ``IAC IAC`` inside it included) and any
+    other two-byte command (``IAC IP``, ``IAC NOP``, ``IAC AYT``, ``IAC GA``,
+    ...; also an IAC followed by a byte that is no command) are dropped.
+
+    ``replies`` is what to send back: the server refuses every option each
+    time it is offered, ``IAC DO x`` with ``IAC WONT x`` and ``IAC WILL x``
+    with ``IAC DONT x``, and never answers ``WONT``/``DONT``, so no
+    negotiation can loop (RFC 1143). This is what keeps telnet's Ctrl-C
+    working: the client sends ``IAC IP IAC DO TIMING-MARK`` and shows nothing
+    until it gets ``IAC WONT TIMING-MARK``.
+
+    A sequence may be split over chunks at any byte: the state carries over,
+    and the concatenated results are those of the stream fed whole. A chunk
+    without a 0xFF byte, fed while no sequence is pending, is returned as it
+    is (the same object, not a copy) with ``b""`` replies.
+
+    Inside a sub-negotiation only ``IAC SE`` (its end) and ``IAC IAC`` (an
+    escaped 0xFF) are expected; an IAC followed by anything else ends the
+    sub-negotiation and is taken as an ordinary command, so a client that
+    never closes its ``SB`` cannot mute itself (a later Ctrl-C is still
+    answered). Sub-negotiation content is skipped, not kept: however long,
+    it costs no memory. ``feed`` never raises on any input.
+    """
+
+    __slots__ = ("_state", "_verb")
+
+    def __init__(self) -> None:
+        self._state = _DATA
+        self._verb = 0  # DO, DONT, WILL or WONT while in _OPTION
+
+    def feed(self, data: bytes) -> tuple[bytes, bytes]:
+        """Return ``(payload, replies)`` for the next chunk; see the class."""
+        state = self._state
+        if state == _DATA and data.find(b"\xff") < 0:
+            return data, b""
+        payload = []
+        replies = bytearray()
+        i, end = 0, len(data)
+        while i < end:
+            if state == _DATA:
+                j = data.find(b"\xff", i)
+                if j < 0:
+                    payload.append(data[i:])
+                    break
+                if j > i:
+                    payload.append(data[i:j])
+                state, i = _COMMAND, j + 1
+            elif state == _SUB:  # skip to the next IAC
+                j = data.find(b"\xff", i)
+                if j < 0:
+                    break
+                state, i = _SUB_IAC, j + 1
+            elif state == _COMMAND:
+                byte = data[i]
+                i += 1
+                if byte == IAC:
+                    payload.append(b"\xff")
+                    state = _DATA
+                elif WILL <= byte <= DONT:
+                    self._verb, state = byte, _OPTION
+                elif byte == SB:
+                    state = _SUB
+                else:  # a two-byte command
+                    state = _DATA
+            elif state == _OPTION:
+                option = data[i]
+                i += 1
+                if self._verb == DO:
+                    replies += bytes((IAC, WONT, option))
+                elif self._verb == WILL:
+                    replies += bytes((IAC, DONT, option))
+                state = _DATA
+            else:  # _SUB_IAC
+                byte = data[i]
+                if byte == SE:  # the end of the sub-negotiation
+                    state, i = _DATA, i + 1
+                elif byte == IAC:  # an escaped 0xFF, still inside
+                    state, i = _SUB, i + 1
+                else:  # a command: the sub-negotiation is over; read it as one
+                    state = _COMMAND
+        self._state = state
+        return b"".join(payload), bytes(replies)
+
+
+# --- 2. lines ---------------------------------------------------------------
+
+
+class _TooLong:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "TOO_LONG"
+
+
+TOO_LONG = _TooLong()
+"""``LineSplitter`` item: a line passed the limit; the rest of it is dropped."""
+
+
+class LineSplitter:
+    """Frames a connection's payload bytes into lines, chunk by chunk.
+
+    ``feed(data)`` returns the items completed by this chunk, in input order.
+    An item is either ``bytes``, one complete line without its line ending, or
+    ``TOO_LONG``. A line ends at ``\\n``, and one ``\\r`` just before the
+    ``\\n`` is dropped; a telnet ``\\r\\0`` ends a line too. Any other ``\\r``,
+    and any ``\\0``, is part of the line (``sanitize`` removes them later).
+
+    A line of more than ``limit`` bytes (its ending not counted) is never
+    returned. Instead ``TOO_LONG`` is returned once, from the very feed in
+    which the limit is passed, and input is dropped up to and including the
+    next line ending (``\\n`` or ``\\r\\0``); then framing goes on.
+
+    The ``\\r`` and the ``\\0`` or ``\\n`` after it may come in different
+    chunks: a ``\\r`` that ends a chunk is held until the next byte tells what
+    it is, and counts towards the limit only once it is known to be data. Any
+    split of a stream into chunks gives the same items as the stream fed whole.
+
+    Between feeds at most ``limit`` bytes of an unfinished line are kept, so
+    memory held never exceeds the limit plus the chunk being fed.
+    ``flush()``, at end of input, returns the unfinished line (``b""`` if
+    there is none, or if it was too long; a ``\\r`` left pending at the very
+    end is dropped as a line ending) and resets the splitter.
+    Raises ValueError for a limit below 1; ``feed`` never raises.
+    """
+
+    __slots__ = ("_cr_pending", "_discarding", "_line", "limit")
+
+    def __init__(self, limit: int = 4096) -> None:
+        if limit < 1:
+            raise ValueError(f"line limit must be at least 1 byte, not {limit!r}")
+        self.limit = limit
+        self._line = bytearray()  # the unfinished line, at most `limit` bytes
+        self._discarding = False  # past the limit: dropping up to a line ending
+        self._cr_pending = False  # the last byte fed was a \r, yet unexplained
+
+    def feed(self, data: bytes) -> list[Union[bytes, _TooLong]]:
+        """Return the items this chunk completes; see the class."""
+        items: list[Union[bytes, _TooLong]] = []
+        if self._cr_pending and data:
+            self._cr_pending = False
+            if data[0] == 0x0A or data[0] == 0x00:  # \r\n or \r\0: a line ending
+                self._end_line(items, b"")
+                data = data[1:]
+            else:  # a \r alone is data
+                self._extend(items, b"\r")
+        pieces = data.split(b"\n")
+        tail = pieces.pop()  # after the last \n: an unfinished line
+        for piece in pieces:
+            if piece.endswith(b"\r"):
+                piece = piece[:-1]
+            if b"\r\0" in piece:
+                *lines, piece = piece.split(b"\r\0")
+                for line in lines:
+                    self._end_line(items, line)
+            self._end_line(items, piece)
+        if b"\r\0" in tail:
+            *lines, tail = tail.split(b"\r\0")
+            for line in lines:
+                self._end_line(items, line)
+        if tail.endswith(b"\r"):
+            self._cr_pending = True
+            tail = tail[:-1]
+        if tail:
+            self._extend(items, tail)
+        return items
+
+    def flush(self) -> bytes:
+        """Return the unfinished line at end of input and reset; see the class."""
+        rest = b"" if self._discarding else bytes(self._line)
+        self._line.clear()
+        self._discarding = self._cr_pending = False
+        return rest
+
+    def _end_line(self, items: list, last: bytes) -> None:
+        """A line ending came after `last`: finish the line, or the discarding."""
+        if self._discarding:
+            self._discarding = False
+        elif len(self._line) + len(last) > self.limit:
+            items.append(TOO_LONG)  # passed the limit in this very chunk
+            self._line.clear()
+        elif self._line:
+            self._line += last
+            items.append(bytes(self._line))
+            self._line.clear()
+        else:
+            items.append(last)
+
+    def _extend(self, items: list, more: bytes) -> None:
+        """Add data that does not end the line, unless past the limit."""
+        if self._discarding:
+            return
+        if len(self._line) + len(more) > self.limit:
+            items.append(TOO_LONG)
+            self._line.clear()
+            self._discarding = True
+        else:
+            self._line += more
+
+
+# --- 3. decoding ------------------------------------------------------------
+
+
+def decode(line: bytes) -> str:
+    """Decode UTF-8; each invalid sequence becomes U+FFFD. Never raises.
+
+    Accepts any bytes-like object (bytes, bytearray, memoryview).
+    """
+    return str(line, "utf-8", "replace")
+
+
+# --- 4. sanitizing ----------------------------------------------------------
+
+# Removal is two passes. The first removes every escape sequence with its
+# introducer (ESC, or a C1 CSI, OSC, DCS, SOS, PM or APC), leftmost first; each
+# branch starts with a literal character so that the regex engine skips to the
+# next introducer quickly. The second removes the control and bidi characters
+# left. Whatever remains holds no ESC and no C1 character, so no sequence can
+# be formed from it, and sanitizing again changes nothing.
+_CSI_BODY = r"[\x20-\x3f]*[\x40-\x7e]?"  # parameter and intermediate bytes, final byte
+_OSC_BODY = r"[^\x07\x18\x1a\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"  # up to BEL or ST
+_STRING_BODY = r"[^\x18\x1a\x1b\x9c]*(?:\x1b\\|\x9c)?"  # up to ST
+# A string body also stops, unterminated, at CAN, SUB or an ESC that starts no
+# ST, as in terminals (that ESC then starts a sequence of its own); one that
+# never ends runs to the end of the text.
+_SEQUENCE = re.compile(
+    "|".join(
+        [
+            rf"\x1b\[{_CSI_BODY}",  # CSI
+            rf"\x1b\]{_OSC_BODY}",  # OSC
+            rf"\x1b[PX^_]{_STRING_BODY}",  # DCS, SOS, PM, APC
+            r"\x1b[\x20-\x2f]+[\x30-\x7e]?",  # nF: intermediate bytes, final byte
+            r"\x1b[\x30-\x7e]?",  # Fp, Fe, Fs: two bytes; or an ESC introducing nothing
+            rf"\x9b{_CSI_BODY}",  # C1 CSI
+            rf"\x9d{_OSC_BODY}",  # C1 OSC
+            rf"\x90{_STRING_BODY}",  # C1 DCS
+            rf"\x98{_STRING_BODY}",  # C1 SOS
+            rf"\x9e{_STRING_BODY}",  # C1 PM
+            rf"\x9f{_STRING_BODY}",  # C1 APC
+        ]
+    )
+)
+# C0 but TAB, DEL, C1; bidi embeddings, overrides (U+202A-U+202E), isolates.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def sanitize(text: str) -> str:
+    """Return `text` without anything that could act on another user's terminal.
+
+    Removed (PROTOCOL.md, "Transport"): C0 control characters except TAB (so
+    CR and LF too), DEL, C1 controls (U+0080 to U+009F); whole ECMA-48 escape
+    sequences: CSI (``ESC [`` or U+009B, its parameter and intermediate bytes
+    and final byte), OSC (``ESC ]`` or U+009D, up to BEL or ST), DCS, SOS,
+    PM and APC (``ESC P``/``X``/``^``/``_`` or U+0090/0098/009E/009F, up to
+    ST, which is ``ESC \\`` or U+009C), nF (ESC, bytes 0x20 to 0x2F, a final
+    byte) and two-byte ``ESC`` Fp/Fe/Fs sequences; and the bidi controls
+    U+202A to U+202E and U+2066 to U+2069. A string sequence (OSC, DCS, SOS,
+    PM, APC) left unterminated is removed to the end of the text; a CSI cut
+    short loses what it had. Everything else, any printable character or TAB,
+    is kept in order.
+
+    The result holds none of the characters above; sanitize(sanitize(t)) ==
+    sanitize(t). Text that is all printable is returned as it is, fast.
+    """
+    if text.isprintable():  # no Cc and no Cf character: nothing to remove
+        return text
+    if "\x1b" in text or not text.isascii():  # else there is no introducer
+        text = _SEQUENCE.sub("", text)
+    return _CONTROL.sub("", text)
+
+
+# --- 5. handles -------------------------------------------------------------
+
+HANDLE_MAX = 32
+HANDLE_RULE = (
+    f"Use 1 to {HANDLE_MAX} letters, digits, '_', '-' or '.', letters all from one script."
+)
+"""The rule for a handle, as users read it."""
+INVALID_HANDLE = "Invalid handle: use" + HANDLE_RULE[len("Use") :]
+"""The line ``check_handle`` returns for an invalid handle."""
+
+# Augmented script sets (UTS #39, section 5.1): a Han character may be written
+# in Japanese, Korean or Chinese with Bopomofo, so it belongs to each of them.
+_AUGMENTED = {
+    "HAN": frozenset({"HAN", "JAPANESE", "KOREAN", "HAN WITH BOPOMOFO"}),
+    "HIRAGANA": frozenset({"HIRAGANA", "JAPANESE"}),
+    "KATAKANA": frozenset({"KATAKANA", "JAPANESE"}),
+    "KANA": frozenset({"HIRAGANA", "KATAKANA", "JAPANESE"}),  # ー, 〱: either kana
+    "HANGUL": frozenset({"HANGUL", "KOREAN"}),
+    "BOPOMOFO": frozenset({"BOPOMOFO", "HAN WITH BOPOMOFO"}),
+}
+# Name prefixes that are not a script's name (or name a script another way).
+_SCRIPT_ALIASES = {
+    "CJK": "HAN",  # CJK UNIFIED IDEOGRAPH-4E00, CJK COMPATIBILITY IDEOGRAPH-F900
+    "IDEOGRAPHIC": "HAN",  # 々 IDEOGRAPHIC ITERATION MARK, 〆
+    "VERTICAL IDEOGRAPHIC": "HAN",  # 〻
+    "OLD CHINESE": "HAN",  # OLD CHINESE ITERATION MARK
+    "KATAKANA-HIRAGANA": "KANA",  # ー KATAKANA-HIRAGANA PROLONGED SOUND MARK
+    "VERTICAL KANA": "KANA",  # 〱 VERTICAL KANA REPEAT MARK
+    "HENTAIGANA": "HIRAGANA",  # obsolete hiragana forms
+    # Letterlike symbols that fill the gaps in the mathematical alphabets:
+    "DOUBLE-STRUCK": "MATHEMATICAL",  # DOUBLE-STRUCK CAPITAL C
+    "SCRIPT": "MATHEMATICAL",  # SCRIPT SMALL L
+    "BLACK-LETTER": "MATHEMATICAL",  # BLACK-LETTER CAPITAL H
+    "PLANCK": "MATHEMATICAL",  # PLANCK CONSTANT, the italic small h
+}
+# First words shared by several scripts, whose second word tells them apart.
+_TWO_WORD_SCRIPTS = frozenset({"OLD", "TAI", "LINEAR", "MEROITIC", "INSCRIPTIONAL", "VERTICAL"})
+
+
+@functools.lru_cache(maxsize=4096)
+def _script(letter: str) -> Optional[str]:
+    """The script of a letter (a character of category L*), from its name.
+
+    None means script-neutral. The stdlib has no Script property, but a
+    letter's Unicode name starts with its script: LATIN SMALL LETTER A,
+    CYRILLIC SMALL LETTER A, HIRAGANA LETTER A, HANGUL SYLLABLE GA, TAI THAM
+    LETTER HIGH KA (two words where the first is shared). Special cases:
+
+    - FULLWIDTH and HALFWIDTH forms belong to the script they are drawn from.
+    - CJK ... IDEOGRAPH and IDEOGRAPHIC marks are Han; the prolonged sound
+      mark ー and the vertical repeat marks may go with either kana.
+    - MODIFIER LETTER ...: the script of its compatibility decomposition
+      (ʰ is Latin h, ᵅ Greek alpha); without one, Latin if it is a small or
+      capital letter (ᴯ), else script-neutral like digits (the apostrophe
+      U+02BC, the okina U+02BB, accents, tone letters: marks, not letters of
+      an alphabet).
+    - MATHEMATICAL letters (bold, italic, sans-serif, fraktur... U+1D400 to
+      U+1D7FF) and the letterlike symbols that fill their alphabets
+      (DOUBLE-STRUCK CAPITAL C, SCRIPT SMALL L, PLANCK CONSTANT) form a
+      script of their own: they cannot be mixed into ordinary text to
+      imitate it, so 'paul' with a MATHEMATICAL SANS-SERIF SMALL P fails.
+    - Any other name is taken at its word: a letter whose name starts with
+      no script's name (MICRO SIGN, FEMININE ORDINAL INDICATOR) gets a script
+      of its own. A letter unicodedata cannot name (the Tangut ideographs in
+      Python 3.11) counts as one script, UNNAMED.
+
+    Mistakes in this guesswork err towards refusing a handle, never towards
+    letting two scripts mix: checked against the Script property of every
+    letter in Unicode 14, no result is shared by two scripts, though a few
+    exotic scripts are split (Tangut components versus ideographs).
+    """
+    name = unicodedata.name(letter, "")
+    if not name:
+        return "UNNAMED"
+    words = name.split()
+    if words[0] in ("FULLWIDTH", "HALFWIDTH"):
+        del words[0]
+    if words[:2] == ["MODIFIER", "LETTER"]:
+        plain = unicodedata.normalize("NFKC", letter)
+        if plain != letter and len(plain) == 1 and unicodedata.category(plain)[0] == "L":
+            return _script(plain)
+        return "LATIN" if "SMALL" in words or "CAPITAL" in words else None
+    script = words[0]
+    if script in _TWO_WORD_SCRIPTS:
+        script = " ".join(words[:2])
+    return _SCRIPT_ALIASES.get(script, script)
+
+
+def _augmented_scripts(letter: str) -> Optional[frozenset]:
+    """The scripts a letter may be written in (None: any), per UTS #39."""
+    script = _script(letter)
+    if script is None:
+        return None
+    return _AUGMENTED.get(script) or frozenset((script,))
+
+
+def check_handle(raw: str) -> tuple[Optional[str], Optional[str]]:
+    """Validate a handle as typed; return ``(handle, None)`` or ``(None, error_line)``.
+
+    Surrounding whitespace is stripped and the rest normalised to NFC; that
+    is the handle. It is valid when it has 1 to ``HANDLE_MAX`` (32)
+    characters, each a letter (category L*), a decimal digit (category Nd),
+    ``_``, ``-`` or ``.``, and its letters all come from one script (UTS #39
+    single-script, with its augmented sets: Han goes with Hiragana and
+    Katakana (Japanese), with Hangul (Korean) or with Bopomofo). Digits and
+    ``_-.`` go with any script. Otherwise the error line is
+    ``INVALID_HANDLE``: "Invalid handle: " and the rule. Never raises.
+
+    What this prevents: a handle passing for another by swapping in a
+    look-alike from another script, as 'paul' spelled with a Cyrillic a
+    (U+0430) or a mathematical p; and any control, space, symbol or
+    combining mark (so scripts that write vowels with combining marks, as
+    Devanagari and Thai do, lose those vowels: 'राम' is refused).
+    What it does not prevent: whole-script look-alikes (an all-Cyrillic
+    'paypal', U+0440 U+0430 U+0443 U+0440 U+0430 U+04CF, is valid; so is an
+    all-mathematical 'paul'), look-alikes within one script ('rn' and 'm',
+    'l' and 'I'), digits against letters ('0' and 'O'), a digit of another
+    script (digits are neutral), and width: a fullwidth 'paul' (Latin) is a
+    different handle from 'paul', since handle_key only casefolds.
+    """
+    handle = unicodedata.normalize("NFC", raw.strip())
+    if not 1 <= len(handle) <= HANDLE_MAX:
+        return None, INVALID_HANDLE
+    scripts = None  # the scripts every letter so far may be written in; None: any
+    for char in handle:
+        if char in "_-.":
+            continue
+        category = unicodedata.category(char)
+        if category == "Nd":
+            continue
+        if category[0] != "L":
+            return None, INVALID_HANDLE
+        allowed = _augmented_scripts(char)
+        if allowed is not None:
+            scripts = allowed if scripts is None else scripts & allowed
+            if not scripts:
+                return None, INVALID_HANDLE
+    return handle, None
+
+
+def handle_key(handle: str) -> str:
+    """The key two handles are compared by: its ``casefold()`` ('Paul' is 'paul')."""
+    return handle.casefold()
+
+
+# --- 6. flood control -------------------------------------------------------
+
+
+class RateLimiter:
+    """A token bucket: at most `rate` lines a second, in bursts of up to `burst`.
+
+    The bucket starts full, holds at most `burst` tokens (default twice the
+    rate, and at least 1, so any positive rate lets lines through) and fills
+    at `rate` tokens a second. ``allow(now)`` takes one token and returns
+    True, or returns False if none is left (the line is to be dropped).
+    ``warn_due(now)`` returns True when the last ``allow`` refused and no
+    warning was due in the second before, so a sender who goes on flooding is
+    told at most once a second. ``now`` is in seconds on any monotonic clock
+    (the hub's); a clock that steps back is taken as standing still.
+
+    ``rate == 0`` means unlimited: ``allow`` is always True and ``warn_due``
+    always False. Raises ValueError for a negative rate or a burst below 1.
+    """
+
+    __slots__ = ("_last", "_refused", "_tokens", "_warned_at", "burst", "rate")
+
+    def __init__(self, rate: float, burst: Optional[float] = None) -> None:
+        if rate < 0:
+            raise ValueError(f"rate must be 0 (unlimited) or more, not {rate!r}")
+        if burst is None:
+            burst = max(2.0 * rate, 1.0)
+        elif burst < 1:
+            raise ValueError(f"burst must be at least 1 line, not {burst!r}")
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._last: Optional[float] = None  # when tokens were last counted
+        self._refused = False  # the last allow() refused
+        self._warned_at: Optional[float] = None
+
+    def allow(self, now: float) -> bool:
+        """Take a token; False if there is none (the line is over the rate)."""
+        if not self.rate:
+            return True
+        last = self._last
+        if last is None or now > last:
+            if last is not None:
+                self._tokens = min(self.burst, self._tokens + (now - last) * self.rate)
+            self._last = now
+        self._refused = self._tokens < 1
+        if self._refused:
+            return False
+        self._tokens -= 1
+        return True
+
+    def warn_due(self, now: float) -> bool:
+        """True if the last ``allow`` refused and the last warning is 1 s old or more."""
+        if not self._refused:
+            return False
+        if self._warned_at is not None and now - self._warned_at < 1.0:
+            return False
+        self._warned_at = now
+        return True

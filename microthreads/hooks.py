@@ -1,0 +1,77 @@
+"""Global instrumentation hooks: on spawn, on finish, on every switch.
+
+Each registration function returns ``fn``, so it serves as a decorator::
+
+    @microthreads.hooks.on_spawn
+    def count(tasklet):
+        spawned[tasklet.name] += 1
+
+Spawn and finish hooks are called as ``fn(tasklet)``; switch hooks as
+``fn(previous, next)`` with the greenlets involved (a tasklet, the hub's
+greenlet or the thread's main greenlet). A hook that raises is logged and
+removed. Hooks are process-wide; switch hooks cost nothing until one is added.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import greenlet
+
+log = logging.getLogger("microthreads")
+
+spawn_hooks = []
+finish_hooks = []
+switch_hooks = []
+
+
+def on_spawn(fn):
+    """Call ``fn(tasklet)`` whenever a tasklet is spawned (in the spawner)."""
+    spawn_hooks.append(fn)
+    return fn
+
+
+def on_finish(fn):
+    """Call ``fn(tasklet)`` whenever a tasklet has ended (on the hub, after its own hooks)."""
+    finish_hooks.append(fn)
+    return fn
+
+
+def on_switch(fn):
+    """Call ``fn(previous, next)`` on every greenlet switch (and throw)."""
+    switch_hooks.append(fn)
+    if len(switch_hooks) == 1:
+        greenlet.settrace(_trace)
+    return fn
+
+
+def remove(fn):
+    """Unregister ``fn`` from every hook list it is in; unknown fn is ignored."""
+    for hooks in (spawn_hooks, finish_hooks, switch_hooks):
+        while fn in hooks:
+            hooks.remove(fn)
+    if not switch_hooks:
+        greenlet.settrace(None)
+
+
+def _fire(hooks, *args):
+    for fn in list(hooks):
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("microthreads: hook %r raised; it is removed", fn)
+            remove(fn)
+
+
+def fire_spawn(tasklet):
+    _fire(spawn_hooks, tasklet)
+
+
+def fire_finish(tasklet):
+    if finish_hooks:
+        _fire(finish_hooks, tasklet)
+
+
+def _trace(event, args):
+    if event in ("switch", "throw"):
+        _fire(switch_hooks, *args)

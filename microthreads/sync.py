@@ -1,0 +1,454 @@
+"""Cooperative synchronisation: Event, Lock, RLock, Semaphore, BoundedSemaphore,
+Queue and Channel.
+
+All of them are built on one FIFO of parked waiters. Waiters are served in
+arrival order, and a release or a put hands the resource straight to the
+first waiter (no barging: a tasklet arriving later cannot take it first). A
+waiter that times out or is killed leaves the line without taking anything;
+if it had already been handed something, that is passed on, never lost.
+"""
+
+from __future__ import annotations
+
+import queue as _queue
+from collections import deque
+from threading import get_ident
+
+from greenlet import getcurrent
+
+from .hub import get_hub
+
+Empty = _queue.Empty
+Full = _queue.Full
+
+_WAITING, _HANDED, _CANCELLED = 0, 1, 2
+
+
+class _WaitQueue:
+    """Parked greenlets in arrival order; an entry is ``[greenlet, state, value]``.
+
+    Leaving the line (timeout, kill) marks the entry cancelled in O(1); the
+    wakers skip cancelled entries.
+    """
+
+    __slots__ = ("_entries", "_hub", "waiting")
+
+    def __init__(self):
+        self._entries = deque()
+        self._hub = None
+        self.waiting = 0                     # live (not cancelled, not handed) entries
+
+    def wait(self, timeout=None, value=None, give_back=None):
+        """Park in line; return ``(handed, value)``.
+
+        ``value`` travels with the entry (a Queue put's item, a Channel send's
+        value). If the wait ends by an exception after the entry was handed
+        something, ``give_back(value)`` passes it on before the exception
+        propagates.
+        """
+        hub = self._hub = get_hub()
+        entry = [getcurrent(), _WAITING, value]
+        self._entries.append(entry)
+        self.waiting += 1
+        try:
+            hub.park(timeout)
+        except BaseException:
+            if entry[1] == _HANDED and give_back is not None:
+                give_back(entry[2])
+            raise
+        finally:
+            if entry[1] == _WAITING:
+                entry[1] = _CANCELLED
+                self.waiting -= 1
+        return entry[1] == _HANDED, entry[2]
+
+    def pop(self):
+        """Take the first live entry out of line (marked handed), or None.
+
+        The caller may set ``entry[2]`` and must then ``wake(entry)``.
+        """
+        entries = self._entries
+        while entries:
+            entry = entries.popleft()
+            if entry[1] == _WAITING:
+                entry[1] = _HANDED
+                self.waiting -= 1
+                return entry
+        return None
+
+    def wake(self, entry):
+        if entry[0] is None:                 # a value queued with nobody behind it
+            return
+        hub = self._hub
+        if hub._thread_id != get_ident():
+            raise RuntimeError("a waiter of this object belongs to another thread's hub:"
+                               " call it through hub.call_soon_threadsafe()")
+        hub.schedule_wakeup(entry[0])
+
+    def hand_first(self, value=None) -> bool:
+        """Hand ``value`` to the first waiter and wake it; False if nobody waits."""
+        entry = self.pop()
+        if entry is None:
+            return False
+        entry[2] = value
+        self.wake(entry)
+        return True
+
+    def append_value(self, value):
+        """Queue a value with nobody parked behind it (a Channel's redelivery)."""
+        self._entries.appendleft([None, _WAITING, value])
+        self.waiting += 1
+
+
+class Event:
+    """A flag tasklets can wait for, as ``threading.Event``, cooperative."""
+
+    def __init__(self):
+        self._flag = False
+        self._waiters = _WaitQueue()
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    isSet = is_set
+
+    def set(self):
+        """Set the flag and wake every waiter, in arrival order. Never blocks."""
+        self._flag = True
+        while self._waiters.hand_first(True):
+            pass
+
+    def clear(self):
+        self._flag = False
+
+    def wait(self, timeout=None) -> bool:
+        """Wait until the flag is set; True, or False if ``timeout`` seconds passed.
+
+        Returns at once if it is set. Raises DeadlockError if nothing could
+        ever set it.
+        """
+        if self._flag:
+            return True
+        handed, _ = self._waiters.wait(timeout)
+        return handed or self._flag
+
+    def __repr__(self):
+        return f"<Event {'set' if self._flag else 'unset'} waiters={self._waiters.waiting}>"
+
+
+class Lock:
+    """A mutual-exclusion lock, as ``threading.Lock``, cooperative and fair.
+
+    ``release()`` hands the lock straight to the first waiter. Any tasklet
+    may release it (as with threading.Lock).
+    """
+
+    def __init__(self):
+        self._locked = False
+        self._owner = None
+        self._waiters = _WaitQueue()
+
+    def acquire(self, blocking=True, timeout=None) -> bool:
+        """Take the lock; return True if taken, False if not.
+
+        blocking=False never waits. Otherwise waits behind earlier waiters
+        (FIFO) at most ``timeout`` seconds (None or -1: no limit); False when
+        time runs out. A tasklet killed while waiting leaves the queue without
+        the lock. Raises DeadlockError if nothing could ever release it.
+        """
+        if not self._locked:
+            self._locked = True
+            self._owner = getcurrent()
+            return True
+        if not blocking:
+            return False
+        if timeout is not None and timeout < 0:
+            timeout = None
+        handed, _ = self._waiters.wait(timeout, give_back=self._give_back)
+        return handed
+
+    def _give_back(self, _value):
+        self.release()
+
+    def release(self):
+        """Release the lock, handing it to the first waiter if any.
+
+        Raises RuntimeError if it is not locked.
+        """
+        if not self._locked:
+            raise RuntimeError("release unlocked lock")
+        entry = self._waiters.pop()
+        if entry is None:
+            self._locked = False
+            self._owner = None
+        else:
+            self._owner = entry[0]
+            self._waiters.wake(entry)
+
+    def locked(self) -> bool:
+        return self._locked
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.release()
+
+    def __repr__(self):
+        state = f"locked by {self._owner!r}" if self._locked else "unlocked"
+        return f"<{type(self).__name__} {state} waiters={self._waiters.waiting}>"
+
+
+class RLock(Lock):
+    """A reentrant lock: its owner may acquire it again; release as often.
+
+    Only the owner may release it (RuntimeError otherwise).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._count = 0
+
+    def acquire(self, blocking=True, timeout=None) -> bool:
+        """Take the lock (again, if the caller owns it); see ``Lock.acquire``."""
+        if self._locked and self._owner is getcurrent():
+            self._count += 1
+            return True
+        taken = super().acquire(blocking, timeout)
+        if taken:
+            self._count = 1
+        return taken
+
+    def _give_back(self, _value):
+        self._count = 1
+        self._release_all()
+
+    def release(self):
+        """Undo one acquire; the last one hands the lock on. Owner only."""
+        if not self._locked or self._owner is not getcurrent():
+            raise RuntimeError("cannot release un-acquired lock")
+        self._count -= 1
+        if self._count == 0:
+            self._release_all()
+
+    def _release_all(self):
+        entry = self._waiters.pop()
+        if entry is None:
+            self._locked = False
+            self._owner = None
+            self._count = 0
+        else:
+            self._owner = entry[0]
+            self._count = 1
+            self._waiters.wake(entry)
+
+
+class Semaphore:
+    """A counter of free places, as ``threading.Semaphore``, cooperative and fair."""
+
+    def __init__(self, value=1):
+        if value < 0:
+            raise ValueError("semaphore initial value must be >= 0")
+        self._value = value
+        self._waiters = _WaitQueue()
+
+    def acquire(self, blocking=True, timeout=None) -> bool:
+        """Take one place; True if taken, False if not (non-blocking, or timed out).
+
+        Waits behind earlier waiters (FIFO). Raises DeadlockError if nothing
+        could ever release one.
+        """
+        if self._value > 0:
+            self._value -= 1
+            return True
+        if not blocking:
+            return False
+        handed, _ = self._waiters.wait(timeout, give_back=self._give_back)
+        return handed
+
+    def _give_back(self, _value):
+        self.release()
+
+    def release(self, n=1):
+        """Free ``n`` places; each goes straight to the first waiter, if any."""
+        for _ in range(n):
+            self._check_release()
+            if not self._waiters.hand_first():
+                self._value += 1
+
+    def _check_release(self):
+        pass
+
+    @property
+    def value(self) -> int:
+        """Free places now."""
+        return self._value
+
+    def locked(self) -> bool:
+        return self._value == 0
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.release()
+
+    def __repr__(self):
+        return f"<{type(self).__name__} value={self._value} waiters={self._waiters.waiting}>"
+
+
+class BoundedSemaphore(Semaphore):
+    """A Semaphore that raises ValueError when released more than acquired."""
+
+    def __init__(self, value=1):
+        super().__init__(value)
+        self._initial = value
+
+    def _check_release(self):
+        if self._value >= self._initial:
+            raise ValueError("BoundedSemaphore released too many times")
+
+
+class Queue:
+    """A FIFO queue, as ``queue.Queue``, cooperative and fair.
+
+    ``maxsize`` <= 0 means unbounded. Getters and putters are served in
+    arrival order; a put hands its item straight to the first waiting getter.
+    """
+
+    def __init__(self, maxsize=0):
+        self.maxsize = maxsize
+        self._items = deque()
+        self._getters = _WaitQueue()
+        self._putters = _WaitQueue()
+        self._unfinished = 0
+        self._all_done = Event()
+        self._all_done.set()
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def full(self) -> bool:
+        return 0 < self.maxsize <= len(self._items)
+
+    def put(self, item, block=True, timeout=None):
+        """Add ``item``; wait while the queue is full.
+
+        ``block=False`` (or ``timeout`` running out) raises ``Full`` instead of
+        waiting. Raises DeadlockError if nothing could ever make room.
+        """
+        self._unfinished += 1
+        self._all_done.clear()
+        if self._getters.waiting:
+            self._hand_to_getter(item)
+            return
+        if not self.full():
+            self._items.append(item)
+            return
+        if block:
+            handed, _ = self._putters.wait(timeout, value=item)
+            if handed:
+                return
+        self._unfinished -= 1
+        if not self._unfinished:
+            self._all_done.set()
+        raise Full
+
+    def put_nowait(self, item):
+        """``put(item, block=False)``: raises ``Full`` rather than wait."""
+        self.put(item, block=False)
+
+    def get(self, block=True, timeout=None):
+        """Remove and return the oldest item; wait while the queue is empty.
+
+        ``block=False`` (or ``timeout`` running out) raises ``Empty`` instead
+        of waiting. Raises DeadlockError if nothing could ever put one.
+        """
+        if self._items:
+            item = self._items.popleft()
+            entry = self._putters.pop()
+            if entry is not None:            # room now: take the first putter's item
+                self._items.append(entry[2])
+                self._putters.wake(entry)
+            return item
+        if block:
+            handed, item = self._getters.wait(timeout, give_back=self._hand_to_getter)
+            if handed:
+                return item
+        raise Empty
+
+    def get_nowait(self):
+        """``get(block=False)``: raises ``Empty`` rather than wait."""
+        return self.get(block=False)
+
+    def _hand_to_getter(self, item):
+        if not self._getters.hand_first(item):
+            self._items.appendleft(item)     # a getter left with it: it goes first again
+
+    def task_done(self):
+        """Mark one got item as processed (for ``join()``)."""
+        if self._unfinished <= 0:
+            raise ValueError("task_done() called too many times")
+        self._unfinished -= 1
+        if not self._unfinished:
+            self._all_done.set()
+
+    def join(self, timeout=None) -> bool:
+        """Wait until every item put has been marked ``task_done()``."""
+        return self._all_done.wait(timeout)
+
+    def __len__(self):
+        return len(self._items)
+
+    def __repr__(self):
+        return (f"<Queue size={len(self._items)} maxsize={self.maxsize}"
+                f" getters={self._getters.waiting} putters={self._putters.waiting}>")
+
+
+class Channel:
+    """A Stackless-style rendezvous: ``send(x)`` meets ``receive()``.
+
+    ``send`` blocks until a receiver takes the value; ``receive`` blocks until
+    a sender offers one. Both sides are served in arrival order. ``balance``
+    is the number of waiting senders minus waiting receivers.
+    """
+
+    def __init__(self):
+        self._senders = _WaitQueue()
+        self._receivers = _WaitQueue()
+
+    @property
+    def balance(self) -> int:
+        return self._senders.waiting - self._receivers.waiting
+
+    def send(self, value):
+        """Give ``value`` to a receiver, waiting until one takes it."""
+        if self._receivers.hand_first(value):
+            return
+        self._senders.wait(value=value)
+
+    def receive(self):
+        """Take a value from a sender, waiting until one offers it."""
+        entry = self._senders.pop()
+        if entry is not None:
+            self._senders.wake(entry)
+            return entry[2]
+        _, value = self._receivers.wait(give_back=self._redeliver)
+        return value
+
+    def _redeliver(self, value):
+        """A receiver was handed ``value`` but died before taking it."""
+        if not self._receivers.hand_first(value):
+            self._senders.append_value(value)
+
+    def __iter__(self):
+        while True:
+            yield self.receive()
+
+    def __repr__(self):
+        return f"<Channel balance={self.balance}>"

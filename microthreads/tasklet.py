@@ -1,0 +1,352 @@
+"""Tasklets: greenlets the hub schedules, with spawn, join, kill and finish hooks."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+
+from greenlet import getcurrent as _getcurrent
+from greenlet import greenlet
+
+from . import hooks as _hooks
+from .errors import TaskletExit
+from .hub import TIMED_OUT, get_hub
+
+log = logging.getLogger("microthreads")
+
+
+class Tasklet(greenlet):
+    """The handle on one microthread: a greenlet whose parent is the hub.
+
+    Made by ``spawn()``; starts in the hub's next iteration. It runs in a copy
+    of its spawner's ``contextvars`` context. When it ends (return, exception
+    or kill) its finish hooks run once each, in order, in the hub's next
+    iteration, then whoever joined it is woken.
+
+    An exception that escapes it ends this tasklet only: it is kept
+    (``exception``, re-raised by ``get()``) and reported once through
+    ``logging`` when it dies, unless someone already waits in ``join``/``get``
+    on it or a ``Group`` owns it.
+    """
+
+    def __init__(self, fn, args=(), kwargs=None, hub=None):
+        hub = hub or get_hub()
+        greenlet.__init__(self, None, hub._greenlet)
+        self.gr_context = contextvars.copy_context()
+        self._fn = fn
+        self._args = args
+        self._kwargs = kwargs or {}
+        self._hub = hub
+        self._seq = 0                 # number of the current wait (see hub.py)
+        self._kill_exc = None         # a kill that has not been delivered yet
+        self._started = False
+        self._ended = False           # dead: run() is over, or killed before it began
+        self._finished = False        # dead and every hook and joiner has been served
+        self._value = None
+        self._exception = None
+        self._hooks = []              # (fn, args) added by on_finish
+        self._links = []              # callables(tasklet): joiners, groups, run()
+        self._group = None
+        self._start_timer = None
+        self._name = None
+
+    # ---------------------------------------------------------------- body
+
+    def run(self, _value=None):
+        self._started = True
+        try:
+            self._value = self._fn(*self._args, **self._kwargs)
+        except TaskletExit:
+            pass
+        except BaseException as exc:  # kept on the tasklet, reported once
+            self._exception = exc
+        self._args = self._kwargs = None     # let them go; _fn stays for name and repr
+        self._end()
+
+    def _end(self):
+        """The tasklet is dead: report, then schedule hooks for the next iteration."""
+        self._ended = True
+        hub = self._hub
+        hub._live.discard(self)
+        exc = self._exception
+        if exc is not None:
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                hub._interrupt = exc          # raised to the caller of run()
+            elif not self._links and (self._group is None or not self._group._entered):
+                hub.report_error(self, exc)
+        hub._ready.append((self._finish, ()))
+
+    def _finish(self):
+        """Runs on the hub: finish hooks in order, global hooks, then joiners."""
+        hooks, self._hooks = self._hooks, None
+        for fn, args in hooks:
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("microthreads: finish hook %r of %r failed", fn, self)
+        _hooks.fire_finish(self)
+        self._finished = True
+        if self._group is not None:
+            self._group._member_ended(self)
+        links, self._links = self._links, None
+        for link in links:
+            link(self)
+
+    # ---------------------------------------------------------- the handle
+
+    @property
+    def dead(self) -> bool:
+        """True once it has ended (returned, raised, or was killed)."""
+        return self._ended
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    @property
+    def value(self):
+        """What the function returned; None until then, or if it failed or was killed."""
+        return self._value
+
+    @property
+    def exception(self):
+        """The exception it ended with; None if it succeeded or was killed plainly."""
+        return self._exception
+
+    def successful(self) -> bool:
+        """True if it is dead and ended without an exception (a plain kill counts)."""
+        return self._ended and self._exception is None
+
+    @property
+    def name(self) -> str:
+        """A label for logs and deadlock reports; settable. Default: the function's name."""
+        if self._name is None:
+            fn = self._fn
+            self._name = getattr(fn, "__qualname__", None) or repr(fn)
+        return self._name
+
+    @name.setter
+    def name(self, value):
+        self._name = str(value)
+
+    def __repr__(self):
+        if self._ended:
+            state = "dead" if self._exception is None else \
+                f"failed with {type(self._exception).__name__}"
+        elif not self._started:
+            state = "not started"
+        else:
+            state = "running" if self is _getcurrent() else "waiting"
+        return f"<Tasklet {self.name!r} {state}>"
+
+    def on_finish(self, fn, *args):
+        """Call ``fn(*args)`` once when this tasklet ends, whatever the reason.
+
+        Hooks run in the order added, each in the hub's next iteration after
+        the death (never inside the dying tasklet's stack), before joiners are
+        woken. Added after the end, it runs in the next iteration. A hook that
+        raises is logged and the rest still run. Hooks run on the hub: they
+        must not block (spawn a tasklet for blocking work).
+        """
+        if self._finished:
+            self._hub.call_soon(fn, *args)
+        else:
+            self._hooks.append((fn, args))
+
+    def join(self, timeout=None) -> bool:
+        """Wait until it has ended and its finish hooks have run.
+
+        Returns True, or False if ``timeout`` seconds passed first. Never raises
+        the tasklet's exception (``get()`` does).
+        """
+        if self._finished:
+            return True
+        hub = self._hub
+        hub._check_thread()
+        waiter = _getcurrent()
+        if waiter is self:
+            raise RuntimeError(f"{self!r} cannot join itself")
+
+        def wake(_tasklet):
+            hub.schedule_wakeup(waiter, True)
+
+        self._links.append(wake)
+        try:
+            return hub.park(timeout) is not TIMED_OUT
+        finally:
+            if self._links is not None and wake in self._links:
+                self._links.remove(wake)
+
+    def get(self, timeout=None):
+        """Wait for the result: return the value, or raise the exception it ended with.
+
+        Raises ``Timeout`` if ``timeout`` seconds pass first. Re-raising does not
+        report the error again.
+        """
+        if not self.join(timeout):
+            from .timeout import Timeout
+            raise Timeout(timeout)
+        if self._exception is not None:
+            raise self._exception
+        return self._value
+
+    def kill(self, exc=TaskletExit, block=True, timeout=None):
+        """End the tasklet by raising ``exc`` (a class or instance) where it waits.
+
+        A tasklet not yet started never runs (its finish hooks still do). One
+        that waits anywhere (sleep, lock, queue, channel, socket) is resumed
+        with ``exc``, which removes every wake-up it had registered. With the
+        default ``TaskletExit`` it ends as a success with value None;
+        ``kill(SomeError)`` ends it as failed with that error. ``block`` waits
+        (at most ``timeout`` seconds) until it has ended. Killing a dead
+        tasklet does nothing; killing yourself raises ``exc`` at once.
+        """
+        if self._ended:
+            return
+        hub = self._hub
+        hub._check_thread()
+        if isinstance(exc, type):
+            exc = exc()
+        if not self._started:
+            self._started = True
+            self._seq += 1                   # its start is now a stale wake-up
+            if self._start_timer is not None:
+                self._start_timer.cancel()
+            if not isinstance(exc, TaskletExit):
+                self._exception = exc
+            self._args = self._kwargs = None
+            self._end()
+            return
+        if self is _getcurrent():
+            raise exc
+        self._kill_exc = exc
+        hub.schedule_wakeup(self)
+        if block:
+            self.join(timeout)
+
+
+# ------------------------------------------------------------ module verbs
+
+
+def spawn(fn, *args, **kwargs) -> Tasklet:
+    """Start ``fn(*args, **kwargs)`` in a new tasklet; returns at once.
+
+    It begins in the hub's next iteration, after the tasklets already ready.
+    """
+    hub = get_hub()
+    tasklet = Tasklet(fn, args, kwargs, hub)
+    hub._live.add(tasklet)
+    hub._ready.append((hub._resume, (tasklet, 0, None)))
+    if _hooks.spawn_hooks:
+        _hooks.fire_spawn(tasklet)
+    return tasklet
+
+
+def spawn_later(seconds, fn, *args, **kwargs) -> Tasklet:
+    """Like ``spawn()``, but the tasklet starts ``seconds`` from now."""
+    hub = get_hub()
+    tasklet = Tasklet(fn, args, kwargs, hub)
+    hub._live.add(tasklet)
+    tasklet._start_timer = hub.call_later(seconds, hub._resume, tasklet, 0, None)
+    if _hooks.spawn_hooks:
+        _hooks.fire_spawn(tasklet)
+    return tasklet
+
+
+def getcurrent():
+    """The running tasklet (or, outside any tasklet, the thread's main greenlet)."""
+    return _getcurrent()
+
+
+def on_finish(fn, *args):
+    """Add a finish hook to the current tasklet: ``fn(*args)`` once when it ends.
+
+    The seed's ``tasks.on_finish``. Raises RuntimeError outside a tasklet.
+    """
+    current = _getcurrent()
+    if not isinstance(current, Tasklet):
+        raise RuntimeError("on_finish() must be called from inside a tasklet")
+    current.on_finish(fn, *args)
+
+
+def run(fn=None, *args, **kwargs):
+    """Run the hub until ``fn(*args, **kwargs)`` returns; return its value or raise.
+
+    ``fn`` runs in a new tasklet (whose finish hooks have run when this
+    returns). With no ``fn``, runs until nothing is left: no tasklet, timer,
+    watched descriptor or thread job. Tasklets blocked on something nobody
+    can provide get ``DeadlockError`` instead of hanging. Ctrl-C raises
+    ``KeyboardInterrupt`` here and leaves the hub usable: ``run()`` again
+    goes on. Not re-entrant: calling it from inside a tasklet raises
+    RuntimeError.
+    """
+    hub = get_hub()
+    if fn is None:
+        hub.run()
+        return None
+    current = _getcurrent()
+    if current.parent is hub._greenlet:
+        raise RuntimeError("microthreads.run() is not re-entrant: it was called from inside"
+                           " a tasklet (spawn() and join() instead)")
+    tasklet = spawn(fn, *args, **kwargs)
+    tasklet._links.append(_ignore)           # its error is raised here, not logged
+    hub.run(tasklet)
+    if tasklet._exception is not None:
+        raise tasklet._exception
+    return tasklet._value
+
+
+def _ignore(_tasklet):
+    pass
+
+
+def joinall(tasklets, timeout=None, raise_error=False):
+    """Wait until every tasklet has ended; return the list of those that did.
+
+    Waits at most ``timeout`` seconds (None: no limit). With ``raise_error``,
+    the first failure is raised as soon as it is seen (the others keep
+    running). Waiting here counts as joining: their errors are not logged.
+    """
+    tasklets = list(tasklets)
+    pending = [tasklet for tasklet in tasklets if not tasklet._finished]
+    if pending:
+        hub = get_hub()
+        hub._check_thread()
+        waiter = _getcurrent()
+        deadline = None if timeout is None else hub.clock() + timeout
+
+        def wake(_tasklet):
+            hub.schedule_wakeup(waiter)
+
+        for tasklet in pending:
+            tasklet._links.append(wake)
+        try:
+            while pending:
+                if raise_error:
+                    _raise_first_failure(tasklets)
+                remaining = None if deadline is None else max(0.0, deadline - hub.clock())
+                if hub.park(remaining) is TIMED_OUT:
+                    break
+                pending = [tasklet for tasklet in pending if not tasklet._finished]
+        finally:
+            for tasklet in pending:
+                if tasklet._links is not None and wake in tasklet._links:
+                    tasklet._links.remove(wake)
+    if raise_error:
+        _raise_first_failure(tasklets)
+    return [tasklet for tasklet in tasklets if tasklet._finished]
+
+
+def _raise_first_failure(tasklets):
+    for tasklet in tasklets:
+        if tasklet._ended and tasklet._exception is not None:
+            raise tasklet._exception
+
+
+def killall(tasklets, exc=TaskletExit, block=True, timeout=None):
+    """Kill every tasklet (all at once); with ``block``, wait for them to end."""
+    tasklets = list(tasklets)
+    for tasklet in tasklets:
+        tasklet.kill(exc, block=False)
+    if block:
+        joinall(tasklets, timeout)

@@ -1,0 +1,52 @@
+"""Blocking work off the hub: run_in_thread, on a bounded pool of OS threads."""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from greenlet import getcurrent
+
+from .hub import get_hub
+
+_executor = None
+_executor_lock = threading.Lock()
+#: How many worker threads at most (shared by every hub of the process).
+MAX_WORKERS = int(os.environ.get("MICROTHREADS_THREADS", 0)) or min(32, (os.cpu_count() or 1) + 4)
+
+
+def _get_executor():
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(MAX_WORKERS, thread_name_prefix="microthreads-worker")
+        return _executor
+
+
+def run_in_thread(fn, *args, **kwargs):
+    """Run blocking ``fn(*args, **kwargs)`` in a worker thread; return its value.
+
+    The calling tasklet waits; the hub goes on serving the others. fn's
+    exception is raised here. The pool is bounded (``MAX_WORKERS`` threads,
+    env ``MICROTHREADS_THREADS``): extra calls queue for a thread. If the
+    tasklet is killed (or times out) while waiting, the thread still runs fn
+    to its end and the result is dropped. DNS, file I/O and CPU-heavy work
+    belong here: the hub must never block.
+    """
+    hub = get_hub()
+    waiter = getcurrent()
+    seq = getattr(waiter, "_seq", 0)
+    future = _get_executor().submit(fn, *args, **kwargs)
+    hub._threads_at_work += 1
+
+    def done(_future):                        # in the worker thread
+        hub.call_soon_threadsafe(finished)
+
+    def finished():                           # back on the hub
+        hub._threads_at_work -= 1
+        hub._resume(waiter, seq, None)
+
+    future.add_done_callback(done)
+    hub.park()
+    return future.result()

@@ -1,0 +1,122 @@
+"""Time limits: Timeout, sleep, with_timeout."""
+
+from __future__ import annotations
+
+from greenlet import getcurrent
+
+from .hub import get_hub
+
+
+class Timeout(BaseException):
+    """A time limit on the tasklet that sets it.
+
+    As a context manager::
+
+        with Timeout(5):
+            line = conn.recv_line()     # raises Timeout here after 5 s
+
+    or with ``start()``/``cancel()``. When the time runs out, ``exception`` is
+    raised where the tasklet waits: None raises this Timeout itself; a class
+    is instantiated; an instance is raised as it is. Leaving the block (or
+    ``cancel()``) disarms it: a Timeout whose block has exited never fires.
+    Nested timeouts each raise their own instance, so ``except Timeout as t:
+    if t is mine`` tells them apart. It derives from ``BaseException`` (as
+    ``TaskletExit`` does), so ``except Exception`` cannot swallow it.
+    ``seconds=None`` never fires.
+    """
+
+    def __init__(self, seconds=None, exception=None):
+        BaseException.__init__(self, seconds)
+        self.seconds = seconds
+        self.exception = exception
+        self._timer = None
+
+    def start(self):
+        """Arm it for the current tasklet; returns self. Starting twice is an error."""
+        if self._timer is not None and self._timer.active:
+            raise RuntimeError(f"{self!r} is already started")
+        if self.seconds is None:
+            return self
+        hub = get_hub()
+        target = getcurrent()
+        self._timer = hub.call_later(self.seconds, self._fire, hub, target)
+        return self
+
+    @classmethod
+    def start_new(cls, seconds=None, exception=None):
+        """Make a Timeout and start it."""
+        return cls(seconds, exception).start()
+
+    def _fire(self, hub, target):
+        exc = self.exception
+        if exc is None:
+            exc = self
+        elif isinstance(exc, type):
+            exc = exc()
+        hub.throw_now(target, exc)
+
+    @property
+    def pending(self) -> bool:
+        """True while armed and not yet fired."""
+        return self._timer is not None and self._timer.active
+
+    def cancel(self):
+        """Disarm it; it will not fire. Idempotent."""
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, typ, value, tb):
+        self.cancel()
+        return False
+
+    def __str__(self):
+        if self.seconds is None:
+            return "timeout"
+        return f"{self.seconds:g} second{'s' if self.seconds != 1 else ''}"
+
+    def __repr__(self):
+        state = "pending" if self.pending else "idle"
+        return f"<Timeout seconds={self.seconds} {state}>"
+
+
+_unset = object()
+
+
+def with_timeout(seconds, fn, *args, timeout_value=_unset, **kwargs):
+    """Call ``fn(*args, **kwargs)`` with a time limit.
+
+    Returns what fn returns; when time runs out, returns ``timeout_value`` if
+    one was given, or raises the ``Timeout``.
+    """
+    timeout = Timeout(seconds).start()
+    try:
+        return fn(*args, **kwargs)
+    except Timeout as exc:
+        if exc is timeout and timeout_value is not _unset:
+            return timeout_value
+        raise
+    finally:
+        timeout.cancel()
+
+
+def sleep(seconds=0):
+    """Suspend the current tasklet for ``seconds``; the hub runs others meanwhile.
+
+    ``sleep(0)`` yields once: every other tasklet that is ready runs before
+    this one resumes, so tasklets looping on ``sleep(0)`` interleave in order.
+    A kill or a Timeout interrupts it.
+    """
+    hub = get_hub()
+    if seconds <= 0:
+        current = getcurrent()
+        try:
+            seq = current._seq
+        except AttributeError:
+            seq = 0
+        hub._ready.append((hub._resume, (current, seq, None)))
+        hub.park()
+    else:
+        hub.park(seconds)
