@@ -1,0 +1,328 @@
+"""listen, connect, Listener and StreamServer: one tasklet per connection."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import os
+import socket as _socket
+
+from ..errors import TaskletExit
+from ..hub import get_hub
+from ..sync import Event
+from ..tasklet import joinall, killall, spawn
+from ..timeout import Timeout, sleep
+from . import socket as _coop
+from .errors import NetworkError
+from .stream import Connection, _describe
+
+log = logging.getLogger("microthreads.net")
+
+#: After EMFILE/ENFILE on accept, how long the server backs off.
+EMFILE_BACKOFF = 0.1
+
+
+def _family_of(address):
+    if isinstance(address, (str, bytes, os.PathLike)):
+        return _socket.AF_UNIX
+    host = address[0]
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0]) if host else None
+    except ValueError:
+        return None                       # a hostname: resolve it
+    return _socket.AF_INET6 if ip is not None and ip.version == 6 else _socket.AF_INET
+
+
+def _sockaddr(address, family):
+    if family is not None:
+        return family, address
+    infos = _coop.getaddrinfo(address[0], address[1], 0, _socket.SOCK_STREAM)
+    family, _type, _proto, _canon, sockaddr = infos[0]
+    return family, sockaddr
+
+
+class Listener:
+    """A listening socket; ``accept()`` returns Connections.
+
+    ``address`` is the bound address (with the real port when 0 was asked).
+    Connection options (``timeout``, ``max_output``, ``on_full``,
+    ``stall_timeout``) given here apply to every accepted Connection.
+    """
+
+    def __init__(self, sock, **connection_options):
+        sock.setblocking(False)
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._hub = get_hub()
+        self.address = sock.getsockname()
+        self.connection_options = connection_options
+        self._closed = False
+
+    def fileno(self):
+        return self._fd
+
+    def accept_socket(self):
+        """The next ``(socket, peer)``: waits for one. OSError (EMFILE, ...) as raised."""
+        while True:
+            try:
+                return self._sock.accept()
+            except BlockingIOError:
+                pass
+            if self._closed:
+                raise NetworkError(f"listener {_describe(self.address)} is closed")
+            self._hub.wait_readable(self._fd)
+
+    def accept(self) -> Connection:
+        """Wait for the next connection and return it as a Connection."""
+        sock, peer = self.accept_socket()
+        return self.wrap(sock, peer)
+
+    def wrap(self, sock, peer):
+        if sock.family in (_socket.AF_INET, _socket.AF_INET6):
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        return Connection(sock, peer or self.address, **self.connection_options)
+
+    def close(self):
+        """Stop listening; a tasklet waiting in accept() gets NetworkError."""
+        if self._closed:
+            return
+        self._closed = True
+        waiters = self._hub.forget_fd(self._fd)
+        self._sock.close()
+        if isinstance(self.address, str) and self.address and not self.address.startswith("\0"):
+            try:
+                os.unlink(self.address)
+            except OSError:
+                pass
+        for waiter in waiters:
+            self._hub.schedule_throw(waiter, NetworkError(
+                f"listener {_describe(self.address)} was closed"))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __repr__(self):
+        return f"<Listener {_describe(self.address)}{' closed' if self._closed else ''}>"
+
+
+def listen(address, backlog=128, reuse_port=False, **connection_options) -> Listener:
+    """Listen on ``address``; the seed's ``network.listen``.
+
+    ``(host, port)`` is TCP, over IPv6 when the host is an IPv6 address (a
+    hostname is resolved off the hub); a ``str`` path is a Unix socket (a
+    stale socket file there is replaced). Port 0 picks a free port: read it
+    from ``Listener.address``. ``reuse_port`` sets SO_REUSEPORT, so several
+    processes can accept on one port.
+    """
+    family, sockaddr = _sockaddr(address, _family_of(address))
+    sock = _socket.socket(family, _socket.SOCK_STREAM)
+    try:
+        if family == _socket.AF_UNIX:
+            path = os.fspath(sockaddr)
+            if isinstance(path, str) and path and not path.startswith("\0") and \
+                    os.path.exists(path):
+                os.unlink(path)
+        else:
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+            if family == _socket.AF_INET6:
+                sock.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, 1)
+        if reuse_port:
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEPORT, 1)
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return Listener(sock, **connection_options)
+
+
+def connect(address, timeout=None, **connection_options) -> Connection:
+    """Dial ``address`` (as for ``listen``) and return a Connection.
+
+    Raises NetworkError if refused or unreachable, TimeoutError if
+    ``timeout`` seconds pass first.
+    """
+    family, sockaddr = _sockaddr(address, _family_of(address))
+    sock = _socket.socket(family, _socket.SOCK_STREAM)
+    sock.setblocking(False)
+    hub = get_hub()
+    try:
+        code = sock.connect_ex(sockaddr)
+        if code in (errno.EINPROGRESS, errno.EAGAIN):
+            if not hub.wait_writable(sock.fileno(), timeout):
+                raise TimeoutError(f"connect to {_describe(sockaddr)} timed out")
+            code = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+        if code:
+            raise NetworkError(code, f"connect to {_describe(sockaddr)}: {os.strerror(code)}")
+        if family in (_socket.AF_INET, _socket.AF_INET6):
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+    except BaseException:
+        hub.forget_fd(sock.fileno())
+        sock.close()
+        raise
+    return Connection(sock, sockaddr, **connection_options)
+
+
+class StreamServer:
+    """Accepts connections and runs ``handler(conn)`` in one tasklet each.
+
+    The Connection is closed when the handler returns or raises (an error
+    other than NetworkError is logged with its traceback; a NetworkError is
+    an ordinary disconnect, logged at debug level). Over ``max_connections``
+    live handlers, ``refuse(conn)`` is called (in its own tasklet, at most
+    ``refuse_timeout`` seconds) if given, then the connection is closed.
+
+    Accepting survives EMFILE/ENFILE: a spare descriptor kept for the
+    purpose is released to accept and close the waiting connection (the
+    client sees a close, not a hang), the condition is logged once per
+    burst, and the server backs off briefly and recovers by itself.
+    ``address`` may also be a ``Listener``.
+    """
+
+    def __init__(self, address, handler, max_connections=None, refuse=None, *,
+                 backlog=128, reuse_port=False, refuse_timeout=5.0, **connection_options):
+        self._address = address
+        self.handler = handler
+        self.max_connections = max_connections
+        self.refuse = refuse
+        self.refuse_timeout = refuse_timeout
+        self.backlog = backlog
+        self.reuse_port = reuse_port
+        self.connection_options = connection_options
+        self.listener = address if isinstance(address, Listener) else None
+        self.connections = {}             # handler tasklet -> Connection, live ones
+        self._accepter = None
+        self._stopped = Event()
+        self._spare = None
+        self._emfile_logged = False
+
+    @property
+    def address(self):
+        """The bound address (after ``start()``)."""
+        return self.listener.address if self.listener is not None else self._address
+
+    def start(self):
+        """Listen (if not yet) and start accepting in a tasklet; returns at once."""
+        if self._accepter is not None:
+            return self
+        if self.listener is None:
+            self.listener = listen(self._address, self.backlog, self.reuse_port,
+                                   **self.connection_options)
+        self._stopped.clear()
+        self._open_spare()
+        self._accepter = spawn(self._accept_loop)
+        self._accepter.name = f"accept {_describe(self.listener.address)}"
+        return self
+
+    def serve_forever(self):
+        """Start, then wait until ``stop()`` is called."""
+        self.start()
+        self._stopped.wait()
+
+    def stop(self, timeout=None):
+        """Stop accepting, let handlers finish for ``timeout`` seconds, then kill them.
+
+        ``timeout=None`` kills them at once after closing the listener.
+        """
+        if self._accepter is None:
+            return
+        accepter, self._accepter = self._accepter, None
+        accepter.kill(block=False)
+        self.listener.close()
+        self._close_spare()
+        handlers = list(self.connections)
+        if timeout:
+            joinall(handlers, timeout)
+        killall([t for t in handlers if not t.dead], block=True)
+        self._stopped.set()
+
+    def _accept_loop(self):
+        listener = self.listener
+        while True:
+            try:
+                sock, peer = listener.accept_socket()
+            except NetworkError:
+                return                    # the listener was closed
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self._out_of_descriptors(exc)
+                    continue
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
+                    continue
+                raise
+            self._emfile_logged = False
+            conn = listener.wrap(sock, peer)
+            if self.max_connections is not None and len(self.connections) >= \
+                    self.max_connections:
+                spawn(self._refuse, conn).name = f"refuse {_describe(peer)}"
+                continue
+            tasklet = spawn(self._handle, conn)
+            tasklet.name = f"handler {_describe(peer)}"
+            self.connections[tasklet] = conn
+
+    def _handle(self, conn):
+        from ..tasklet import getcurrent
+        me = getcurrent()
+        try:
+            self.handler(conn)
+        except NetworkError as exc:
+            log.debug("%s: %s", _describe(conn.peer), exc)
+        except TaskletExit:
+            raise
+        except Exception:
+            log.exception("handler for %s failed", _describe(conn.peer))
+        finally:
+            conn.close()
+            self.connections.pop(me, None)
+
+    def _refuse(self, conn):
+        try:
+            if self.refuse is not None:
+                with Timeout(self.refuse_timeout):
+                    self.refuse(conn)
+        except (NetworkError, Timeout):
+            pass
+        except Exception:
+            log.exception("refuse() for %s failed", _describe(conn.peer))
+        finally:
+            conn.close()
+
+    def _open_spare(self):
+        if self._spare is None:
+            try:
+                self._spare = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                self._spare = None
+
+    def _close_spare(self):
+        if self._spare is not None:
+            os.close(self._spare)
+            self._spare = None
+
+    def _out_of_descriptors(self, exc):
+        if not self._emfile_logged:
+            self._emfile_logged = True
+            log.warning("accept on %s: %s; shedding waiting connections and backing off",
+                        _describe(self.listener.address), exc.strerror)
+        if self._spare is not None:
+            self._close_spare()
+            try:
+                sock, _peer = self.listener._sock.accept()
+                sock.close()
+            except OSError:
+                pass
+            self._open_spare()
+        sleep(EMFILE_BACKOFF)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+    def __repr__(self):
+        return f"<StreamServer {_describe(self.address)} connections={len(self.connections)}>"

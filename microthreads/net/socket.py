@@ -1,0 +1,291 @@
+"""A drop-in for the stdlib ``socket`` module whose blocking calls cooperate.
+
+::
+
+    from microthreads.net import socket
+    s = socket.create_connection(("127.0.0.1", 8080), timeout=5)
+    s.sendall(b"hello")          # parks this tasklet, not the thread
+
+``socket.socket`` subclasses the stdlib class: the OS socket is always
+non-blocking, and ``settimeout``/``setblocking`` set the timeout the
+cooperative methods honour (None waits forever, 0.0 raises BlockingIOError,
+a number raises ``TimeoutError``, i.e. ``socket.timeout``). Name lookups
+(``getaddrinfo``, ``gethostbyname``, ...) run in a worker thread through
+``run_in_thread``. Every other name of the stdlib module is re-exported, so
+code written for blocking sockets (a third-party client library, say) runs
+cooperatively when handed this module.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket as _std
+from socket import *  # noqa: F403  (constants and helpers, re-exported as they are)
+
+from greenlet import getcurrent
+
+from ..hub import get_hub
+from ..threads import run_in_thread
+from .errors import NetworkError
+
+__all__ = [name for name in dir(_std) if not name.startswith("_")]
+
+error = _std.error
+timeout = _std.timeout
+gaierror = _std.gaierror
+herror = _std.herror
+_GLOBAL_DEFAULT_TIMEOUT = _std._GLOBAL_DEFAULT_TIMEOUT
+
+
+class socket(_std.socket):
+    """A stdlib socket whose blocking methods park the tasklet instead."""
+
+    __slots__ = ("_mt_timeout",)
+
+    def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
+        super().__init__(family, type, proto, fileno)
+        self._mt_timeout = _std.getdefaulttimeout()
+        super().setblocking(False)
+
+    # ---------------------------------------------------------------- timeout
+
+    def settimeout(self, value):
+        if value is not None:
+            value = float(value)
+            if value < 0:
+                raise ValueError("Timeout value out of range")
+        self._mt_timeout = value
+
+    def gettimeout(self):
+        return self._mt_timeout
+
+    @property
+    def timeout(self):
+        return self._mt_timeout
+
+    def setblocking(self, flag):
+        self._mt_timeout = None if flag else 0.0
+
+    def getblocking(self):
+        return self._mt_timeout != 0.0
+
+    def _deadline(self):
+        t = self._mt_timeout
+        return None if t is None else get_hub().clock() + t
+
+    def _wait(self, writable, deadline):
+        """Wait for readiness; raise BlockingIOError (timeout 0) or TimeoutError."""
+        if self._mt_timeout == 0.0:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        hub = get_hub()
+        remaining = None
+        if deadline is not None:
+            remaining = deadline - hub.clock()
+            if remaining <= 0:
+                raise _std.timeout("timed out")
+        wait = hub.wait_writable if writable else hub.wait_readable
+        if not wait(self.fileno(), remaining):
+            raise _std.timeout("timed out")
+
+    def _io(self, writable, method, *args):
+        deadline = self._deadline()
+        while True:
+            try:
+                return method(self, *args)
+            except BlockingIOError:
+                self._wait(writable, deadline)
+
+    # ---------------------------------------------------------------- methods
+
+    def recv(self, *args):
+        return self._io(False, _std.socket.recv, *args)
+
+    def recv_into(self, *args):
+        return self._io(False, _std.socket.recv_into, *args)
+
+    def recvfrom(self, *args):
+        return self._io(False, _std.socket.recvfrom, *args)
+
+    def recvfrom_into(self, *args):
+        return self._io(False, _std.socket.recvfrom_into, *args)
+
+    def recvmsg(self, *args):
+        return self._io(False, _std.socket.recvmsg, *args)
+
+    def send(self, *args):
+        return self._io(True, _std.socket.send, *args)
+
+    def sendto(self, *args):
+        return self._io(True, _std.socket.sendto, *args)
+
+    def sendmsg(self, *args):
+        return self._io(True, _std.socket.sendmsg, *args)
+
+    def sendall(self, data, flags=0):
+        view = memoryview(data).cast("B")
+        deadline = self._deadline()
+        sent = 0
+        while sent < len(view):
+            try:
+                sent += _std.socket.send(self, view[sent:], flags)
+            except BlockingIOError:
+                self._wait(True, deadline)
+
+    def accept(self):
+        deadline = self._deadline()
+        while True:
+            try:
+                fd, address = self._accept()
+                break
+            except BlockingIOError:
+                self._wait(False, deadline)
+        conn = type(self)(self.family, self.type, self.proto, fileno=fd)
+        if self._mt_timeout is not None or _std.getdefaulttimeout() is not None:
+            conn.settimeout(self._mt_timeout)
+        return conn, address
+
+    def connect(self, address):
+        error = self.connect_ex(address)
+        if error:
+            raise OSError(error, _strerror(error))
+
+    def connect_ex(self, address):
+        address = _resolve_for(self.family, address)
+        deadline = self._deadline()
+        error = _std.socket.connect_ex(self, address)
+        if error in (_EINPROGRESS, _EAGAIN, _EALREADY):
+            if self._mt_timeout == 0.0:
+                return error
+            try:
+                self._wait(True, deadline)
+            except _std.timeout:
+                raise
+            error = self.getsockopt(_std.SOL_SOCKET, _std.SO_ERROR)
+        return error
+
+    def dup(self):
+        return type(self)(self.family, self.type, self.proto, fileno=_dup(self.fileno()))
+
+    def detach(self):
+        fd = self.fileno()
+        if fd >= 0:
+            get_hub().forget_fd(fd)
+        return super().detach()
+
+    def _real_close(self, _ss=_std.socket):
+        fd = self.fileno()
+        hub = get_hub()
+        waiters = hub.forget_fd(fd) if fd >= 0 else []
+        _ss.close(self)
+        current = getcurrent()
+        for waiter in waiters:
+            if waiter is not current:
+                hub.schedule_throw(waiter, NetworkError(f"socket fd {fd} was closed"))
+
+
+SocketType = socket
+
+import errno as _errno  # noqa: E402
+import os as _os  # noqa: E402
+
+_EINPROGRESS, _EAGAIN, _EALREADY = _errno.EINPROGRESS, _errno.EAGAIN, _errno.EALREADY
+_dup = _os.dup
+_strerror = _os.strerror
+
+
+def _is_ip(host):
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+        return True
+    except ValueError:
+        return False
+
+
+def _resolve_for(family, address):
+    """Resolve a hostname off the hub, so connect() never blocks on DNS."""
+    if family not in (_std.AF_INET, _std.AF_INET6) or not isinstance(address, tuple):
+        return address
+    host = address[0]
+    if not host or _is_ip(host):
+        return address
+    infos = getaddrinfo(host, address[1], family, _std.SOCK_STREAM)
+    return infos[0][4]
+
+
+# ------------------------------------------------------------ name lookups
+
+
+def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
+    """stdlib ``getaddrinfo`` in a worker thread (numeric hosts answered inline)."""
+    if host is None or (isinstance(host, str) and _is_ip(host)) or host in ("", b""):
+        return _std.getaddrinfo(host, port, family, type, proto, flags)
+    return run_in_thread(_std.getaddrinfo, host, port, family, type, proto, flags)
+
+
+def gethostbyname(hostname):
+    if _is_ip(hostname):
+        return hostname
+    return run_in_thread(_std.gethostbyname, hostname)
+
+
+def gethostbyname_ex(hostname):
+    return run_in_thread(_std.gethostbyname_ex, hostname)
+
+
+def gethostbyaddr(ip_address):
+    return run_in_thread(_std.gethostbyaddr, ip_address)
+
+
+def getnameinfo(sockaddr, flags):
+    return run_in_thread(_std.getnameinfo, sockaddr, flags)
+
+
+def getfqdn(name=""):
+    return run_in_thread(_std.getfqdn, name)
+
+
+# ------------------------------------------------------------ constructors
+
+
+def socketpair(family=None, type=_std.SOCK_STREAM, proto=0):
+    """A connected pair of cooperative sockets."""
+    if family is None:
+        family = getattr(_std, "AF_UNIX", _std.AF_INET)
+    a, b = _std.socketpair(family, type, proto)
+    return socket(a.family, a.type, a.proto, a.detach()), socket(b.family, b.type, b.proto,
+                                                                  b.detach())
+
+
+def fromfd(fd, family, type, proto=0):
+    return socket(family, type, proto, _dup(fd))
+
+
+def create_connection(address, timeout=_GLOBAL_DEFAULT_TIMEOUT, source_address=None, **kwargs):
+    """Connect to ``(host, port)``, trying each address in turn, cooperatively."""
+    host, port = address
+    errors = []
+    for family, type_, proto, _canon, sockaddr in getaddrinfo(host, port, 0, _std.SOCK_STREAM):
+        sock = None
+        try:
+            sock = socket(family, type_, proto)
+            if timeout is not _GLOBAL_DEFAULT_TIMEOUT:
+                sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(sockaddr)
+            return sock
+        except OSError as exc:
+            errors.append(exc)
+            if sock is not None:
+                sock.close()
+    if errors:
+        raise errors[0]
+    raise OSError("getaddrinfo returns an empty list")
+
+
+def create_server(address, *, family=_std.AF_INET, backlog=None, reuse_port=False,
+                  dualstack_ipv6=False):
+    """As the stdlib's, returning a cooperative listening socket."""
+    plain = _std.create_server(address, family=family, backlog=backlog, reuse_port=reuse_port,
+                               dualstack_ipv6=dualstack_ipv6)
+    return socket(plain.family, plain.type, plain.proto, plain.detach())

@@ -1,0 +1,446 @@
+"""Connection: a socket read as lines and written through a bounded queue.
+
+Reads are straight-line: ``recv_line()`` returns the next line, parking the
+tasklet only when the socket has nothing yet. Every operation tries the
+non-blocking system call first and waits for readiness only on EAGAIN, so a
+busy socket costs no hub switch; after ``EAGER_BUDGET`` operations in a row
+that did not wait, the tasklet yields once, so a peer flooding as fast as
+loopback allows cannot starve the others.
+
+``write()`` never waits for the peer while the output queue is empty and
+the socket takes the data: it sends at once, without a switch. What the
+socket does not take is queued and sent by the hub whenever the socket is
+writable, many queued pieces joined into one system call. The queue is
+bounded; at the bound the policy chosen when the Connection was made
+applies: ``"wait"`` parks the writer until there is room, ``"close"``
+closes the connection (a slow reader must not hold memory forever).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket as _socket
+from collections import deque
+
+from greenlet import getcurrent
+
+from ..hub import get_hub
+from ..sync import Event
+from ..timeout import sleep
+from .errors import LineTooLong, NetworkError
+
+log = logging.getLogger("microthreads.net")
+
+#: Operations in a row that did not wait, after which a tasklet yields once.
+EAGER_BUDGET = 64
+#: How much ``recv_line`` asks the kernel for at a time.
+READ_SIZE = 65536
+#: At most this much queued output is joined into one send.
+SEND_CHUNK = 256 * 1024
+
+_CLOSED_ERRNOS = (errno.EBADF, errno.ENOTCONN, errno.ESHUTDOWN, errno.EPIPE,
+                  errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT, errno.EHOSTUNREACH,
+                  errno.ENETUNREACH)
+
+
+def _describe(peer):
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host = peer[0]
+        return f"[{host}]:{peer[1]}" if ":" in str(host) else f"{host}:{peer[1]}"
+    return str(peer) if peer else "unix socket"
+
+
+class Connection:
+    """One stream connection (TCP or Unix), bytes in and bytes out.
+
+    ``peer`` is the address at the other end. ``timeout`` (seconds, None for
+    none) bounds each receive and each wait for output room, raising
+    ``TimeoutError``. ``max_output`` bounds queued output (bytes);
+    ``on_full`` is ``"wait"`` or ``"close"``. ``stall_timeout``: with output
+    pending that has not moved at all for that many seconds, the connection
+    is closed (None: never).
+    """
+
+    def __init__(self, sock, peer=None, *, timeout=None, max_output=1 << 20,
+                 on_full="wait", stall_timeout=None):
+        if on_full not in ("wait", "close"):
+            raise ValueError("on_full must be 'wait' or 'close'")
+        sock.setblocking(False)
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._hub = get_hub()
+        self.peer = peer
+        self.timeout = timeout
+        self.max_output = max_output
+        self.on_full = on_full
+        self.stall_timeout = stall_timeout
+        self.close_reason = None          # why it was closed, for logs
+        self._recv = sock.recv
+        self._send = sock.send
+        self._buf = b""                   # received, not yet returned ...
+        self._pos = 0                     # ... from this offset on
+        self._discarding = False          # inside an overlong line
+        self._eof = False
+        self._eager = 0
+        self._out = deque()               # queued output (bytes)
+        self._out_size = 0
+        self._out_moved = 0               # bytes sent from the queue so far
+        self._writer_armed = False
+        self._room = None                 # Event: output below its bound
+        self._drained = None              # Event: output queue empty
+        self._stall_timer = None
+        self._lost = Event()
+        self._closed = False
+
+    # ------------------------------------------------------------- reading
+
+    def fileno(self):
+        return self._fd
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _wait_readable(self):
+        if self._closed:
+            raise NetworkError(f"{_describe(self.peer)}: connection closed")
+        self._eager = 0
+        if not self._hub.wait_readable(self._fd, self.timeout):
+            raise TimeoutError(f"{_describe(self.peer)}: receive timed out")
+
+    def _spend_budget(self):
+        self._eager += 1
+        if self._eager >= EAGER_BUDGET:
+            self._eager = 0
+            sleep(0)
+
+    def _read_chunk(self, size):
+        """The next bytes from the socket (b"" at EOF), waiting if needed."""
+        while True:
+            try:
+                data = self._recv(size)
+            except BlockingIOError:
+                self._wait_readable()
+                continue
+            except OSError as exc:
+                self._lost.set()
+                if self._closed:
+                    raise NetworkError(f"{_describe(self.peer)}: connection closed") from None
+                raise NetworkError(f"{_describe(self.peer)}: {exc.strerror or exc}") from exc
+            if not data:
+                self._eof = True
+                self._lost.set()
+            else:
+                self._spend_budget()
+            return data
+
+    def recv(self, n=READ_SIZE) -> bytes:
+        """Up to ``n`` bytes; waits until at least one is there. b"" at EOF.
+
+        Bytes already buffered by ``recv_line`` come first. Raises
+        NetworkError on a reset or after close, TimeoutError past ``timeout``.
+        """
+        if self._pos < len(self._buf):
+            end = self._pos + n
+            data = self._buf[self._pos:end]
+            self._pos = min(end, len(self._buf))
+            return data
+        if self._eof:
+            return b""
+        return self._read_chunk(n)
+
+    def recv_exactly(self, n) -> bytes:
+        """Exactly ``n`` bytes; NetworkError if EOF comes first."""
+        parts, missing = [], n
+        while missing:
+            data = self.recv(missing)
+            if not data:
+                raise NetworkError(f"{_describe(self.peer)}: EOF after {n - missing} of"
+                                   f" {n} bytes")
+            parts.append(data)
+            missing -= len(data)
+        return b"".join(parts)
+
+    def recv_line(self, limit=65536) -> bytes:
+        """The next line, with its ``\\n``; b"" at EOF.
+
+        A last line without ``\\n`` is returned as it is. A line longer than
+        ``limit`` bytes (its ``\\n`` included) raises ``LineTooLong`` as soon
+        as the limit is passed; its bytes are dropped, and the next call
+        returns the line after it. Memory held stays within ``limit`` plus
+        one read of ``READ_SIZE``. Lines are sliced out of one buffer per
+        read: no copying of the buffer per line.
+        """
+        buf, pos = self._buf, self._pos
+        while True:
+            end = buf.find(b"\n", pos)
+            if self._discarding:
+                if end < 0:
+                    buf, pos = b"", 0
+                else:
+                    pos = end + 1
+                    self._discarding = False
+                    continue
+            elif end >= 0:
+                if end + 1 - pos > limit:
+                    self._buf, self._pos = buf, end + 1
+                    raise LineTooLong(f"line longer than {limit} bytes")
+                self._buf, self._pos = buf, end + 1
+                return buf[pos:end + 1]
+            elif len(buf) - pos > limit:
+                self._buf, self._pos = b"", 0
+                self._discarding = True
+                raise LineTooLong(f"line longer than {limit} bytes")
+            if self._eof:
+                self._buf, self._pos = b"", 0
+                return b"" if self._discarding else buf[pos:]
+            self._buf, self._pos = buf, pos   # kept if the read raises
+            chunk = self._read_chunk(READ_SIZE)
+            # only the partial line is copied, never the whole buffer
+            buf = buf[pos:] + chunk if pos < len(buf) else chunk
+            pos = 0
+
+    def __iter__(self):
+        """Yields ``recv_line()`` results until EOF."""
+        while True:
+            line = self.recv_line()
+            if not line:
+                return
+            yield line
+
+    # ------------------------------------------------------------- writing
+
+    def send(self, data) -> int:
+        """Send some of ``data``, waiting until the socket takes at least a byte.
+
+        Returns how many bytes were sent. Queued ``write()`` output goes first.
+        """
+        if self._out:
+            self.flush()
+        while True:
+            try:
+                sent = self._send(data)
+            except BlockingIOError:
+                self._wait_writable()
+                continue
+            except OSError as exc:
+                raise self._write_failed(exc) from exc
+            self._spend_budget()
+            return sent
+
+    def sendall(self, data):
+        """Send all of ``data``, waiting as needed; queued output goes first."""
+        view = memoryview(data)
+        total = len(view)
+        sent = self.send(view)
+        while sent < total:
+            try:
+                sent += self._send(view[sent:])
+            except BlockingIOError:
+                self._wait_writable()
+            except OSError as exc:
+                raise self._write_failed(exc) from exc
+
+    def _wait_writable(self):
+        if self._closed:
+            raise NetworkError(f"{_describe(self.peer)}: connection closed")
+        self._eager = 0
+        if not self._hub.wait_writable(self._fd, self.timeout):
+            raise TimeoutError(f"{_describe(self.peer)}: send timed out")
+
+    def _write_failed(self, exc):
+        self._lost.set()
+        if self._closed:
+            return NetworkError(f"{_describe(self.peer)}: connection closed")
+        return NetworkError(f"{_describe(self.peer)}: {exc.strerror or exc}")
+
+    def write(self, data):
+        """Queue ``data`` (bytes) for sending; the hub sends it in order.
+
+        With nothing queued, the data is sent at once with one non-blocking
+        system call (no switch); the rest is queued. Past ``max_output``
+        queued bytes, ``on_full="wait"`` parks the caller until there is room
+        (TimeoutError past ``timeout``); ``on_full="close"`` closes the
+        connection and raises NetworkError. Never blocks under "close", so it
+        is safe to call from a broadcast loop or a finish hook.
+        """
+        if self._closed:
+            raise NetworkError(f"{_describe(self.peer)}: connection closed")
+        if not self._out:
+            try:
+                sent = self._send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                error = self._write_failed(exc)
+                self.close(f"write failed: {exc.strerror or exc}")
+                raise error from exc
+            if sent == len(data):
+                return
+            data = data[sent:]
+        self._out.append(bytes(data))
+        self._out_size += len(data)
+        if not self._writer_armed:
+            self._writer_armed = True
+            self._hub.add_writer(self._fd, self._on_writable)
+            if self.stall_timeout:
+                self._arm_stall_timer()
+        if self._out_size > self.max_output:
+            if self.on_full == "close":
+                self.close(f"output backlog over {self.max_output} bytes")
+                raise NetworkError(f"{_describe(self.peer)}: output backlog over"
+                                   f" {self.max_output} bytes; connection closed")
+            self._wait_for_room()
+
+    @property
+    def pending_output(self) -> int:
+        """Bytes queued by ``write()`` and not yet sent."""
+        return self._out_size
+
+    def _on_writable(self):
+        """On the hub: send as much queued output as the socket takes."""
+        out = self._out
+        while out:
+            if len(out) == 1 or len(out[0]) >= SEND_CHUNK:
+                data = out[0]
+            else:
+                pieces, size = [], 0
+                while out and size < SEND_CHUNK:
+                    piece = out.popleft()
+                    pieces.append(piece)
+                    size += len(piece)
+                data = b"".join(pieces)
+                out.appendleft(data)
+            try:
+                sent = self._send(data)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                self.close(f"write failed: {exc.strerror or exc}")
+                self._lost.set()
+                return
+            self._out_size -= sent
+            self._out_moved += sent
+            if sent < len(data):
+                out[0] = data[sent:]
+                break
+            out.popleft()
+        if not out:
+            self._writer_armed = False
+            self._hub.remove_writer(self._fd)
+            if self._drained is not None:
+                self._drained.set()
+        if self._room is not None and self._out_size <= self.max_output:
+            self._room.set()
+
+    def _wait_for_room(self):
+        while self._out_size > self.max_output:
+            if self._room is None:
+                self._room = Event()
+            self._room.clear()
+            if not self._room.wait(self.timeout):
+                raise TimeoutError(f"{_describe(self.peer)}: no room for output in time")
+            if self._closed:
+                raise NetworkError(f"{_describe(self.peer)}: connection closed")
+
+    def flush(self, timeout=None) -> bool:
+        """Wait until queued output is sent; False if ``timeout`` passed first.
+
+        Raises NetworkError if the connection closes meanwhile.
+        """
+        while self._out:
+            if self._closed:
+                raise NetworkError(f"{_describe(self.peer)}: connection closed")
+            if self._drained is None:
+                self._drained = Event()
+            self._drained.clear()
+            if not self._drained.wait(timeout):
+                return False
+        if self._closed and self._out_size:
+            raise NetworkError(f"{_describe(self.peer)}: connection closed")
+        return True
+
+    def _arm_stall_timer(self):
+        self._stall_timer = self._hub.call_later(self.stall_timeout, self._check_stall,
+                                                 self._out_moved)
+
+    def _check_stall(self, moved_before):
+        self._stall_timer = None
+        if self._closed or not self._out:
+            return
+        if self._out_moved == moved_before:
+            self.close(f"output stalled for {self.stall_timeout:g} s")
+        else:
+            self._arm_stall_timer()
+
+    # ------------------------------------------------------------- lifetime
+
+    def wait_closed(self, timeout=None) -> bool:
+        """Wait until the peer has gone away or the connection is closed.
+
+        The seed's ``on_lost_connection``. It consumes no data: it learns of
+        the loss from the tasklet that reads or writes (EOF, reset, broken
+        pipe) or from ``close()``. Returns False if ``timeout`` passed first.
+        """
+        return self._lost.wait(timeout)
+
+    def shutdown_write(self):
+        """Send EOF to the peer (half-close) after queued output."""
+        self.flush()
+        try:
+            self._sock.shutdown(_socket.SHUT_WR)
+        except OSError as exc:
+            raise self._write_failed(exc) from exc
+
+    def set_keepalive(self, idle=60, interval=10, count=5):
+        """Turn TCP keepalive on, so a peer that vanished is noticed."""
+        sock = self._sock
+        try:
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_KEEPALIVE, 1)
+            if hasattr(_socket, "TCP_KEEPIDLE"):
+                sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_KEEPIDLE, idle)
+                sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_KEEPINTVL, interval)
+                sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_KEEPCNT, count)
+        except OSError:
+            pass                              # not TCP (a Unix socket): nothing to keep alive
+
+    def close(self, reason=None):
+        """Close now (queued output is dropped; ``flush()`` first to send it).
+
+        Idempotent. Unregisters the descriptor, closes it, then wakes every
+        tasklet waiting on this connection with NetworkError.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self.close_reason = reason or "closed"
+        hub = self._hub
+        waiters = hub.forget_fd(self._fd)
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+        self._out.clear()
+        self._writer_armed = False
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+        error = f"{_describe(self.peer)}: connection closed"
+        current = getcurrent()
+        for waiter in waiters:
+            if waiter is not current:
+                hub.schedule_throw(waiter, NetworkError(error))
+        self._lost.set()
+        for event in (self._room, self._drained):
+            if event is not None:
+                event.set()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __repr__(self):
+        state = "closed" if self._closed else "open"
+        return f"<Connection {_describe(self.peer)} {state} fd={self._fd}>"
