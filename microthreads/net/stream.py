@@ -414,7 +414,7 @@ class Connection:
         if self._closed:
             return
         self._closed = True
-        self.close_reason = reason or "closed"
+        self.close_reason = reason or self.close_reason or "closed"
         hub = self._hub
         waiters = hub.forget_fd(self._fd)
         if self._stall_timer is not None:

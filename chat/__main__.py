@@ -1,0 +1,95 @@
+"""python -m chat: the chat server (``make run``, ``microthreads-chat``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+import microthreads
+
+from .server import ChatServer, Options
+
+log = logging.getLogger("chat")
+
+
+def parse_args(argv=None):
+    defaults = Options()
+    parser = argparse.ArgumentParser(
+        prog="python -m chat",
+        description="A telnet chat server on microthreads. Connect with"
+                    " `telnet 127.0.0.1 1980` or `nc 127.0.0.1 1980`.")
+    parser.add_argument("--host", default=defaults.host,
+                        help="address to listen on (default %(default)s)")
+    parser.add_argument("--port", type=int, default=defaults.port,
+                        help="TCP port (default %(default)s; 0 picks a free one)")
+    parser.add_argument("--max-clients", type=int, default=defaults.max_clients,
+                        help="connections held at once, logged in or at the prompt"
+                             " (default %(default)s)")
+    parser.add_argument("--rate", type=float, default=defaults.rate,
+                        help="lines per second per member, burst twice that; 0 is off"
+                             " (default %(default)g)")
+    parser.add_argument("--max-line", type=int, default=defaults.max_line,
+                        help="longest input line in bytes (default %(default)s)")
+    parser.add_argument("--login-timeout", type=float, default=defaults.login_timeout,
+                        help="seconds to give a valid handle (default %(default)g)")
+    parser.add_argument("--max-backlog", type=int, default=defaults.max_backlog,
+                        help="unsent output per member in bytes before it is dropped"
+                             " (default %(default)s)")
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"],
+                        help="logging level (default %(default)s)")
+    return parser.parse_args(argv)
+
+
+def raise_nofile_limit():
+    """Raise the soft RLIMIT_NOFILE toward the hard limit; return the soft limit."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    limit = raise_nofile_limit()
+    if limit is not None:
+        log.info("open file limit: %d descriptors", limit)
+        if limit < args.max_clients + 64:
+            log.warning("--max-clients %d needs more descriptors than the limit %d",
+                        args.max_clients, limit)
+    options = Options(host=args.host, port=args.port, max_clients=args.max_clients,
+                      rate=args.rate, max_line=args.max_line,
+                      login_timeout=args.login_timeout, max_backlog=args.max_backlog)
+    server = ChatServer(options)
+    hub = microthreads.get_hub()
+
+    def on_signal(signum, _frame):
+        log.info("got %s", signal.Signals(signum).name)
+        hub.call_soon_threadsafe(microthreads.spawn, server.shutdown)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        microthreads.run(server.listener)
+    except OSError as exc:
+        log.error("cannot serve on %s:%d: %s", args.host, args.port, exc.strerror or exc)
+        return 1
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

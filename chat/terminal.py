@@ -1,0 +1,82 @@
+"""Terminal: a telnet/netcat user's side of one Connection, as text lines.
+
+Input passes, in order, through telnet option refusal and IAC removal, line
+framing with a length limit, UTF-8 decoding with replacement, removal of
+control, escape and bidi characters, and the per-member rate limit. Output
+is UTF-8 lines ending in CRLF, queued on the connection's bounded output.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from .text import TOO_LONG, LineSplitter, RateLimiter, TelnetFilter, decode, sanitize
+
+READ_SIZE = 16384
+
+
+class Terminal:
+    """Lines in and out of one connection.
+
+    ``read_line()`` returns the next line a person typed, as clean text
+    (possibly empty), or None at EOF. ``say(text)`` sends one line.
+    """
+
+    def __init__(self, conn, *, max_line=4096, rate=20.0, clock):
+        self.conn = conn
+        self.max_line = max_line
+        self._telnet = TelnetFilter()
+        self._lines = LineSplitter(max_line)
+        self._pending = deque()
+        self._limiter = RateLimiter(rate) if rate else None
+        self._clock = clock
+
+    def say(self, text):
+        """Queue ``text`` as one line; never blocks (a backlog over the bound
+        closes the connection and raises NetworkError)."""
+        self.conn.write(text.encode("utf-8", "replace") + b"\r\n")
+
+    def send_raw(self, data):
+        self.conn.write(data)
+
+    def read_line(self):
+        """The next line, filtered and stripped; None at EOF.
+
+        An overlong line is answered with ``Line too long (limit N bytes).``
+        and skipped; lines over the rate limit are dropped, with a warning at
+        most once a second. Raises NetworkError if the connection fails.
+        """
+        pending = self._pending
+        while True:
+            while pending:
+                item = pending.popleft()
+                if item is TOO_LONG:
+                    self.say(f"Line too long (limit {self.max_line} bytes).")
+                    continue
+                if self._limiter is not None:
+                    now = self._clock()
+                    if not self._limiter.allow(now):
+                        if self._limiter.warn_due(now):
+                            self.say("You are sending too fast; slow down.")
+                        continue
+                return sanitize(decode(item)).strip()
+            data = self.conn.recv(READ_SIZE)
+            if not data:
+                rest = self._lines.flush()
+                if rest:
+                    pending.append(rest)
+                    continue
+                return None
+            payload, replies = self._telnet.feed(data)
+            if replies:
+                self.send_raw(replies)
+            if payload:
+                pending.extend(self._lines.feed(payload))
+
+    def __iter__(self):
+        """Lines until EOF; a NetworkError propagates (the session ends with it)."""
+        while True:
+            line = self.read_line()
+            if line is None:
+                return
+            yield line
