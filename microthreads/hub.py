@@ -47,6 +47,9 @@ TIMED_OUT = _TimedOut()
 
 _local = threading.local()
 
+#: While work keeps coming, poll for I/O at least once per this many wake-ups.
+POLL_EVERY = 32
+
 
 def get_hub() -> Hub:
     """This OS thread's hub, made on first use."""
@@ -292,6 +295,7 @@ class Hub:
         self._interrupt = None             # an exception to raise in the caller
         self._sigint_seen = False
         self._switches = 0                 # resumes so far: the watchdog watches it
+        self._polled_at = -POLL_EVERY      # _switches at the last poll
         self._in_poll = False
         self._watchdog = None
         root = getcurrent()
@@ -343,22 +347,40 @@ class Hub:
         """One loop iteration.
 
         1. run the callbacks that were ready when this iteration began
-        2. wait for I/O, no longer than the earliest deadline (0 if work is queued)
+        2. wait for I/O, no longer than the earliest deadline (0 if work is queued;
+           while tasklets keep yielding, a zero-wait poll is made once per
+           POLL_EVERY wake-ups rather than once per iteration: I/O still waits
+           for at most that many switches)
         3. wake the greenlets whose file descriptors are ready
         4. fire the timers whose deadline has passed
         """
         self._run_ready()
-        self._dispatch_io(self._poll(self._seconds_to_wait()))
+        timeout = self._seconds_to_wait()
+        if timeout != 0 or self._switches - self._polled_at >= POLL_EVERY:
+            self._polled_at = self._switches
+            self._dispatch_io(self._poll(timeout))
         self._fire_due_timers()
 
     def _run_ready(self):
+        """Phase 1. An entry is ``(seq, greenlet, value)``, a wake-up for wait
+        number ``seq`` of that greenlet, or ``(None, callback, args)``."""
         ready = self._ready
+        popleft = ready.popleft
         for _ in range(len(ready)):          # a snapshot: newcomers wait a turn
-            callback, args = ready.popleft()
-            try:
-                callback(*args)
-            except Exception:
-                log.exception("microthreads: callback %r failed", callback)
+            seq, target, arg = popleft()
+            if seq is None:
+                try:
+                    target(*arg)
+                except Exception:
+                    log.exception("microthreads: callback %r failed", target)
+            elif target._seq == seq:         # else a stale wake-up: that wait is over
+                target._seq = seq + 1
+                self._switches += 1
+                if target._kill_exc is None:
+                    target.switch(arg)
+                else:
+                    exc, target._kill_exc = target._kill_exc, None
+                    target.throw(exc)
 
     def _seconds_to_wait(self):
         if self._ready or self._threadsafe or self._interrupt is not None or self._done():
@@ -415,7 +437,12 @@ class Hub:
 
     def _fire_due_timers(self):
         timers = self._timers
+        heap = timers._heap
+        if not heap:
+            return
         now = self.clock()
+        if heap[0][0] > now:
+            return
         while True:
             timer = timers.pop_due(now)
             if timer is None:
@@ -707,11 +734,11 @@ class Hub:
 
         Ignored if that wait has ended by the time the hub gets to it.
         """
-        self._ready.append((self._resume, (g, g._seq, value)))
+        self._ready.append((g._seq, g, value))
 
     def schedule_throw(self, g, exc):
         """Raise ``exc`` in the parked greenlet ``g`` soon, at its ``park()``."""
-        self._ready.append((self._resume_throw, (g, g._seq, exc)))
+        self._ready.append((None, self._resume_throw, (g, g._seq, exc)))
 
     def throw_now(self, g, exc):
         """From the hub only: raise ``exc`` in the parked greenlet ``g`` at once."""
@@ -744,7 +771,7 @@ class Hub:
 
     def call_soon(self, callback, *args):
         """Run ``callback(*args)`` on the hub in its next iteration (FIFO)."""
-        self._ready.append((callback, args))
+        self._ready.append((None, callback, args))
 
     def call_at(self, deadline, callback, *args):
         """Run ``callback(*args)`` on the hub at ``deadline`` (hub clock); a Timer."""
@@ -785,7 +812,8 @@ class Hub:
             pass
         pending = self._threadsafe
         while pending:
-            self._ready.append(pending.popleft())
+            callback, args = pending.popleft()
+            self._ready.append((None, callback, args))
 
     def report_error(self, tasklet, exc):
         """Report a tasklet that died of ``exc`` with nobody joining it.

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import contextvars
 import logging
+from contextvars import copy_context as _copy_context
 
 from greenlet import getcurrent as _getcurrent
 from greenlet import greenlet
@@ -13,6 +13,8 @@ from .errors import TaskletExit
 from .hub import TIMED_OUT, get_hub
 
 log = logging.getLogger("microthreads")
+_NO_KWARGS = {}
+_HOOKS_RAN = ()                       # Tasklet._hooks once the finish hooks have run
 
 
 class Tasklet(greenlet):
@@ -29,13 +31,17 @@ class Tasklet(greenlet):
     on it or a ``Group`` owns it.
     """
 
+    __slots__ = ("_args", "_ended", "_exception", "_finished", "_fn", "_group", "_hooks",
+                 "_hub", "_kill_exc", "_kwargs", "_links", "_name", "_seq", "_start_timer",
+                 "_started", "_value")
+
     def __init__(self, fn, args=(), kwargs=None, hub=None):
         hub = hub or get_hub()
         greenlet.__init__(self, None, hub._greenlet)
-        self.gr_context = contextvars.copy_context()
+        self.gr_context = _copy_context()
         self._fn = fn
         self._args = args
-        self._kwargs = kwargs or {}
+        self._kwargs = kwargs or _NO_KWARGS
         self._hub = hub
         self._seq = 0                 # number of the current wait (see hub.py)
         self._kill_exc = None         # a kill that has not been delivered yet
@@ -44,8 +50,8 @@ class Tasklet(greenlet):
         self._finished = False        # dead and every hook and joiner has been served
         self._value = None
         self._exception = None
-        self._hooks = []              # (fn, args) added by on_finish
-        self._links = []              # callables(tasklet): joiners, groups, run()
+        self._hooks = None            # [(fn, args)] added by on_finish, made on demand
+        self._links = None            # [callable(tasklet)]: joiners, run(); on demand
         self._group = None
         self._start_timer = None
         self._name = None
@@ -74,23 +80,26 @@ class Tasklet(greenlet):
                 hub._interrupt = exc          # raised to the caller of run()
             elif not self._links and (self._group is None or not self._group._entered):
                 hub.report_error(self, exc)
-        hub._ready.append((self._finish, ()))
+        hub._ready.append((None, self._finish, ()))
 
     def _finish(self):
         """Runs on the hub: finish hooks in order, global hooks, then joiners."""
-        hooks, self._hooks = self._hooks, None
-        for fn, args in hooks:
-            try:
-                fn(*args)
-            except Exception:
-                log.exception("microthreads: finish hook %r of %r failed", fn, self)
-        _hooks.fire_finish(self)
+        hooks, self._hooks = self._hooks, _HOOKS_RAN
+        if hooks:
+            for fn, args in hooks:
+                try:
+                    fn(*args)
+                except Exception:
+                    log.exception("microthreads: finish hook %r of %r failed", fn, self)
+        if _hooks.finish_hooks:
+            _hooks.fire_finish(self)
         self._finished = True
         if self._group is not None:
             self._group._member_ended(self)
         links, self._links = self._links, None
-        for link in links:
-            link(self)
+        if links:
+            for link in links:
+                link(self)
 
     # ---------------------------------------------------------- the handle
 
@@ -148,10 +157,13 @@ class Tasklet(greenlet):
         raises is logged and the rest still run. Hooks run on the hub: they
         must not block (spawn a tasklet for blocking work).
         """
-        if self._finished:
+        hooks = self._hooks
+        if hooks is _HOOKS_RAN:              # the hooks have run (or are running)
             self._hub.call_soon(fn, *args)
+        elif hooks is None:
+            self._hooks = [(fn, args)]
         else:
-            self._hooks.append((fn, args))
+            hooks.append((fn, args))
 
     def join(self, timeout=None) -> bool:
         """Wait until it has ended and its finish hooks have run.
@@ -170,12 +182,22 @@ class Tasklet(greenlet):
         def wake(_tasklet):
             hub.schedule_wakeup(waiter, True)
 
-        self._links.append(wake)
+        self._link(wake)
         try:
             return hub.park(timeout) is not TIMED_OUT
         finally:
-            if self._links is not None and wake in self._links:
-                self._links.remove(wake)
+            self._unlink(wake)
+
+    def _link(self, fn):
+        """Call ``fn(self)`` after the finish hooks; counts as joining (no report)."""
+        if self._links is None:
+            self._links = [fn]
+        else:
+            self._links.append(fn)
+
+    def _unlink(self, fn):
+        if not self._finished and self._links and fn in self._links:
+            self._links.remove(fn)
 
     def get(self, timeout=None):
         """Wait for the result: return the value, or raise the exception it ended with.
@@ -214,6 +236,8 @@ class Tasklet(greenlet):
                 self._start_timer.cancel()
             if not isinstance(exc, TaskletExit):
                 self._exception = exc
+                if block:                    # the killer is told, as a joiner would be
+                    self._link(_ignore)
             self._args = self._kwargs = None
             self._end()
             return
@@ -236,7 +260,7 @@ def spawn(fn, *args, **kwargs) -> Tasklet:
     hub = get_hub()
     tasklet = Tasklet(fn, args, kwargs, hub)
     hub._live.add(tasklet)
-    hub._ready.append((hub._resume, (tasklet, 0, None)))
+    hub._ready.append((0, tasklet, None))
     if _hooks.spawn_hooks:
         _hooks.fire_spawn(tasklet)
     return tasklet
@@ -289,7 +313,7 @@ def run(fn=None, *args, **kwargs):
         raise RuntimeError("microthreads.run() is not re-entrant: it was called from inside"
                            " a tasklet (spawn() and join() instead)")
     tasklet = spawn(fn, *args, **kwargs)
-    tasklet._links.append(_ignore)           # its error is raised here, not logged
+    tasklet._link(_ignore)                   # its error is raised here, not logged
     hub.run(tasklet)
     if tasklet._exception is not None:
         raise tasklet._exception
@@ -319,7 +343,7 @@ def joinall(tasklets, timeout=None, raise_error=False):
             hub.schedule_wakeup(waiter)
 
         for tasklet in pending:
-            tasklet._links.append(wake)
+            tasklet._link(wake)
         try:
             while pending:
                 if raise_error:
@@ -330,8 +354,7 @@ def joinall(tasklets, timeout=None, raise_error=False):
                 pending = [tasklet for tasklet in pending if not tasklet._finished]
         finally:
             for tasklet in pending:
-                if tasklet._links is not None and wake in tasklet._links:
-                    tasklet._links.remove(wake)
+                tasklet._unlink(wake)
     if raise_error:
         _raise_first_failure(tasklets)
     return [tasklet for tasklet in tasklets if tasklet._finished]

@@ -109,14 +109,16 @@ def sleep(seconds=0):
     this one resumes, so tasklets looping on ``sleep(0)`` interleave in order.
     A kill or a Timeout interrupts it.
     """
-    hub = get_hub()
-    if seconds <= 0:
-        current = getcurrent()
-        try:
-            seq = current._seq
-        except AttributeError:
-            seq = 0
-        hub._ready.append((hub._resume, (current, seq, None)))
-        hub.park()
-    else:
+    current = getcurrent()
+    try:
+        hub = current._hub                   # a tasklet knows its hub
+    except AttributeError:
+        hub = get_hub()
+    if seconds > 0:
         hub.park(seconds)
+    elif current.parent is hub._greenlet:    # the fast path: a tasklet yields once
+        hub._ready.append((current._seq, current, None))
+        hub._switch()
+    else:
+        hub._ready.append((current._seq, current, None))
+        hub.park()
