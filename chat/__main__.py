@@ -37,6 +37,9 @@ def parse_args(argv=None):
     parser.add_argument("--max-backlog", type=int, default=defaults.max_backlog,
                         help="unsent output per member in bytes before it is dropped"
                              " (default %(default)s)")
+    # Not in PROTOCOL.md's list (so not in --help): the tests shorten the 30 s.
+    parser.add_argument("--stall-timeout", type=float, default=defaults.stall_timeout,
+                        help=argparse.SUPPRESS)
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"],
                         help="logging level (default %(default)s)")
@@ -72,7 +75,8 @@ def main(argv=None):
                         args.max_clients, limit)
     options = Options(host=args.host, port=args.port, max_clients=args.max_clients,
                       rate=args.rate, max_line=args.max_line,
-                      login_timeout=args.login_timeout, max_backlog=args.max_backlog)
+                      login_timeout=args.login_timeout, max_backlog=args.max_backlog,
+                      stall_timeout=args.stall_timeout)
     server = ChatServer(options)
     hub = microthreads.get_hub()
 

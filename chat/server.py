@@ -37,17 +37,18 @@ class Options:
 class Member:
     """One logged-in person: a handle and the terminal it types on."""
 
-    __slots__ = ("handle", "key", "term")
+    __slots__ = ("handle", "key", "term", "write")
 
     def __init__(self, handle, term):
         self.handle = handle
         self.key = handle_key(handle)
         self.term = term
+        self.write = term.conn.write
 
     def deliver(self, data):
-        """Queue one encoded line; a backlog over the bound drops this member."""
+        """Hand encoded lines to its bounded output; over the bound, it is dropped."""
         try:
-            self.term.send_raw(data)
+            self.write(data)
         except NetworkError:
             pass            # closed: its own tasklet wakes with the error and leaves
 
@@ -61,6 +62,8 @@ class ChatServer:
     def __init__(self, options=None):
         self.options = options or Options()
         self.members = {}          # handle key -> Member, in join order
+        self._batch = []           # encoded lines broadcast since the last flush
+        self._hub = microthreads.get_hub()
         self.closing = False
         self.server = None
         self.commands = {
@@ -118,7 +121,9 @@ class ChatServer:
         self.chat(self.join(handle, term))
 
     def join(self, handle, term):
+        self.flush_broadcasts()                            # lines before the join: not its
         member = Member(handle, term)
+        term.before_write = self.flush_broadcasts
         self.members[member.key] = member
         microthreads.on_finish(self.lost_conn, member)      # once, however it ends
         self.broadcast(f"{handle} has joined the chat.")
@@ -146,10 +151,26 @@ class ChatServer:
     def broadcast(self, text):
         """Hand one line to every member, never yielding: one order for everyone.
 
-        Encoded once. A member whose backlog passes its bound is disconnected
-        (and announced as leaving by its own tasklet).
+        The line is encoded once and joins the room's pending batch; at the
+        hub's next turn (or before any member's own line is written, so
+        nothing overtakes it) the batch goes to every member's bounded output
+        as one piece: a member with nothing pending gets it with one
+        non-blocking send, however many lines were broadcast meanwhile. A
+        member whose backlog passes its bound is disconnected (and announced
+        as leaving by its own tasklet).
         """
-        data = text.encode("utf-8", "replace") + b"\r\n"
+        batch = self._batch
+        batch.append(text.encode("utf-8", "replace") + b"\r\n")
+        if len(batch) == 1:
+            self._hub.call_soon(self.flush_broadcasts)
+
+    def flush_broadcasts(self):
+        """Deliver the pending broadcast lines to every member now."""
+        batch = self._batch
+        if not batch:
+            return
+        data = batch[0] if len(batch) == 1 else b"".join(batch)
+        batch.clear()
         for member in list(self.members.values()):
             member.deliver(data)
 
@@ -195,7 +216,10 @@ class ChatServer:
         if target is None:
             member.term.say(f"No such user: {to}")
             return
-        target.deliver(f"[private] {member.handle}: {text}".encode() + b"\r\n")
+        try:
+            target.term.say(f"[private] {member.handle}: {text}")
+        except NetworkError:
+            pass            # dropped as slow: its own tasklet announces it
         member.term.say(f"[private to {target.handle}] {text}")
 
     def cmd_nick(self, member, rest):
@@ -235,6 +259,7 @@ class ChatServer:
         log.info("shutting down: %d members", len(self.members))
         self.server.listener.close()
         self.broadcast("Server is shutting down.")
+        self.flush_broadcasts()
         hub = microthreads.get_hub()
         deadline = hub.clock() + self.options.shutdown_flush
         for conn in list(self.server.connections.values()):

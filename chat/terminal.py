@@ -30,13 +30,18 @@ class Terminal:
         self._pending = deque()
         self._limiter = RateLimiter(rate) if rate else None
         self._clock = clock
+        #: Called before each write of this terminal's own lines (the room
+        #: flushes its pending broadcast first, so every line keeps its order).
+        self.before_write = None
 
     def say(self, text):
         """Queue ``text`` as one line; never blocks (a backlog over the bound
         closes the connection and raises NetworkError)."""
-        self.conn.write(text.encode("utf-8", "replace") + b"\r\n")
+        self.send_raw(text.encode("utf-8", "replace") + b"\r\n")
 
     def send_raw(self, data):
+        if self.before_write is not None:
+            self.before_write()
         self.conn.write(data)
 
     def read_line(self):

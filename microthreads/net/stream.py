@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket as _socket
+import threading
 from collections import deque
 
 from greenlet import getcurrent
@@ -42,6 +43,12 @@ SEND_CHUNK = 256 * 1024
 _CLOSED_ERRNOS = (errno.EBADF, errno.ENOTCONN, errno.ESHUTDOWN, errno.EPIPE,
                   errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT, errno.EHOSTUNREACH,
                   errno.ENETUNREACH)
+
+
+def _forget_on_its_thread(hub, fd):
+    """``hub.forget_fd(fd)`` from a finalizer, if it runs on the hub's own thread."""
+    if hub is not None and fd >= 0 and hub._thread_id == threading.get_ident():
+        hub.forget_fd(fd)
 
 
 def _describe(peer):
@@ -86,7 +93,7 @@ class Connection:
         self._out = deque()               # queued output (bytes)
         self._out_size = 0
         self._out_moved = 0               # bytes sent from the queue so far
-        self._writer_armed = False
+        self._writer_armed = False        # the hub calls _on_writable when writable
         self._room = None                 # Event: output below its bound
         self._drained = None              # Event: output queue empty
         self._stall_timer = None
@@ -259,11 +266,13 @@ class Connection:
         """Queue ``data`` (bytes) for sending; the hub sends it in order.
 
         With nothing queued, the data is sent at once with one non-blocking
-        system call (no switch); the rest is queued. Past ``max_output``
-        queued bytes, ``on_full="wait"`` parks the caller until there is room
-        (TimeoutError past ``timeout``); ``on_full="close"`` closes the
-        connection and raises NetworkError. Never blocks under "close", so it
-        is safe to call from a broadcast loop or a finish hook.
+        system call (no switch); what the socket does not take is queued and
+        sent by the hub whenever the socket is writable, many queued pieces
+        joined into one system call. Past ``max_output`` queued bytes,
+        ``on_full="wait"`` parks the caller until there is room (TimeoutError
+        past ``timeout``); ``on_full="close"`` closes the connection and
+        raises NetworkError. Never blocks under "close", so it is safe to call
+        from a broadcast loop or a finish hook.
         """
         if self._closed:
             raise NetworkError(f"{_describe(self.peer)}: connection closed")
@@ -279,13 +288,12 @@ class Connection:
             if sent == len(data):
                 return
             data = data[sent:]
-        self._out.append(bytes(data))
+        if type(data) is not bytes:
+            data = bytes(data)
+        self._out.append(data)
         self._out_size += len(data)
         if not self._writer_armed:
-            self._writer_armed = True
-            self._hub.add_writer(self._fd, self._on_writable)
-            if self.stall_timeout:
-                self._arm_stall_timer()
+            self._arm_writer()
         if self._out_size > self.max_output:
             if self.on_full == "close":
                 self.close(f"output backlog over {self.max_output} bytes")
@@ -317,8 +325,8 @@ class Connection:
             except BlockingIOError:
                 break
             except OSError as exc:
-                self.close(f"write failed: {exc.strerror or exc}")
                 self._lost.set()
+                self.close(f"write failed: {exc.strerror or exc}")
                 return
             self._out_size -= sent
             self._out_moved += sent
@@ -326,13 +334,24 @@ class Connection:
                 out[0] = data[sent:]
                 break
             out.popleft()
-        if not out:
-            self._writer_armed = False
-            self._hub.remove_writer(self._fd)
+        if out:
+            if not self._writer_armed:
+                self._arm_writer()
+        else:
+            if self._writer_armed:
+                self._writer_armed = False
+                self._hub.remove_writer(self._fd)
             if self._drained is not None:
                 self._drained.set()
         if self._room is not None and self._out_size <= self.max_output:
             self._room.set()
+
+    def _arm_writer(self):
+        """Have the hub call _on_writable while output is queued."""
+        self._writer_armed = True
+        self._hub.add_writer(self._fd, self._on_writable)
+        if self.stall_timeout and self._stall_timer is None:
+            self._arm_stall_timer()
 
     def _wait_for_room(self):
         while self._out_size > self.max_output:
@@ -440,6 +459,12 @@ class Connection:
 
     def __exit__(self, *exc_info):
         self.close()
+
+    def __del__(self):
+        # Dropped without close(): its socket is about to close the descriptor;
+        # drop the hub's registration first, so a reused number starts clean.
+        if not self._closed:
+            _forget_on_its_thread(self._hub, self._fd)
 
     def __repr__(self):
         state = "closed" if self._closed else "open"
