@@ -117,6 +117,13 @@ class Connection:
             raise TimeoutError(f"{_describe(self.peer)}: receive timed out")
 
     def _spend_budget(self):
+        """Count one operation; after EAGER_BUDGET in a row that did not wait, yield once.
+
+        Called as an operation begins, before it takes or sends anything, so a
+        kill or Timeout raised in the yield loses no data. Every line counts,
+        buffered or not: a flooding peer fills the buffer with thousands of
+        lines per read, and those must not run unbroken.
+        """
         self._eager += 1
         if self._eager >= EAGER_BUDGET:
             self._eager = 0
@@ -138,8 +145,6 @@ class Connection:
             if not data:
                 self._eof = True
                 self._lost.set()
-            else:
-                self._spend_budget()
             return data
 
     def recv(self, n=READ_SIZE) -> bytes:
@@ -148,6 +153,7 @@ class Connection:
         Bytes already buffered by ``recv_line`` come first. Raises
         NetworkError on a reset or after close, TimeoutError past ``timeout``.
         """
+        self._spend_budget()
         if self._pos < len(self._buf):
             end = self._pos + n
             data = self._buf[self._pos:end]
@@ -179,6 +185,7 @@ class Connection:
         one read of ``READ_SIZE``. Lines are sliced out of one buffer per
         read: no copying of the buffer per line.
         """
+        self._spend_budget()
         buf, pos = self._buf, self._pos
         while True:
             end = buf.find(b"\n", pos)
@@ -225,22 +232,30 @@ class Connection:
         """
         if self._out:
             self.flush()
+        self._spend_budget()
         while True:
             try:
-                sent = self._send(data)
+                return self._send(data)
             except BlockingIOError:
                 self._wait_writable()
-                continue
             except OSError as exc:
                 raise self._write_failed(exc) from exc
-            self._spend_budget()
-            return sent
 
     def sendall(self, data):
         """Send all of ``data``, waiting as needed; queued output goes first."""
+        if self._out:
+            self.flush()
+        self._spend_budget()
+        try:
+            sent = self._send(data)           # the usual case: all of it, at once
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            raise self._write_failed(exc) from exc
+        if sent == len(data):
+            return
         view = memoryview(data)
         total = len(view)
-        sent = self.send(view)
         while sent < total:
             try:
                 sent += self._send(view[sent:])
