@@ -293,7 +293,6 @@ class Hub:
         self._tick_timeout = 0
         self._caller = None                # the greenlet that handed control to the hub
         self._interrupt = None             # an exception to raise in the caller
-        self._sigint_seen = False
         self._switches = 0                 # resumes so far: the watchdog watches it
         self._polled_at = -POLL_EVERY      # _switches at the last poll
         self._in_poll = False
@@ -350,13 +349,17 @@ class Hub:
         2. wait for I/O, no longer than the earliest deadline (0 if work is queued;
            while tasklets keep yielding, a zero-wait poll is made once per
            POLL_EVERY wake-ups rather than once per iteration: I/O still waits
-           for at most that many switches)
+           for at most that many switches; with nothing queued it always polls)
         3. wake the greenlets whose file descriptors are ready
         4. fire the timers whose deadline has passed
         """
         self._run_ready()
         timeout = self._seconds_to_wait()
-        if timeout != 0 or self._switches - self._polled_at >= POLL_EVERY:
+        # Thread-safe callbacks reach _ready only through the waker's fd: poll
+        # for them, or a signal handler's call_soon_threadsafe() spins forever.
+        # Nothing queued (a tick(0), a due timer): poll, or I/O is never seen.
+        if timeout != 0 or not self._ready or self._threadsafe or \
+                self._switches - self._polled_at >= POLL_EVERY:
             self._polled_at = self._switches
             self._dispatch_io(self._poll(timeout))
         self._fire_due_timers()
@@ -383,20 +386,23 @@ class Hub:
                     target.throw(exc)
 
     def _seconds_to_wait(self):
-        if self._ready or self._threadsafe or self._interrupt is not None or self._done():
+        if self._ready or self._threadsafe or self._interrupt is not None:
             return 0
         deadline = self._timers.next_deadline()
         if self._mode == _TICK:
-            limit = self._tick_timeout
+            limit = self._tick_timeout         # the host's budget for this iteration
+        elif self._done():
+            return 0
         elif deadline is None and not self._fd_waiters and not self._threads_at_work:
             return self._nothing_can_wake()
         else:
             limit = None
         if deadline is not None:
             wait = max(0.0, deadline - self.clock())
-            if self._autojump is not None and wait > 0:
-                wait = self._autojump._wait_before_jump(self, deadline)
-            limit = wait if limit is None else min(wait, limit)
+            if self._autojump is not None and wait > 0 and (limit is None or wait <= limit):
+                wait = self._autojump._wait_before_jump(self, deadline)   # None: a thread works
+            if wait is not None:
+                limit = wait if limit is None else min(wait, limit)
         return limit
 
     def _poll(self, timeout):
@@ -405,9 +411,6 @@ class Hub:
             return self._poller.poll(timeout)
         finally:
             self._in_poll = False
-            if self._sigint_seen:
-                self._sigint_seen = False
-                self._interrupt = KeyboardInterrupt()
 
     def _dispatch_io(self, events):
         fds = self._fds
@@ -513,7 +516,9 @@ class Hub:
         return signal.default_int_handler
 
     def _on_sigint(self, signum, frame):
-        self._sigint_seen = True             # the wakeup fd already woke the poll
+        # Raised to the caller at the end of this iteration, whether or not it
+        # polls; a poll in progress has already been woken by the wakeup fd.
+        self._interrupt = KeyboardInterrupt()
 
     # ------------------------------------------------------------ deadlock
 
@@ -598,14 +603,20 @@ class Hub:
             raise RuntimeError(f"fd {fd}: {watch.reader or watch.on_read!r} is already"
                                " waiting to read it (one reader at a time)")
         current = getcurrent()
-        if not hasattr(current, "_seq"):
-            current._seq = 0
+        try:
+            seq = current._seq
+        except AttributeError:                # a greenlet new to the hub
+            seq = current._seq = 0
             current._kill_exc = None
         if not watch.mask & READ:
             self._set_mask(watch, watch.mask | READ)
-        watch.reader, watch.reader_seq = current, current._seq
+        watch.reader = current
+        watch.reader_seq = seq
         self._fd_waiters += 1
         try:
+            if timeout is None and current.parent is self._greenlet:
+                self._switch()                # a tasklet, no time limit: the fast path
+                return True
             return self.park(timeout) is not TIMED_OUT
         finally:
             self._fd_waiters -= 1
@@ -622,14 +633,20 @@ class Hub:
             raise RuntimeError(f"fd {fd}: {watch.writer or watch.on_write!r} is already"
                                " waiting to write it (one writer at a time)")
         current = getcurrent()
-        if not hasattr(current, "_seq"):
-            current._seq = 0
+        try:
+            seq = current._seq
+        except AttributeError:                # a greenlet new to the hub
+            seq = current._seq = 0
             current._kill_exc = None
         if not watch.mask & WRITE:
             self._set_mask(watch, watch.mask | WRITE)
-        watch.writer, watch.writer_seq = current, current._seq
+        watch.writer = current
+        watch.writer_seq = seq
         self._fd_waiters += 1
         try:
+            if timeout is None and current.parent is self._greenlet:
+                self._switch()                # a tasklet, no time limit: the fast path
+                return True
             return self.park(timeout) is not TIMED_OUT
         finally:
             self._fd_waiters -= 1
@@ -714,10 +731,15 @@ class Hub:
             else:
                 self._poller.register(fd, mask)
                 watch.registered = True
-        except FileNotFoundError:
-            watch.registered = False         # closed behind our back
+        except FileNotFoundError:            # closed behind our back (no forget_fd) ...
+            watch.registered = False
+            if mask:                         # ... and the number reused: watch the new file
+                self._poller.register(fd, mask)
+                watch.registered = True
         except OSError as exc:
-            if exc.errno == errno.EEXIST:
+            if exc.errno == errno.EBADF and mask == 0:
+                watch.registered = False     # closed behind our back: the kernel forgot it
+            elif exc.errno == errno.EEXIST:
                 self._poller.modify(fd, mask)
                 watch.registered = True
             elif exc.errno == errno.EPERM:   # a regular file: always ready
