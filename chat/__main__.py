@@ -14,6 +14,25 @@ from .server import ChatServer, Options
 log = logging.getLogger("chat")
 
 
+def _within(convert, low, high=None, *, above=False):
+    """An argparse type: ``convert(text)``, at least ``low`` (more than ``low``
+    if ``above``) and at most ``high``; a value out of range is a usage error,
+    not a traceback at each connection."""
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        too_low = value <= low if above else value < low
+        if value != value or too_low or (high is not None and value > high):
+            bounds = f"more than {low:g}" if above else f"at least {low:g}"
+            if high is not None:
+                bounds = f"{low:g} to {high:g}"
+            raise argparse.ArgumentTypeError(f"{text} is out of range ({bounds})")
+        return value
+    return parse
+
+
 def parse_args(argv=None):
     defaults = Options()
     parser = argparse.ArgumentParser(
@@ -22,23 +41,25 @@ def parse_args(argv=None):
                     " `telnet 127.0.0.1 1980` or `nc 127.0.0.1 1980`.")
     parser.add_argument("--host", default=defaults.host,
                         help="address to listen on (default %(default)s)")
-    parser.add_argument("--port", type=int, default=defaults.port,
+    parser.add_argument("--port", type=_within(int, 0, 65535), default=defaults.port,
                         help="TCP port (default %(default)s; 0 picks a free one)")
-    parser.add_argument("--max-clients", type=int, default=defaults.max_clients,
+    parser.add_argument("--max-clients", type=_within(int, 1), default=defaults.max_clients,
                         help="connections held at once, logged in or at the prompt"
                              " (default %(default)s)")
-    parser.add_argument("--rate", type=float, default=defaults.rate,
+    parser.add_argument("--rate", type=_within(float, 0), default=defaults.rate,
                         help="lines per second per member, burst twice that; 0 is off"
                              " (default %(default)g)")
-    parser.add_argument("--max-line", type=int, default=defaults.max_line,
+    parser.add_argument("--max-line", type=_within(int, 1), default=defaults.max_line,
                         help="longest input line in bytes (default %(default)s)")
-    parser.add_argument("--login-timeout", type=float, default=defaults.login_timeout,
+    parser.add_argument("--login-timeout", type=_within(float, 0, above=True),
+                        default=defaults.login_timeout,
                         help="seconds to give a valid handle (default %(default)g)")
-    parser.add_argument("--max-backlog", type=int, default=defaults.max_backlog,
+    parser.add_argument("--max-backlog", type=_within(int, 1), default=defaults.max_backlog,
                         help="unsent output per member in bytes before it is dropped"
                              " (default %(default)s)")
     # Not in PROTOCOL.md's list (so not in --help): the tests shorten the 30 s.
-    parser.add_argument("--stall-timeout", type=float, default=defaults.stall_timeout,
+    parser.add_argument("--stall-timeout", type=_within(float, 0, above=True),
+                        default=defaults.stall_timeout,
                         help=argparse.SUPPRESS)
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"],

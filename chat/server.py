@@ -10,6 +10,8 @@ however they leave. PROTOCOL.md (shared with the project) is the contract.
 from __future__ import annotations
 
 import logging
+import re
+import unicodedata
 from dataclasses import dataclass
 
 import microthreads
@@ -19,6 +21,9 @@ from .terminal import Terminal
 from .text import check_handle, handle_key
 
 log = logging.getLogger("chat")
+
+#: ``/word rest``: the word runs to the first whitespace (a space or a tab).
+_COMMAND = re.compile(r"/(\S*)\s*(.*)", re.DOTALL)
 
 
 @dataclass
@@ -118,6 +123,10 @@ class ChatServer:
             conn.flush(1.0)
             log.info("%s: login timed out", _peer(conn))
             return
+        if self.closing:            # too late: nobody joins a room that is closing
+            term.say("Server is shutting down.")
+            conn.flush(self.options.shutdown_flush)
+            return
         self.chat(self.join(handle, term))
 
     def join(self, handle, term):
@@ -135,7 +144,7 @@ class ChatServer:
         conn = member.term.conn
         try:
             for line in member.term:
-                if not line:
+                if not line or self.closing:    # nothing new once "shutting down" is out
                     continue
                 if line.startswith("/"):
                     if self.command(member, line) is False:
@@ -187,7 +196,7 @@ class ChatServer:
 
     def command(self, member, line):
         """Dispatch ``/word rest``; returns False to end the session."""
-        word, _, rest = line[1:].partition(" ")
+        word, rest = _COMMAND.match(line).groups()
         entry = self.commands.get(word.lower())
         if entry is None:
             member.term.say(f"Unknown command: /{word}. Type /help for a list.")
@@ -207,12 +216,13 @@ class ChatServer:
         self.broadcast(f"* {member.handle} {rest}")
 
     def cmd_msg(self, member, rest):
-        to, _, text = rest.partition(" ")
-        text = text.strip()
-        if not to or not text:
+        words = rest.split(None, 1)             # rest is stripped: both are non-empty
+        if len(words) < 2:
             member.term.say("Usage: /msg <handle> <text>")
             return
-        target = self.members.get(handle_key(to))
+        to, text = words
+        # handles are kept in NFC (check_handle), so compare <to> in NFC too
+        target = self.members.get(handle_key(unicodedata.normalize("NFC", to)))
         if target is None:
             member.term.say(f"No such user: {to}")
             return

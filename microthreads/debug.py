@@ -33,10 +33,15 @@ def describe_wait(g) -> str:
     What it waits on is the outermost runtime call on the stack (the public
     API the user called); where is the user's frame that called it.
     """
+    from .tasklet import Tasklet
     what, where = "something", "an unknown place"
     frames = list(_frames(getattr(g, "gr_frame", None)))
     api = None
     for frame in frames:
+        if frame.f_code is Tasklet.run.__code__:   # its bottom: spawn(queue.get) has no caller
+            if api is not None:
+                where = "its start (spawned on it directly)"
+            break
         filename = os.path.abspath(frame.f_code.co_filename)
         if _is_ours(filename):
             api = frame
@@ -83,7 +88,8 @@ class Watchdog(threading.Thread):
     Every ``threshold / 2`` seconds it checks whether the hub has resumed
     anything or polled since last time; if it has done neither for longer
     than ``threshold`` and is not waiting in its poll, the offender's stack
-    (the hub thread's running frame) is logged once per stall.
+    (the hub thread's running frame) is logged once per stall. Between
+    ``run()``s or ``tick()``s the thread runs its own code: that is not watched.
     """
 
     def __init__(self, hub, threshold):
@@ -104,7 +110,7 @@ class Watchdog(threading.Thread):
         interval = self.threshold / 2
         while not self._stop_event.wait(interval):
             mark = (hub._switches, hub._in_poll)
-            if mark != last or hub._in_poll:
+            if mark != last or hub._in_poll or hub._caller is None:   # moving, or not running
                 last, stalled_since, reported = mark, None, False
                 continue
             if stalled_since is None:

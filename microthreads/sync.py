@@ -68,6 +68,10 @@ class _WaitQueue:
         The caller may set ``entry[2]`` and must then ``wake(entry)``.
         """
         entries = self._entries
+        hub = self._hub                      # None: only values queued, nobody ever waited
+        if entries and hub is not None and hub._thread_id != get_ident():   # before any change
+            raise RuntimeError("a waiter of this object belongs to another thread's hub:"
+                               " call it through hub.call_soon_threadsafe()")
         while entries:
             entry = entries.popleft()
             if entry[1] == _WAITING:
@@ -79,11 +83,7 @@ class _WaitQueue:
     def wake(self, entry):
         if entry[0] is None:                 # a value queued with nobody behind it
             return
-        hub = self._hub
-        if hub._thread_id != get_ident():
-            raise RuntimeError("a waiter of this object belongs to another thread's hub:"
-                               " call it through hub.call_soon_threadsafe()")
-        hub.schedule_wakeup(entry[0])
+        self._hub.schedule_wakeup(entry[0])
 
     def hand_first(self, value=None) -> bool:
         """Hand ``value`` to the first waiter and wake it; False if nobody waits."""
@@ -342,21 +342,18 @@ class Queue:
         ``block=False`` (or ``timeout`` running out) raises ``Full`` instead of
         waiting. Raises DeadlockError if nothing could ever make room.
         """
-        self._unfinished += 1
-        self._all_done.clear()
         if self._getters.waiting:
+            self._add_unfinished()
             self._hand_to_getter(item)
             return
         if not self.full():
+            self._add_unfinished()
             self._items.append(item)
             return
-        if block:
+        if block:                            # get() counts the item when it takes it in
             handed, _ = self._putters.wait(timeout, value=item)
             if handed:
                 return
-        self._unfinished -= 1
-        if not self._unfinished:
-            self._all_done.set()
         raise Full
 
     def put_nowait(self, item):
@@ -373,6 +370,7 @@ class Queue:
             item = self._items.popleft()
             entry = self._putters.pop()
             if entry is not None:            # room now: take the first putter's item
+                self._add_unfinished()
                 self._items.append(entry[2])
                 self._putters.wake(entry)
             return item
@@ -389,6 +387,10 @@ class Queue:
     def _hand_to_getter(self, item):
         if not self._getters.hand_first(item):
             self._items.appendleft(item)     # a getter left with it: it goes first again
+
+    def _add_unfinished(self):
+        self._unfinished += 1
+        self._all_done.clear()
 
     def task_done(self):
         """Mark one got item as processed (for ``join()``)."""

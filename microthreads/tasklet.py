@@ -332,26 +332,25 @@ def joinall(tasklets, timeout=None, raise_error=False):
     running). Waiting here counts as joining: their errors are not logged.
     """
     tasklets = list(tasklets)
+    if raise_error:
+        _raise_first_failure(tasklets)
     pending = [tasklet for tasklet in tasklets if not tasklet._finished]
     if pending:
         hub = get_hub()
         hub._check_thread()
         waiter = _getcurrent()
-        deadline = None if timeout is None else hub.clock() + timeout
+        left = len(pending)
 
-        def wake(_tasklet):
-            hub.schedule_wakeup(waiter)
+        def wake(tasklet):                   # O(1) per end: 10,000 joined cost no rescans
+            nonlocal left
+            left -= 1
+            if not left or (raise_error and tasklet._exception is not None):
+                hub.schedule_wakeup(waiter)
 
         for tasklet in pending:
             tasklet._link(wake)
         try:
-            while pending:
-                if raise_error:
-                    _raise_first_failure(tasklets)
-                remaining = None if deadline is None else max(0.0, deadline - hub.clock())
-                if hub.park(remaining) is TIMED_OUT:
-                    break
-                pending = [tasklet for tasklet in pending if not tasklet._finished]
+            hub.park(timeout)
         finally:
             for tasklet in pending:
                 tasklet._unlink(wake)

@@ -42,7 +42,7 @@ class VirtualClock:
         """Called by the hub instead of sleeping until ``deadline``."""
         if hub._threads_at_work:
             return None                      # a thread's end comes in real time
-        if self.autojump_threshold and hub._fd_waiters:
+        if hub._fd_waiters:                  # 0: one poll that does not wait
             events = hub._poller.poll(self.autojump_threshold)
             if events:
                 hub._dispatch_io(events)

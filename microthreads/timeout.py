@@ -119,6 +119,7 @@ def sleep(seconds=0):
     elif current.parent is hub._greenlet:    # the fast path: a tasklet yields once
         hub._ready.append((current._seq, current, None))
         hub._switch()
-    else:
-        hub._ready.append((current._seq, current, None))
+    else:                                    # the main greenlet; the hub's own may not wait
+        if current is not hub._greenlet:     # (park() raises the hub's clear error for it)
+            hub._ready.append((getattr(current, "_seq", 0), current, None))
         hub.park()

@@ -11,11 +11,11 @@ import socket as _socket
 from ..errors import TaskletExit
 from ..hub import get_hub
 from ..sync import Event
-from ..tasklet import joinall, killall, spawn
+from ..tasklet import getcurrent, joinall, killall, spawn
 from ..timeout import Timeout, sleep
 from . import socket as _coop
 from .errors import NetworkError
-from .stream import Connection, _describe
+from .stream import Connection, _describe, _forget_on_its_thread
 
 log = logging.getLogger("microthreads.net")
 
@@ -65,12 +65,12 @@ class Listener:
     def accept_socket(self):
         """The next ``(socket, peer)``: waits for one. OSError (EMFILE, ...) as raised."""
         while True:
+            if self._closed:                  # else accept() on a closed socket: EBADF
+                raise NetworkError(f"listener {_describe(self.address)} is closed")
             try:
                 return self._sock.accept()
             except BlockingIOError:
                 pass
-            if self._closed:
-                raise NetworkError(f"listener {_describe(self.address)} is closed")
             self._hub.wait_readable(self._fd)
 
     def accept(self) -> Connection:
@@ -104,6 +104,10 @@ class Listener:
 
     def __exit__(self, *exc_info):
         self.close()
+
+    def __del__(self):
+        if not self._closed:                  # dropped without close(): see Connection
+            _forget_on_its_thread(self._hub, self._fd)
 
     def __repr__(self):
         return f"<Listener {_describe(self.address)}{' closed' if self._closed else ''}>"
@@ -143,17 +147,49 @@ def listen(address, backlog=128, reuse_port=False, **connection_options) -> List
 def connect(address, timeout=None, **connection_options) -> Connection:
     """Dial ``address`` (as for ``listen``) and return a Connection.
 
-    Raises NetworkError if refused or unreachable, TimeoutError if
-    ``timeout`` seconds pass first.
+    A hostname is resolved off the hub and each of its addresses is tried in
+    turn. Raises NetworkError if refused or unreachable, TimeoutError if
+    ``timeout`` seconds pass first (a listener whose backlog is full does
+    not answer: that is a timeout too).
     """
-    family, sockaddr = _sockaddr(address, _family_of(address))
+    family = _family_of(address)
+    if family is not None:
+        candidates = [(family, address)]
+    else:
+        infos = _coop.getaddrinfo(address[0], address[1], 0, _socket.SOCK_STREAM)
+        candidates = [(info[0], info[4]) for info in infos]
+    hub = get_hub()
+    deadline = None if timeout is None else hub.clock() + timeout
+    error = None
+    for family, sockaddr in candidates:
+        try:
+            sock = _dial(hub, family, sockaddr, deadline)
+        except NetworkError as exc:
+            error = exc                   # refused there: try the next address
+            continue
+        return Connection(sock, sockaddr, **connection_options)
+    raise error
+
+
+#: A Unix listener whose backlog is full refuses with EAGAIN: retry this often.
+UNIX_CONNECT_RETRY = 0.01
+
+
+def _dial(hub, family, sockaddr, deadline):
     sock = _socket.socket(family, _socket.SOCK_STREAM)
     sock.setblocking(False)
-    hub = get_hub()
     try:
-        code = sock.connect_ex(sockaddr)
+        while True:
+            code = sock.connect_ex(sockaddr)
+            if code != errno.EAGAIN or family != _socket.AF_UNIX:
+                break
+            # a Unix socket does not wait in the backlog as TCP does: ask again
+            if deadline is not None and hub.clock() >= deadline:
+                raise TimeoutError(f"connect to {_describe(sockaddr)} timed out")
+            sleep(UNIX_CONNECT_RETRY)
         if code in (errno.EINPROGRESS, errno.EAGAIN):
-            if not hub.wait_writable(sock.fileno(), timeout):
+            remaining = None if deadline is None else max(0.0, deadline - hub.clock())
+            if not hub.wait_writable(sock.fileno(), remaining):
                 raise TimeoutError(f"connect to {_describe(sockaddr)} timed out")
             code = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
         if code:
@@ -164,7 +200,7 @@ def connect(address, timeout=None, **connection_options) -> Connection:
         hub.forget_fd(sock.fileno())
         sock.close()
         raise
-    return Connection(sock, sockaddr, **connection_options)
+    return sock
 
 
 class StreamServer:
@@ -194,6 +230,8 @@ class StreamServer:
         self.reuse_port = reuse_port
         self.connection_options = connection_options
         self.listener = address if isinstance(address, Listener) else None
+        self._own_listener = self.listener is None
+        self._bound = None                    # the address last bound, kept after stop()
         self.connections = {}             # handler tasklet -> Connection, live ones
         self._accepter = None
         self._stopped = Event()
@@ -203,7 +241,9 @@ class StreamServer:
     @property
     def address(self):
         """The bound address (after ``start()``)."""
-        return self.listener.address if self.listener is not None else self._address
+        if self.listener is not None:
+            return self.listener.address
+        return self._bound if self._bound is not None else self._address
 
     def start(self):
         """Listen (if not yet) and start accepting in a tasklet; returns at once."""
@@ -212,6 +252,7 @@ class StreamServer:
         if self.listener is None:
             self.listener = listen(self._address, self.backlog, self.reuse_port,
                                    **self.connection_options)
+            self._bound = self.listener.address
         self._stopped.clear()
         self._open_spare()
         self._accepter = spawn(self._accept_loop)
@@ -226,15 +267,20 @@ class StreamServer:
     def stop(self, timeout=None):
         """Stop accepting, let handlers finish for ``timeout`` seconds, then kill them.
 
-        ``timeout=None`` kills them at once after closing the listener.
+        ``timeout=None`` kills them at once after closing the listener. A
+        handler may call it (a "shutdown" command): the others are stopped, and
+        the caller goes on to its end. A stopped server may be started again.
         """
         if self._accepter is None:
             return
         accepter, self._accepter = self._accepter, None
         accepter.kill(block=False)
         self.listener.close()
+        if self._own_listener:
+            self.listener = None              # start() again listens anew
         self._close_spare()
-        handlers = list(self.connections)
+        me = getcurrent()                     # stop() may be called by a handler
+        handlers = [t for t in self.connections if t is not me]
         if timeout:
             joinall(handlers, timeout)
         killall([t for t in handlers if not t.dead], block=True)
@@ -255,7 +301,11 @@ class StreamServer:
                     continue
                 raise
             self._emfile_logged = False
-            conn = listener.wrap(sock, peer)
+            try:
+                conn = listener.wrap(sock, peer)
+            except OSError:                   # reset before we got to it
+                sock.close()
+                continue
             if self.max_connections is not None and len(self.connections) >= \
                     self.max_connections:
                 spawn(self._refuse, conn).name = f"refuse {_describe(peer)}"
@@ -265,12 +315,11 @@ class StreamServer:
             self.connections[tasklet] = conn
 
     def _handle(self, conn):
-        from ..tasklet import getcurrent
         me = getcurrent()
         try:
             self.handler(conn)
         except NetworkError as exc:
-            log.debug("%s: %s", _describe(conn.peer), exc)
+            log.debug("%s", exc)               # the message names the peer already
         except TaskletExit:
             raise
         except Exception:
@@ -309,12 +358,14 @@ class StreamServer:
             log.warning("accept on %s: %s; shedding waiting connections and backing off",
                         _describe(self.listener.address), exc.strerror)
         if self._spare is not None:
-            self._close_spare()
-            try:
-                sock, _peer = self.listener._sock.accept()
+            self._close_spare()               # one descriptor free: accept and close
+            listener = self.listener._sock    # every waiting connection with it
+            for _ in range(self.backlog + 1):
+                try:
+                    sock, _peer = listener.accept()
+                except OSError:
+                    break                     # none left (or still out of descriptors)
                 sock.close()
-            except OSError:
-                pass
             self._open_spare()
         sleep(EMFILE_BACKOFF)
 

@@ -24,6 +24,7 @@ from socket import *  # noqa: F403  (constants and helpers, re-exported as they 
 
 from greenlet import getcurrent
 
+from .. import hub as _hub_module
 from ..hub import get_hub
 from ..threads import run_in_thread
 from .errors import NetworkError
@@ -139,10 +140,8 @@ class socket(_std.socket):
                 break
             except BlockingIOError:
                 self._wait(False, deadline)
-        conn = type(self)(self.family, self.type, self.proto, fileno=fd)
-        if self._mt_timeout is not None or _std.getdefaulttimeout() is not None:
-            conn.settimeout(self._mt_timeout)
-        return conn, address
+        # as the stdlib's: the new socket takes the default timeout, not the listener's
+        return type(self)(self.family, self.type, self.proto, fileno=fd), address
 
     def connect(self, address):
         error = self.connect_ex(address)
@@ -163,6 +162,14 @@ class socket(_std.socket):
             error = self.getsockopt(_std.SOL_SOCKET, _std.SO_ERROR)
         return error
 
+    def sendfile(self, file, offset=0, count=None):
+        """As the stdlib's, through the cooperative ``send``.
+
+        The stdlib's os.sendfile path waits in its own selector, which would
+        block the hub.
+        """
+        return self._sendfile_use_send(file, offset, count)
+
     def dup(self):
         return type(self)(self.family, self.type, self.proto, fileno=_dup(self.fileno()))
 
@@ -172,7 +179,18 @@ class socket(_std.socket):
             get_hub().forget_fd(fd)
         return super().detach()
 
-    def _real_close(self, _ss=_std.socket):
+    def __del__(self):
+        # Dropped without close(): drop the hub's registration before the
+        # descriptor closes, so a reused number starts clean.
+        hub = getattr(_hub_module._local, "hub", None)
+        if hub is not None:
+            fd = self.fileno()
+            if fd >= 0:
+                hub.forget_fd(fd)
+        super().__del__()
+
+    def _real_close(self, _ss=_std._socket.socket):
+        # _ss is the C type, as in the stdlib: socket.socket.close() would call us again
         fd = self.fileno()
         hub = get_hub()
         waiters = hub.forget_fd(fd) if fd >= 0 else []

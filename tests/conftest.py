@@ -1,0 +1,47 @@
+"""Shared fixtures: a fresh hub for every test, and a virtual clock on request."""
+
+import socket
+
+import pytest
+
+import microthreads
+from microthreads.testing import VirtualClock
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """pytest-timeout by thread, unless a method was chosen.
+
+    Its default method installs a Python SIGALRM handler, and the hub rightly
+    counts a signal handler as something that could still wake a tasklet
+    (DESIGN.md "Deadlock"): under it a deadlocked test would hang until the
+    timeout instead of getting DeadlockError.
+    """
+    if config.pluginmanager.hasplugin("timeout") and config.getoption("timeout_method") is None \
+            and not config.getini("timeout_method"):
+        config.option.timeout_method = "thread"
+
+
+@pytest.fixture(autouse=True)
+def fresh_hub():
+    """Every test starts on a new hub; whatever it left behind is closed after it."""
+    yield
+    microthreads.get_hub().close()
+
+
+@pytest.fixture
+def virtual_clock():
+    """This thread's hub on a clock that jumps to the next deadline when all wait."""
+    with VirtualClock() as clock:
+        yield clock
+
+
+@pytest.fixture
+def socket_pair():
+    """Two connected, non-blocking stream sockets; closed after the test."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()

@@ -1,0 +1,276 @@
+"""microthreads.net.socket: stdlib-style blocking socket code, run cooperatively."""
+
+import socket as std_socket
+
+import pytest
+from net_helpers import run
+
+import microthreads
+from microthreads import net
+from microthreads.net import socket
+
+
+def test_a_stdlib_style_server_and_client_talk_in_one_thread():
+    """Plain blocking code, unchanged but for the import: both ends in one OS thread."""
+    def serve(listening):
+        conn, _address = listening.accept()
+        with conn, conn.makefile("rb") as reader:
+            for line in reader:
+                conn.sendall(line.upper())
+                if line == b"bye\n":
+                    return
+
+    def main():
+        listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(5)
+        server = microthreads.spawn(serve, listening)
+        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        client.connect(listening.getsockname())
+        answers = []
+        with client, client.makefile("rb") as reader:
+            for line in (b"hello\n", b"world\n", b"bye\n"):
+                client.sendall(line)
+                answers.append(reader.readline())
+        server.get()
+        listening.close()
+        return answers
+
+    assert run(main) == [b"HELLO\n", b"WORLD\n", b"BYE\n"]
+
+
+def test_create_connection_reaches_a_server_and_recv_returns_what_was_sent():
+    def main():
+        listening = socket.create_server(("127.0.0.1", 0))
+        accepter = microthreads.spawn(listening.accept)
+        client = socket.create_connection(listening.getsockname(), timeout=5)
+        conn, _address = accepter.get()
+        conn.sendall(b"x" * 300_000)             # more than one recv's worth
+        conn.close()
+        received = []
+        while True:
+            data = client.recv(65536)
+            if not data:
+                break
+            received.append(data)
+        client.close()
+        listening.close()
+        return len(b"".join(received)), isinstance(client, std_socket.socket)
+
+    assert run(main) == (300_000, True)
+
+
+def test_create_connection_by_hostname_resolves_localhost():
+    def main():
+        listening = socket.create_server(("127.0.0.1", 0))
+        accepter = microthreads.spawn(listening.accept)
+        client = socket.create_connection(("localhost", listening.getsockname()[1]), timeout=5)
+        conn, _address = accepter.get()
+        client.sendall(b"hi")
+        data = conn.recv(10)
+        for sock in (client, conn, listening):
+            sock.close()
+        return data
+
+    assert run(main) == b"hi"
+
+
+def test_recv_past_settimeout_raises_socket_timeout(virtual_clock):
+    def main():
+        left, right = socket.socketpair()
+        left.settimeout(2.5)
+        with pytest.raises(socket.timeout):
+            left.recv(10)
+        right.sendall(b"late")                   # the socket is still usable
+        data = left.recv(10)
+        left.close()
+        right.close()
+        return virtual_clock.now(), data
+
+    assert run(main) == (2.5, b"late")
+
+
+def test_accept_past_settimeout_raises_socket_timeout(virtual_clock):
+    def main():
+        listening = socket.create_server(("127.0.0.1", 0))
+        listening.settimeout(1)
+        with pytest.raises(socket.timeout):
+            listening.accept()
+        listening.close()
+        return virtual_clock.now()
+
+    assert run(main) == 1.0
+
+
+def test_sendall_past_settimeout_raises_socket_timeout_when_the_peer_does_not_read(
+        virtual_clock):
+    def main():
+        left, right = socket.socketpair()
+        left.settimeout(3)
+        with pytest.raises(socket.timeout):
+            left.sendall(b"s" * (16 << 20))      # far more than the kernel buffers
+        left.close()
+        right.close()
+        return virtual_clock.now()
+
+    assert run(main) == 3.0
+
+
+def test_an_accepted_socket_takes_the_default_timeout_not_the_listeners():
+    def main():
+        listening = socket.create_server(("127.0.0.1", 0))
+        listening.settimeout(7)
+        client = socket.create_connection(listening.getsockname())
+        conn, _address = listening.accept()
+        timeouts = listening.gettimeout(), conn.gettimeout(), conn.getblocking()
+        for sock in (client, conn, listening):
+            sock.close()
+        return timeouts
+
+    assert run(main) == (7.0, None, True)          # as the stdlib's accept()
+
+
+def test_a_non_blocking_socket_raises_blocking_io_error_when_nothing_is_there():
+    def main():
+        left, right = socket.socketpair()
+        left.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            left.recv(10)
+        blocking = left.getblocking(), left.gettimeout()
+        left.close()
+        right.close()
+        return blocking
+
+    assert run(main) == (False, 0.0)
+
+
+def test_socketpair_gives_two_connected_cooperative_sockets():
+    events = []
+
+    def main():
+        left, right = socket.socketpair()
+
+        def reader():
+            events.append(right.recv(10))
+
+        tasklet = microthreads.spawn(reader)
+        microthreads.sleep(0)                    # the reader waits; the hub is free
+        events.append("reader is waiting")
+        left.sendall(b"pair")
+        tasklet.join()
+        left.close()
+        right.close()
+        return type(left) is socket.socket
+
+    assert run(main) is True
+    assert events == ["reader is waiting", b"pair"]
+
+
+def test_connect_to_a_closed_port_raises_connection_refused():
+    with std_socket.socket() as placeholder:
+        placeholder.bind(("127.0.0.1", 0))
+        address = placeholder.getsockname()
+
+        def main():
+            client = socket.socket()
+            with pytest.raises(ConnectionRefusedError):
+                client.connect(address)
+            client.close()
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(address, timeout=5)
+
+        run(main)
+
+
+def test_closing_a_socket_wakes_a_tasklet_blocked_in_recv_with_network_error():
+    def main():
+        left, right = socket.socketpair()
+        tasklet = microthreads.spawn(left.recv, 10)
+        microthreads.sleep(0)
+        left.close()
+        tasklet.join()
+        right.close()
+        return tasklet.exception
+
+    assert isinstance(run(main), net.NetworkError)
+
+
+def test_getaddrinfo_runs_off_the_hub_while_other_tasklets_go_on():
+    events = []
+
+    def main():
+        microthreads.spawn(events.append, "another tasklet ran")
+        infos = socket.getaddrinfo("localhost", 80, socket.AF_INET, socket.SOCK_STREAM)
+        events.append("resolved")
+        return infos
+
+    infos = run(main)
+    assert events == ["another tasklet ran", "resolved"]   # it ran during the lookup
+    assert infos == std_socket.getaddrinfo("localhost", 80, std_socket.AF_INET,
+                                           std_socket.SOCK_STREAM)
+
+
+def test_gethostbyname_runs_off_the_hub_while_other_tasklets_go_on():
+    events = []
+
+    def main():
+        microthreads.spawn(events.append, "another tasklet ran")
+        address = socket.gethostbyname("localhost")
+        events.append("resolved")
+        return address
+
+    assert run(main) == std_socket.gethostbyname("localhost")
+    assert events == ["another tasklet ran", "resolved"]
+
+
+def test_sendfile_sends_a_file_without_blocking_the_hub(tmp_path):
+    path = tmp_path / "payload"
+    payload = bytes(range(256)) * 16384          # 4 MiB: more than the socket takes at once
+    path.write_bytes(payload)
+
+    def main():
+        left, right = socket.socketpair()
+        left.settimeout(5)                       # the stdlib's own wait would end here
+        reader = microthreads.spawn(lambda: b"".join(iter(lambda: right.recv(65536), b"")))
+        with open(path, "rb") as file:
+            sent = left.sendfile(file)
+        left.close()
+        data = reader.get()
+        right.close()
+        return sent, data
+
+    sent, data = run(main)
+    assert sent == len(payload)
+    assert data == payload
+
+
+def test_the_module_re_exports_the_stdlib_names_it_does_not_replace():
+    assert socket.AF_INET == std_socket.AF_INET
+    assert socket.SOL_SOCKET == std_socket.SOL_SOCKET
+    assert socket.timeout is std_socket.timeout
+    assert socket.gaierror is std_socket.gaierror
+    assert socket.inet_aton is std_socket.inet_aton
+    assert socket.SocketType is socket.socket
+    assert issubclass(socket.socket, std_socket.socket)
+
+
+def test_a_socket_dropped_without_close_leaves_its_descriptor_number_clean():
+    def main():
+        dropped, peer = socket.socketpair()
+        microthreads.spawn(peer.sendall, b"one")
+        assert dropped.recv(10) == b"one"        # it waited: its descriptor is registered
+        number = dropped.fileno()
+        del dropped                              # no close(): the finalizer closes it
+        peer.close()
+        fresh, peer = socket.socketpair()        # new files under the same numbers
+        if peer.fileno() == number:
+            fresh, peer = peer, fresh
+        assert fresh.fileno() == number
+        microthreads.spawn(peer.sendall, b"two")
+        data = fresh.recv(10)                    # waits: a stale registration would hang
+        fresh.close()
+        peer.close()
+        return data
+
+    assert run(main, seconds=5) == b"two"

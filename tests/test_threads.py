@@ -1,0 +1,165 @@
+"""Blocking work off the hub (run_in_thread) and wake-ups from other threads."""
+
+import threading
+import time
+
+import pytest
+
+import microthreads
+
+
+def test_run_in_thread_returns_what_fn_returns_from_another_os_thread():
+    def work(a, b=0):
+        return a + b, threading.get_ident()
+
+    def main():
+        return microthreads.run_in_thread(work, 2, b=3)
+
+    value, ident = microthreads.run(main)
+    assert value == 5
+    assert ident != threading.get_ident()
+
+
+def test_run_in_thread_raises_fns_exception_in_the_waiting_tasklet():
+    def work():
+        raise OSError(5, "disk on fire")
+
+    def main():
+        with pytest.raises(OSError, match="disk on fire"):
+            microthreads.run_in_thread(work)
+        return "caught"
+
+    assert microthreads.run(main) == "caught"
+
+
+def test_the_hub_runs_other_tasklets_while_a_thread_works():
+    gate = threading.Event()
+    events = []
+
+    def blocking():
+        return gate.wait(timeout=10)             # only a tasklet can open it in time
+
+    def opener():
+        for i in range(3):
+            events.append(f"tasklet step {i}")
+            microthreads.sleep(0)
+        gate.set()
+
+    def main():
+        microthreads.spawn(opener)
+        opened = microthreads.run_in_thread(blocking)
+        events.append(f"thread returned {opened}")
+
+    microthreads.run(main)
+    assert events == ["tasklet step 0", "tasklet step 1", "tasklet step 2",
+                      "thread returned True"]
+
+
+def test_many_run_in_thread_calls_at_once_all_complete():
+    def main():
+        tasklets = [microthreads.spawn(microthreads.run_in_thread, pow, i, 2)
+                    for i in range(100)]
+        return [t.get() for t in tasklets]
+
+    assert microthreads.run(main) == [i * i for i in range(100)]
+
+
+def test_run_in_thread_works_from_the_main_greenlet_outside_run():
+    assert microthreads.run_in_thread(lambda: "from main") == "from main"
+
+
+def test_a_timeout_ends_a_run_in_thread_wait_and_the_late_result_is_dropped():
+    gate = threading.Event()
+    events = []
+
+    def blocking():
+        gate.wait(timeout=10)
+        return "late"
+
+    def main():
+        try:
+            with microthreads.Timeout(0.005):
+                microthreads.run_in_thread(blocking)
+        except microthreads.Timeout:
+            events.append("timed out")
+        gate.set()
+        microthreads.sleep(0.005)
+        events.append("goes on")
+
+    microthreads.run(main)
+    microthreads.run()                           # the thread's end is still awaited
+    assert events == ["timed out", "goes on"]
+
+
+def test_call_soon_threadsafe_wakes_a_hub_sleeping_in_its_poll():
+    hub = microthreads.get_hub()
+    event = microthreads.Event()
+    hub_thread = threading.get_ident()
+    events = []
+
+    def from_thread():
+        time.sleep(0.005)                        # let the hub fall asleep
+        hub.call_soon_threadsafe(lambda: (events.append(threading.get_ident() == hub_thread),
+                                          event.set()))
+
+    def main():
+        threading.Thread(target=from_thread).start()
+        return event.wait(timeout=30)            # real time: only the thread can end it early
+
+    assert microthreads.run(main) is True
+    assert events == [True]                      # it ran on the hub's thread
+
+
+def test_call_soon_threadsafe_from_many_threads_runs_every_callback_in_order_per_thread():
+    hub = microthreads.get_hub()
+    done = microthreads.Event()
+    calls = []
+
+    def record(thread, i):
+        calls.append((thread, i))
+        if len(calls) == 4 * 100:
+            done.set()
+
+    def worker(thread):
+        for i in range(100):
+            hub.call_soon_threadsafe(record, thread, i)
+
+    def main():
+        threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+        for thread in threads:
+            thread.start()
+        got_all = done.wait(timeout=30)
+        for thread in threads:
+            thread.join()
+        return got_all
+
+    assert microthreads.run(main) is True
+    for thread in range(4):
+        assert [i for t, i in calls if t == thread] == list(range(100))
+
+
+def test_an_event_set_from_another_thread_raises_and_leaves_its_waiters_waiting():
+    hub = microthreads.get_hub()
+    event = microthreads.Event()
+    errors = []
+
+    def elsewhere():
+        try:
+            event.set()
+        except RuntimeError as exc:
+            errors.append(str(exc))
+        hub.call_soon_threadsafe(event.set)      # the right way
+
+    def main():
+        waiter = microthreads.spawn(event.wait, 30)   # real time: the thread wakes it first
+        microthreads.sleep(0)
+        started = hub.clock()
+        thread = threading.Thread(target=elsewhere)
+        thread.start()
+        result = waiter.get()
+        thread.join()
+        return result, hub.clock() - started < 10
+
+    assert microthreads.run(main) == (True, True)
+    assert len(errors) == 1
+    assert "another thread's hub" in errors[0] and "call_soon_threadsafe" in errors[0]
