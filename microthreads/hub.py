@@ -158,16 +158,24 @@ class _FdWatch:
     nobody waits for.
     """
 
-    __slots__ = ("fd", "mask", "on_read", "on_write", "reader", "reader_seq",
-                 "registered", "writer", "writer_seq")
+    __slots__ = ("callback", "fd", "mask", "registered", "seq", "waiter")
 
     def __init__(self, fd):
         self.fd = fd
         self.mask = 0
         self.registered = False
-        self.reader = self.writer = None
-        self.reader_seq = self.writer_seq = 0
-        self.on_read = self.on_write = None
+        # Each indexed by side: _READING (0) or _WRITING (1).
+        self.waiter = [None, None]            # a parked greenlet ...
+        self.seq = [0, 0]                     # ... and the number of its wait
+        self.callback = [None, None]          # or a persistent callback
+
+    def busy(self):
+        return self.waiter != [None, None] or self.callback != [None, None]
+
+
+_READING, _WRITING = 0, 1
+_SIDES = ((_READING, READ), (_WRITING, WRITE))
+_VERB = ("read", "write")
 
 
 class _EpollPoller:
@@ -419,22 +427,16 @@ class Hub:
             if watch is None:
                 continue
             unwanted = 0
-            if mask & READ:
-                if watch.reader is not None:
-                    reader, watch.reader = watch.reader, None
-                    self._resume(reader, watch.reader_seq, None)
-                elif watch.on_read is not None:
-                    self._call(watch.on_read)
-                else:
-                    unwanted |= READ
-            if mask & WRITE:
-                if watch.writer is not None:
-                    writer, watch.writer = watch.writer, None
-                    self._resume(writer, watch.writer_seq, None)
-                elif watch.on_write is not None:
-                    self._call(watch.on_write)
-                else:
-                    unwanted |= WRITE
+            for side, bit in _SIDES:
+                if mask & bit:
+                    waiter = watch.waiter[side]
+                    if waiter is not None:
+                        watch.waiter[side] = None
+                        self._resume(waiter, watch.seq[side], None)
+                    elif watch.callback[side] is not None:
+                        self._call(watch.callback[side])
+                    else:
+                        unwanted |= bit
             if unwanted & watch.mask and fds.get(fd) is watch:
                 self._set_mask(watch, watch.mask & ~unwanted, hangup=unwanted == mask)
 
@@ -598,50 +600,29 @@ class Hub:
         The descriptor stays registered after the wait (its mask changes only
         when it must). One reader at a time: a second raises RuntimeError.
         """
-        watch = self._fds.get(fd) or self._watch(fd)
-        if watch.reader is not None or watch.on_read is not None:
-            raise RuntimeError(f"fd {fd}: {watch.reader or watch.on_read!r} is already"
-                               " waiting to read it (one reader at a time)")
-        current = getcurrent()
-        try:
-            seq = current._seq
-        except AttributeError:                # a greenlet new to the hub
-            seq = current._seq = 0
-            current._kill_exc = None
-        if not watch.mask & READ:
-            self._set_mask(watch, watch.mask | READ)
-        watch.reader = current
-        watch.reader_seq = seq
-        self._fd_waiters += 1
-        try:
-            if timeout is None and current.parent is self._greenlet:
-                self._switch()                # a tasklet, no time limit: the fast path
-                return True
-            return self.park(timeout) is not TIMED_OUT
-        finally:
-            self._fd_waiters -= 1
-            if watch.reader is current:
-                watch.reader = None
+        return self._wait_fd(fd, _READING, timeout)
 
     def wait_writable(self, fd, timeout=None):
         """Park until ``fd`` is writable (or has an error); False on timeout.
 
         One writer at a time: a second raises RuntimeError.
         """
+        return self._wait_fd(fd, _WRITING, timeout)
+
+    def _wait_fd(self, fd, side, timeout):
         watch = self._fds.get(fd) or self._watch(fd)
-        if watch.writer is not None or watch.on_write is not None:
-            raise RuntimeError(f"fd {fd}: {watch.writer or watch.on_write!r} is already"
-                               " waiting to write it (one writer at a time)")
+        self._check_free(watch, side)
         current = getcurrent()
         try:
             seq = current._seq
         except AttributeError:                # a greenlet new to the hub
             seq = current._seq = 0
             current._kill_exc = None
-        if not watch.mask & WRITE:
-            self._set_mask(watch, watch.mask | WRITE)
-        watch.writer = current
-        watch.writer_seq = seq
+        bit = _SIDES[side][1]
+        if not watch.mask & bit:
+            self._set_mask(watch, watch.mask | bit)
+        watch.waiter[side] = current
+        watch.seq[side] = seq
         self._fd_waiters += 1
         try:
             if timeout is None and current.parent is self._greenlet:
@@ -650,37 +631,42 @@ class Hub:
             return self.park(timeout) is not TIMED_OUT
         finally:
             self._fd_waiters -= 1
-            if watch.writer is current:
-                watch.writer = None
+            if watch.waiter[side] is current:
+                watch.waiter[side] = None
+
+    @staticmethod
+    def _check_free(watch, side):
+        taken = watch.waiter[side] or watch.callback[side]
+        if taken is not None:
+            verb = _VERB[side]
+            raise RuntimeError(f"fd {watch.fd}: {taken!r} is already waiting to {verb} it"
+                               f" (one {verb}er at a time)")
 
     def add_reader(self, fd, callback):
         """Call ``callback()`` on the hub whenever ``fd`` is readable, until removed."""
-        watch = self._fds.get(fd) or self._watch(fd)
-        if watch.reader is not None or watch.on_read is not None:
-            raise RuntimeError(f"fd {fd} already has a reader")
-        watch.on_read = callback
-        self._fd_waiters += 1
-        self._set_mask(watch, watch.mask | READ)
+        self._add_callback(fd, _READING, callback)
 
     def add_writer(self, fd, callback):
         """Call ``callback()`` on the hub whenever ``fd`` is writable, until removed."""
+        self._add_callback(fd, _WRITING, callback)
+
+    def _add_callback(self, fd, side, callback):
         watch = self._fds.get(fd) or self._watch(fd)
-        if watch.writer is not None or watch.on_write is not None:
-            raise RuntimeError(f"fd {fd} already has a writer")
-        watch.on_write = callback
+        self._check_free(watch, side)
+        watch.callback[side] = callback
         self._fd_waiters += 1
-        self._set_mask(watch, watch.mask | WRITE)
+        self._set_mask(watch, watch.mask | _SIDES[side][1])
 
     def remove_reader(self, fd):
-        watch = self._fds.get(fd)
-        if watch is not None and watch.on_read is not None:
-            watch.on_read = None
-            self._fd_waiters -= 1
+        self._remove_callback(fd, _READING)
 
     def remove_writer(self, fd):
+        self._remove_callback(fd, _WRITING)
+
+    def _remove_callback(self, fd, side):
         watch = self._fds.get(fd)
-        if watch is not None and watch.on_write is not None:
-            watch.on_write = None
+        if watch is not None and watch.callback[side] is not None:
+            watch.callback[side] = None
             self._fd_waiters -= 1
 
     def forget_fd(self, fd):
@@ -699,12 +685,10 @@ class Hub:
                 self._poller.unregister(fd)
             except (OSError, KeyError, ValueError):
                 pass
-        waiters = [g for g in (watch.reader, watch.writer) if g is not None]
-        watch.reader = watch.writer = None
-        for callback in (watch.on_read, watch.on_write):
-            if callback is not None:
-                self._fd_waiters -= 1
-        watch.on_read = watch.on_write = None
+        waiters = [g for g in watch.waiter if g is not None]
+        self._fd_waiters -= sum(callback is not None for callback in watch.callback)
+        watch.waiter = [None, None]
+        watch.callback = [None, None]
         return waiters
 
     def _watch(self, fd):
@@ -720,8 +704,7 @@ class Hub:
         """
         fd = watch.fd
         try:
-            if mask == 0 or (hangup and not (watch.reader or watch.writer or watch.on_read
-                                             or watch.on_write)):
+            if mask == 0 or (hangup and not watch.busy()):
                 if watch.registered:
                     self._poller.unregister(fd)
                     watch.registered = False
