@@ -209,22 +209,18 @@ class _EpollPoller:
     def unregister(self, fd):
         self._epoll.unregister(fd)
 
+    @property
+    def sides(self):
+        """(side, the event flags that wake it, its READ/WRITE bit): an error or a
+        hang-up wakes both sides, so the next system call reports it."""
+        return ((_READING, self._in | self._err, READ), (_WRITING, self._out | self._err, WRITE))
+
     def poll(self, timeout):
-        """[(fd, READ|WRITE bits)]; an error or hang-up counts as both."""
+        """[(fd, epoll flags)], as epoll gives them (no copy per event)."""
         try:
-            events = self._epoll.poll(-1 if timeout is None else timeout)
+            return self._epoll.poll(-1 if timeout is None else timeout)
         except InterruptedError:
             return []
-        ins, outs, errs = self._in, self._out, self._err
-        ready = []
-        for fd, flags in events:
-            mask = 0
-            if flags & (ins | errs):
-                mask |= READ
-            if flags & (outs | errs):
-                mask |= WRITE
-            ready.append((fd, mask))
-        return ready
 
     def close(self):
         self._epoll.close()
@@ -248,7 +244,10 @@ class _SelectorPoller:
     def unregister(self, fd):
         self._selector.unregister(fd)
 
+    sides = ((0, READ, READ), (1, WRITE, WRITE))
+
     def poll(self, timeout):
+        """[(fd, READ|WRITE bits)]."""
         return [(key.fd, mask) for key, mask in self._selector.select(timeout)]
 
     def close(self):
@@ -291,6 +290,7 @@ class Hub:
         self._threadsafe = deque()         # appended from other threads
         self._timers = _TimerHeap()
         self._poller = _make_poller()
+        self._poller_sides = self._poller.sides
         self._fds = {}                     # fd -> _FdWatch
         self._fd_waiters = 0               # parked greenlets and callbacks on fds
         self._threads_at_work = 0          # run_in_thread jobs not yet returned
@@ -422,13 +422,15 @@ class Hub:
 
     def _dispatch_io(self, events):
         fds = self._fds
-        for fd, mask in events:
+        sides = self._poller_sides
+        for fd, flags in events:
             watch = fds.get(fd)
             if watch is None:
                 continue
-            unwanted = 0
-            for side, bit in _SIDES:
-                if mask & bit:
+            fired = unwanted = 0
+            for side, wake_flags, bit in sides:
+                if flags & wake_flags:
+                    fired |= bit
                     waiter = watch.waiter[side]
                     if waiter is not None:
                         watch.waiter[side] = None
@@ -438,7 +440,7 @@ class Hub:
                     else:
                         unwanted |= bit
             if unwanted & watch.mask and fds.get(fd) is watch:
-                self._set_mask(watch, watch.mask & ~unwanted, hangup=unwanted == mask)
+                self._set_mask(watch, watch.mask & ~unwanted, hangup=unwanted == fired)
 
     def _fire_due_timers(self):
         timers = self._timers
