@@ -41,8 +41,8 @@ lint: $(VENV)/.installed-test
 bench: $(VENV)/.installed-bench
 	$(PY) -m bench $(ARGS)
 
-soak: $(VENV)/.installed-test
-	$(PY) -m tests.soak $(ARGS)
+soak: $(VENV)/.installed-test  ## the chat server soaked for 2 minutes; longer: make soak ARGS="--seconds 3600"
+	$(PY) tests/soak.py $(ARGS)
 
 # Installs the Debian packages that the telnet/nc/tmux/redis tests use, where missing.
 system-deps:
