@@ -12,7 +12,7 @@ ARGS   ?=
 # Debian packages the end-to-end tests drive (they skip with a reason without them).
 SYSTEM_PACKAGES := telnet netcat-openbsd tmux redis-server
 
-.PHONY: run test lint bench soak clean system-deps
+.PHONY: run run-cluster test lint bench soak clean system-deps
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ $(VENV)/.installed-bench: setup.cfg pyproject.toml | $(PY)
 
 run: $(VENV)/.installed-run  ## the chat server on 127.0.0.1:1980 (telnet or nc to it)
 	$(PY) -m chat --host $(HOST) --port $(PORT) $(ARGS)
+
+# A local Redis (loopback, port 6390, no persistence) and a 2-worker chat on it;
+# Ctrl-C stops both. Needs redis-server (make system-deps).
+run-cluster: $(VENV)/.installed-test  ## 2 chat workers federated through a local Redis
+	@command -v redis-server >/dev/null || { echo "no redis-server: run make system-deps"; exit 1; }
+	redis-server --port 6390 --save '' --appendonly no --bind 127.0.0.1 & redis=$$!; \
+	trap 'kill $$redis 2>/dev/null' EXIT; \
+	$(PY) -m chat --workers 2 --redis redis://127.0.0.1:6390/0 --host $(HOST) --port $(PORT) $(ARGS)
 
 test: $(VENV)/.installed-test  ## the whole test suite
 	$(PY) -m pytest $(ARGS)

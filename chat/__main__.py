@@ -64,7 +64,22 @@ def parse_args(argv=None):
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"],
                         help="logging level (default %(default)s)")
-    return parser.parse_args(argv)
+    parser.add_argument("--redis", metavar="URL",
+                        help="make this process a node of a chat room shared through Redis,"
+                             " e.g. redis://127.0.0.1:6379/0 (default: no Redis, one process)")
+    parser.add_argument("--workers", type=_within(int, 1), metavar="N",
+                        help="run N worker processes on the same port (SO_REUSEPORT),"
+                             " restarted if they die; needs --redis")
+    parser.add_argument("--room", default="lobby",
+                        help="the room's name in Redis, prefixing its keys (default %(default)s)")
+    # Not in --help: the tests shorten the room's stream to make a node fall behind.
+    parser.add_argument("--stream-bound", type=_within(int, 1), help=argparse.SUPPRESS)
+    # Set by the --workers supervisor on the workers it starts: its PID.
+    parser.add_argument("--worker-of", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.workers and not args.redis:
+        parser.error("--workers needs --redis (the workers share the room through it)")
+    return args
 
 
 def raise_nofile_limit():
@@ -88,6 +103,12 @@ def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.workers:
+        from .supervisor import supervise
+        return supervise(args)
+    if args.worker_of:
+        from .supervisor import die_with_parent
+        die_with_parent(args.worker_of)
     limit = raise_nofile_limit()
     if limit is not None:
         log.info("open file limit: %d descriptors", limit)
@@ -97,8 +118,20 @@ def main(argv=None):
     options = Options(host=args.host, port=args.port, max_clients=args.max_clients,
                       rate=args.rate, max_line=args.max_line,
                       login_timeout=args.login_timeout, max_backlog=args.max_backlog,
-                      stall_timeout=args.stall_timeout)
-    server = ChatServer(options)
+                      stall_timeout=args.stall_timeout, reuse_port=bool(args.worker_of))
+    if args.redis:      # redis-py is imported only here
+        try:
+            from .federation import FederatedChatServer
+            server = FederatedChatServer(options, args.redis, args.room,
+                                         stream_bound=args.stream_bound)
+        except ImportError as exc:
+            log.error("--redis needs redis-py (pip install 'microthreads[redis]'): %s", exc)
+            return 2
+        except ValueError as exc:
+            log.error("%s", exc)
+            return 2
+    else:
+        server = ChatServer(options)
     hub = microthreads.get_hub()
 
     def on_signal(signum, _frame):

@@ -37,6 +37,7 @@ class Options:
     max_backlog: int = 1 << 20
     stall_timeout: float = 30.0
     shutdown_flush: float = 2.0
+    reuse_port: bool = False       # --workers: every worker listens on the same port
 
 
 class Member:
@@ -87,7 +88,8 @@ class ChatServer:
         o = self.options
         self.server = StreamServer(
             (o.host, o.port), self.login, max_connections=o.max_clients, refuse=self.refuse,
-            max_output=o.max_backlog, on_full="close", stall_timeout=o.stall_timeout)
+            max_output=o.max_backlog, on_full="close", stall_timeout=o.stall_timeout,
+            reuse_port=o.reuse_port)
         self.server.start()
         log.info("chat listening on %s:%d (max clients %d, rate %s lines/s, max line %d"
                  " bytes, login timeout %gs, max backlog %d bytes)", o.host,
@@ -115,7 +117,7 @@ class ChatServer:
                     handle, error = check_handle(line)
                     if error:
                         term.say(error)
-                    elif handle_key(handle) in self.members:
+                    elif not self.claim_handle(handle, term):
                         term.say("That handle is already taken.")
                         handle = None
         except microthreads.Timeout:
@@ -128,6 +130,11 @@ class ChatServer:
             conn.flush(self.options.shutdown_flush)
             return
         self.chat(self.join(handle, term))
+
+    def claim_handle(self, handle, term):
+        """True if ``handle`` is free (compared after casefold); a federated room
+        claims it atomically here."""
+        return handle_key(handle) not in self.members
 
     def join(self, handle, term):
         self.flush_broadcasts()                            # lines before the join: not its

@@ -1,0 +1,122 @@
+"""``python -m chat --workers N --redis URL``: N chat nodes on one port.
+
+The supervisor runs no chat itself: it starts N worker processes (each
+``python -m chat --redis URL`` with its listening socket set SO_REUSEPORT,
+so the kernel spreads new connections over them), restarts a worker that
+dies (at most once a second per worker), and on SIGTERM or SIGINT passes
+SIGTERM to every worker, waits for them (5 s, then SIGKILL) and exits 0.
+
+Workers never outlive it: each asks the kernel for SIGTERM when its parent
+dies (``prctl(PR_SET_PDEATHSIG)``, Linux), and checks at start that its
+parent is still the supervisor (it may have died before the prctl).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+log = logging.getLogger("chat.supervisor")
+
+PR_SET_PDEATHSIG = 1
+RESTART_INTERVAL = 1.0
+STOP_GRACE = 5.0
+
+
+def die_with_parent(parent_pid):
+    """In a worker: SIGTERM when the supervisor dies; exit now if it already has."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            log.warning("prctl(PR_SET_PDEATHSIG) is unavailable")
+    if os.getppid() != parent_pid:
+        log.warning("the supervisor (pid %d) is gone; exiting", parent_pid)
+        sys.exit(1)
+
+
+def worker_argv(args, port):
+    """The command line of one worker: the supervisor's flags, less --workers."""
+    argv = [sys.executable, "-m", "chat", "--host", args.host, "--port", str(port),
+            "--max-clients", str(args.max_clients), "--rate", repr(args.rate),
+            "--max-line", str(args.max_line), "--login-timeout", repr(args.login_timeout),
+            "--max-backlog", str(args.max_backlog), "--stall-timeout",
+            repr(args.stall_timeout), "--log-level", args.log_level,
+            "--redis", args.redis, "--room", args.room, "--worker-of", str(os.getpid())]
+    if args.stream_bound:
+        argv += ["--stream-bound", str(args.stream_bound)]
+    return argv
+
+
+def _hold_port(host, port):
+    """Bind (not listen) a SO_REUSEPORT socket on (host, port): resolves port 0
+    once for every worker, and keeps the port ours while workers restart."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def supervise(args):
+    """Run ``args.workers`` workers until SIGTERM/SIGINT; the exit status."""
+    try:
+        holder = _hold_port(args.host, args.port)
+    except OSError as exc:
+        log.error("cannot serve on %s:%d: %s", args.host, args.port, exc.strerror or exc)
+        return 1
+    port = holder.getsockname()[1]
+    stopping = []
+
+    def on_signal(signum, _frame):
+        if not stopping:
+            log.info("got %s: stopping the workers", signal.Signals(signum).name)
+        stopping.append(signum)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    argv = worker_argv(args, port)
+    workers = [None] * args.workers          # Popen, or None while waiting to restart
+    started = [0.0] * args.workers
+    log.info("supervisor %d: %d workers on %s:%d, room %r", os.getpid(), args.workers,
+             args.host, port, args.room)
+    try:
+        while not stopping:
+            now = time.monotonic()
+            for index, proc in enumerate(workers):
+                if proc is not None and proc.poll() is not None:
+                    log.warning("worker %d (pid %d) exited with status %s; restarting",
+                                index, proc.pid, proc.returncode)
+                    workers[index] = proc = None
+                if proc is None and now - started[index] >= RESTART_INTERVAL:
+                    workers[index] = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+                    started[index] = now
+                    log.info("worker %d started (pid %d)", index, workers[index].pid)
+            time.sleep(0.2)
+    finally:
+        _stop(w for w in workers if w is not None)
+        holder.close()
+    log.info("supervisor stopped")
+    return 0
+
+
+def _stop(workers):
+    workers = [w for w in workers if w.poll() is None]
+    for proc in workers:
+        proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE
+    for proc in workers:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("worker pid %d did not stop in %gs; killing it", proc.pid, STOP_GRACE)
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,362 @@
+"""Two chat nodes federated through Redis behave as one chat (issue 8).
+
+Each test starts its own ``redis-server`` on a free loopback port (no
+persistence) and chat nodes as subprocesses (``python -m chat --redis
+URL``), and checks PROTOCOL.md's rules across the nodes, a node killed with
+SIGKILL, Redis restarted empty, and Redis cut off for longer than the
+membership expiry. Every wait is for an expected line, with a generous
+timeout; nothing sleeps for a fixed time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from chat_helpers import GREETING, ROOT, TAKEN, chat_servers
+
+try:
+    import redis
+except ImportError:             # the tests skip, saying why
+    redis = None
+
+REDIS_SERVER = shutil.which("redis-server")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(REDIS_SERVER is None or redis is None,
+                       reason="needs the redis-server binary and redis-py: run `make"
+                              " system-deps` (Debian's redis-server) and install"
+                              " '.[test]' (redis>=5)"),
+]
+
+#: Crash detection is ~6 s expiry + ~2 s heartbeat: wait well beyond it.
+CRASH_TIMEOUT = 20.0
+UNAVAILABLE = "Not delivered: the room is unavailable."
+LOST = "Connection to the room was lost; please reconnect."
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    """A throwaway ``redis-server`` on loopback, no persistence; stopped by PID."""
+
+    def __init__(self):
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.stop()
+                    raise AssertionError(f"redis-server did not start on {self.port}")
+                time.sleep(0.05)
+        client.close()
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def restart(self):
+        """Stop it and start it again on the same port: everything in it is lost."""
+        self.stop()
+        self.start()
+
+
+@pytest.fixture
+def redis_server():
+    server = RedisServer()
+    yield server
+    if server.proc.poll() is None:
+        os.kill(server.proc.pid, signal.SIGCONT)    # in case a test left it stopped
+    server.stop()
+
+
+@pytest.fixture
+def nodes(redis_server):
+    """``nodes(count=2, **flags)``: that many chat nodes on the test's Redis."""
+    with chat_servers() as start:
+        def make(count=2, **flags):
+            flags.setdefault("rate", 0)
+            return [start(redis=redis_server.url, **flags) for _ in range(count)]
+        yield make
+
+
+def test_join_says_and_left_are_seen_on_both_nodes(nodes):
+    a, b = nodes()
+    alice = a.join("alice")
+    assert alice.online == "Online (1): alice"
+    bob = b.join("bob")
+    assert bob.online == "Online (2): alice, bob"
+    alice.expect("bob has joined the chat.")
+    alice.say("hello from a")
+    bob.say("hello from b")
+    for client in (alice, bob):
+        assert sorted(client.lines(2)) == ["alice says: hello from a", "bob says: hello from b"]
+    bob.say("/me waves")
+    alice.expect("* bob waves")
+    bob.expect("* bob waves")
+    bob.say("/quit")
+    bob.expect_closed()
+    alice.expect("bob has left the chat.")
+    alice.expect_nothing_more()
+
+
+def test_a_handle_is_unique_across_nodes_after_casefold(nodes):
+    a, b = nodes()
+    a.join("Straße")
+    late = b.connect()
+    late.expect(GREETING)
+    late.say("STRASSE")
+    late.expect(TAKEN, GREETING)
+    late.say("carol")
+    late.expect("carol has joined the chat.", "Online (2): Straße, carol")
+
+
+def test_nick_is_atomic_across_nodes(nodes):
+    a, b = nodes()
+    alice = a.join("alice")
+    bob = b.join("bob")
+    alice.expect("bob has joined the chat.")
+    bob.say("/nick ALICE")
+    bob.expect(TAKEN)
+    bob.say("/nick robert")
+    for client in (alice, bob):
+        client.expect("bob is now known as robert.")
+    late = a.connect()
+    late.expect(GREETING)
+    late.say("Robert")
+    late.expect(TAKEN, GREETING)
+    late.say("bob")                       # the old handle is free again
+    late.expect("bob has joined the chat.", "Online (3): alice, robert, bob")
+
+
+def test_who_lists_everyone_on_every_node_in_join_order(nodes):
+    a, b = nodes()
+    clients = []
+    for index, handle in enumerate(["dora", "ann", "cid", "bea"]):
+        node = (a, b)[index % 2]
+        newcomer = node.join(handle)
+        for client in clients:
+            client.expect(f"{handle} has joined the chat.")
+        clients.append(newcomer)
+    for client in clients:
+        client.say("/who")
+        client.expect("Online (4): dora, ann, cid, bea")
+
+
+def test_msg_reaches_a_member_on_the_other_node(nodes):
+    a, b = nodes()
+    alice = a.join("alice")
+    bob = b.join("Bob")
+    alice.expect("Bob has joined the chat.")
+    alice.say("/msg BOB psst, over here")
+    alice.expect("[private to Bob] psst, over here")
+    bob.expect("[private] alice: psst, over here")
+    alice.say("/msg nobody hello?")
+    alice.expect("No such user: nobody")
+    bob.expect_nothing_more()
+
+
+def test_lines_sent_on_both_nodes_arrive_in_one_order_everywhere(nodes):
+    a, b = nodes()
+    handles = ["a1", "b1", "a2", "b2"]
+    clients = []
+    for index, handle in enumerate(handles):
+        newcomer = (a, b)[index % 2].join(handle)
+        for client in clients:
+            client.expect(f"{handle} has joined the chat.")
+        clients.append(newcomer)
+    count = 30
+    for number in range(count):               # interleaved, without waiting for echoes
+        for handle, client in zip(handles, clients):
+            client.say(f"{handle} line {number}")
+    seen = [client.lines(count * len(clients), timeout=20) for client in clients]
+    for other in seen[1:]:
+        assert other == seen[0]
+    for handle in handles:
+        own = [line for line in seen[0] if line.startswith(f"{handle} says:")]
+        assert own == [f"{handle} says: {handle} line {n}" for n in range(count)]
+
+
+def test_a_killed_node_frees_its_handles_and_the_others_see_its_members_leave(nodes):
+    a, b = nodes()
+    alice = a.join("alice")
+    b.join("bob")
+    alice.expect("bob has joined the chat.")
+    b.join("carol")
+    alice.expect("carol has joined the chat.")
+    b.proc.kill()                             # SIGKILL, by PID: no goodbye
+    b.proc.wait(10)
+    # after the expiry (~6 s) and a heartbeat (~2 s); in their join order
+    assert alice.line(timeout=CRASH_TIMEOUT) == "bob has left the chat."
+    alice.expect("carol has left the chat.")
+    again = a.join("BOB")
+    alice.expect("BOB has joined the chat.")
+    assert again.online == "Online (2): alice, BOB"
+
+
+def test_a_redis_restart_is_survived(nodes, redis_server):
+    a, b = nodes()
+    alice = a.join("alice")
+    bob = b.join("bob")
+    alice.expect("bob has joined the chat.")
+    redis_server.restart()                    # everything in Redis is lost
+    alice.say("still here?")                  # retried until Redis is back
+    for client in (alice, bob):
+        client.expect("alice says: still here?")
+    bob.say("/who")                           # put back, in their join order
+    bob.expect("Online (2): alice, bob")
+    late = a.connect()
+    late.expect(GREETING)
+    late.say("BOB")
+    late.expect(TAKEN, GREETING)
+    a.wait_for_log(r"room unavailable")
+    a.wait_for_log(r"room available again")
+
+
+def test_a_node_cut_off_longer_than_the_expiry_lets_its_members_go(nodes, redis_server):
+    a, b = nodes()
+    alice = a.join("alice")
+    bob = b.join("bob")
+    alice.expect("bob has joined the chat.")
+    os.kill(redis_server.proc.pid, signal.SIGSTOP)   # Redis hangs: nothing gets through
+    try:
+        alice.say("into the void")
+        assert alice.drain_until_closed(timeout=CRASH_TIMEOUT) == [UNAVAILABLE, LOST]
+        assert bob.drain_until_closed(timeout=CRASH_TIMEOUT) == [LOST]
+    finally:
+        os.kill(redis_server.proc.pid, signal.SIGCONT)
+    again = b.join("alice")                   # her handle was freed
+    assert again.online == "Online (1): alice"
+
+
+def test_workers_share_one_port_and_the_supervisor_restarts_and_stops_them(redis_server):
+    with chat_servers() as start:
+        supervisor = start(redis=redis_server.url, workers=2, rate=0)
+        pids = [int(supervisor.wait_for_log(rf"worker {i} started \(pid (\d+)\)").group(1))
+                for i in range(2)]
+        for pid in pids:        # each worker is a node (it listens right after saying so)
+            supervisor.wait_for_log(rf"node \S+-{pid}-\w+ of room 'lobby'")
+        clients = supervisor.room("w1", "w2", "w3")
+        clients[0].say("hello workers")
+        for client in clients:
+            client.expect("w1 says: hello workers")
+        os.kill(pids[0], signal.SIGKILL)
+        supervisor.wait_for_log(rf"worker 0 \(pid {pids[0]}\) exited")
+        restarted = supervisor.wait_for_log(rf"worker 0 started \(pid (?!{pids[0]}\))(\d+)\)")
+        pids[0] = int(restarted.group(1))
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(15) == 0
+        for pid in pids:
+            assert not _alive(pid), f"worker {pid} outlived its supervisor"
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is gone for our purposes: it runs nothing
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return re.search(r"\) Z ", stat.read()) is None
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(redis_server):
+    with chat_servers() as start:
+        supervisor = start(redis=redis_server.url, workers=2)
+        pids = [int(supervisor.wait_for_log(rf"worker {i} started \(pid (\d+)\)").group(1))
+                for i in range(2)]
+        for pid in pids:
+            supervisor.wait_for_log(rf"node \S+-{pid}-\w+ of room 'lobby'")
+        try:
+            supervisor.proc.kill()            # SIGKILL: no chance to stop them itself
+            supervisor.wait()
+            deadline = time.monotonic() + 10
+            while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not any(_alive(pid) for pid in pids), "a worker outlived its supervisor"
+        finally:
+            for pid in pids:                  # ours, by PID, if the test failed
+                if _alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def test_after_a_redis_restart_a_newcomer_keeps_a_handle_taken_in_the_gap(nodes, redis_server):
+    a, b = nodes()
+    alice = a.join("alice")
+    bob = b.join("bob")
+    alice.expect("bob has joined the chat.")
+    b.send_signal(signal.SIGSTOP)             # b cannot put bob back before the newcomer
+    try:
+        redis_server.restart()
+        a.wait_for_log(r"room available again")   # a has put alice back
+        newcomer = a.join("BOB")
+        alice.expect("BOB has joined the chat.")
+    finally:
+        b.send_signal(signal.SIGCONT)
+    lines = bob.drain_until_closed()         # b may read the newcomer's join first
+    assert lines[-1] == ("Your handle bob was taken while the room was unavailable;"
+                         " please reconnect.")
+    assert set(lines[:-1]) <= {"BOB has joined the chat."}
+    assert newcomer.online == "Online (2): alice, BOB"
+    newcomer.say("/who")
+    newcomer.expect("Online (2): alice, BOB")
+
+
+def test_the_single_process_chat_does_not_import_redis():
+    code = ("import sys; import chat.__main__ as m; m.parse_args([]); import chat.server;"
+            " assert 'redis' not in sys.modules, 'redis imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=30)
+
+
+def test_a_node_that_fell_behind_the_stream_bound_says_lines_were_missed(nodes):
+    a, b = nodes(stream_bound=10)             # XADD MAXLEN ~ 10: Redis trims whole blocks
+    alice = a.join("alice")
+    bob = b.join("bob")
+    alice.expect("bob has joined the chat.")
+    b.send_signal(signal.SIGSTOP)             # b reads nothing meanwhile
+    try:
+        for number in range(400):
+            alice.say(f"line {number}")
+        alice.lines_until("alice says: line 399")
+    finally:
+        b.send_signal(signal.SIGCONT)
+    lines = bob.lines_until("alice says: line 399")
+    assert lines.count("Some lines were missed.") == 1   # said where the gap is
+    said = [line for line in lines if line != "Some lines were missed."]
+    assert len(said) < 400
+    assert said == sorted(said, key=lambda line: int(line.rsplit(" ", 1)[1]))
+    bob.say("/who")                           # and it goes on
+    bob.expect("Online (2): alice, bob")
