@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of microthreads against its peers: `python -m bench`."""

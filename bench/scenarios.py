@@ -1,0 +1,280 @@
+"""The rows (who is measured), the settings, and the tables (what is
+measured): each table names its figures and has one function that performs
+a single run for a single row and returns that run's figures.
+"""
+
+import contextlib
+import subprocess
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Dict, List, Optional, Tuple
+
+from bench import runner
+from bench.runner import CLIENT_CPU, PYTHON, SERVER_CPU, RunError
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str
+    name: str
+    version_of: Optional[str]  # a key of machine.versions(), shown beside the name
+    module: Optional[str]  # the peer module, None for the C server
+    extra: Tuple[str, ...] = ()  # peer arguments after the mode
+
+
+GEVENT = Row("gevent", "gevent", "gevent", "bench.peers.gevent_peer")
+EVENTLET = Row("eventlet", "eventlet", "eventlet", "bench.peers.eventlet_peer")
+ASYNCIO = Row("asyncio", "asyncio", "python", "bench.peers.asyncio_peer")
+UVLOOP = Row("uvloop", "asyncio+uvloop", "uvloop", "bench.peers.asyncio_peer", ("--uvloop",))
+TRIO = Row("trio", "trio", "trio", "bench.peers.trio_peer")
+SELECTORS = Row("selectors", "selectors floor", None, "bench.peers.selectors_peer")
+C_LIMIT = Row("c", "C epoll limit", None, None)
+MICROTHREADS = Row("microthreads", "microthreads", "microthreads",
+                   "bench.peers.microthreads_peer")
+GREENLET = Row("greenlet", "raw greenlet pair (ref)", "greenlet", "bench.peers.greenlet_ref")
+
+SERVER_ROWS = [GEVENT, EVENTLET, ASYNCIO, UVLOOP, TRIO, SELECTORS, C_LIMIT, MICROTHREADS]
+TASK_ROWS = [GEVENT, EVENTLET, ASYNCIO, UVLOOP, TRIO, SELECTORS, MICROTHREADS]
+
+
+@dataclass
+class Settings:
+    runs: int = 3
+    switch_target: float = 0.5  # seconds per sleep(0) figure
+    spawn_count: int = 100_000
+    idle_task_count: int = 10_000
+    echo_conns: int = 100
+    line_size: int = 64
+    echo_warmup: float = 1.0
+    echo_duration: float = 3.0
+    chat_configs: Tuple[Tuple[int, int], ...] = ((100, 10), (1000, 5))  # (members, senders)
+    chat_window: int = 8
+    chat_warmup: float = 1.0
+    chat_duration: float = 3.0
+    chat_drain: float = 5.0
+    idle_members: int = 1000  # the login storm grows as M squared: see README
+    quick: bool = False
+
+
+DEFAULT = Settings()
+QUICK = replace(DEFAULT, runs=1, switch_target=0.1, echo_warmup=0.5, echo_duration=1.0,
+                chat_warmup=0.5, chat_duration=1.0, chat_drain=3.0, idle_members=500,
+                quick=True)
+
+
+@dataclass
+class Context:
+    procs: runner.Processes
+    loadgen: str
+    cserver: str
+    unavailable: Dict[str, str] = field(default_factory=dict)  # what -> reason
+
+
+@dataclass(frozen=True)
+class Figure:
+    key: str
+    label: str
+    better: str  # "higher", "lower", "zero" (must be 0), or "info" (no ratio)
+    digits: int = 0  # decimals shown; -1: three significant digits; -2: a percentage
+
+
+@dataclass
+class Table:
+    key: str
+    scenario: str  # what --only selects
+    title: str
+    figures: List[Figure]
+    rows: List[Row]
+    run: Callable[[Row, Settings, Context], dict]
+    needs: str = "microthreads"  # what the microthreads row needs to import
+    note: str = ""
+
+
+# ---- one run of each kind ----
+
+def peer_cmd(row, mode, *args):
+    return [PYTHON, "-m", row.module, mode, *map(str, args), *row.extra]
+
+
+def run_switch(row, settings, ctx):
+    if row is GREENLET:
+        cmd = [PYTHON, "-m", row.module, "switch", "--target", settings.switch_target]
+    else:
+        cmd = peer_cmd(row, "switch", "--target", settings.switch_target)
+    result = ctx.procs.run(cmd, SERVER_CPU, f"switch-{row.key}",
+                           timeout=60 + 40 * settings.switch_target)
+    if row is GREENLET:
+        return {"sleep0_2_ns": result["switch_pair_ns"], "raw": result}
+    return {"sleep0_2_ns": result["sleep0_2_ns"], "sleep0_1000_ns": result["sleep0_1000_ns"]}
+
+
+def run_spawn(row, settings, ctx):
+    spawned = ctx.procs.run(peer_cmd(row, "spawn", "--count", settings.spawn_count),
+                            SERVER_CPU, f"spawn-{row.key}", timeout=90)
+    idle = ctx.procs.run(peer_cmd(row, "idletasks", "--count", settings.idle_task_count),
+                         SERVER_CPU, f"idletasks-{row.key}", timeout=90)
+    return {"spawn_join_s": spawned["spawn_join_s"], "idle_task_kib": idle["idle_task_kib"]}
+
+
+def server_cmd(row, mode, port, ctx):
+    if row is C_LIMIT:
+        return [ctx.cserver, mode, "--port", port]
+    if row is MICROTHREADS and mode == "chat":  # the real chat service
+        return [PYTHON, "-m", "chat", "--host", runner.HOST, "--port", port,
+                "--rate", "0", "--max-clients", "20000"]
+    return peer_cmd(row, mode, "--port", port)
+
+
+@contextlib.contextmanager
+def server(row, mode, ctx, log_name):
+    """A server for one run: started on the server CPU, killed at the end;
+    RunError if it died by itself before that."""
+    port = runner.free_port()
+    proc = ctx.procs.start(server_cmd(row, mode, port, ctx), SERVER_CPU, log_name)
+    try:
+        runner.wait_listening(proc, port)
+        yield proc, port
+        if proc.poll() is not None and not proc.killed:
+            raise RunError(f"the server died: {runner.failure_reason(proc)}")
+    finally:
+        ctx.procs.kill(proc)
+
+
+def login_seconds(members):
+    """A generous bound for logging members in: each join is broadcast to
+    every member, M(M+1)/2 lines in all; allow 40 us a line."""
+    return 30 + members * (members + 1) / 2 * 40e-6
+
+
+def run_echo(row, settings, ctx):
+    with server(row, "echo", ctx, f"echo-server-{row.key}") as (proc, port):
+        limit = settings.echo_warmup + settings.echo_duration + 20
+        result = ctx.procs.run(
+            [ctx.loadgen, "echo", "--port", port, "--server-pid", proc.pid,
+             "--conns", settings.echo_conns,
+             "--size", settings.line_size, "--warmup", settings.echo_warmup,
+             "--duration", settings.echo_duration, "--timeout", limit],
+            CLIENT_CPU, f"echo-loadgen-{row.key}", timeout=limit + 10)
+    if result["errors"] or result["disconnected"]:
+        raise RunError(f"{result['errors']} wrong echoes, "
+                       f"{result['disconnected']} connections closed")
+    return {"req_s": result["req_s"], "p50_ms": result["p50_us"] / 1000,
+            "p99_ms": result["p99_us"] / 1000, "server_cpu": result["server_cpu"],
+            "raw": result}
+
+
+def chat_runner(members, senders):
+    def run_chat(row, settings, ctx):
+        with server(row, "chat", ctx, f"chat{members}-server-{row.key}") as (proc, port):
+            limit = (login_seconds(members) + settings.chat_warmup + settings.chat_duration
+                     + settings.chat_drain + 10)
+            result = ctx.procs.run(
+                [ctx.loadgen, "chat", "--port", port, "--server-pid", proc.pid,
+                 "--members", members,
+                 "--senders", senders, "--window", settings.chat_window,
+                 "--warmup", settings.chat_warmup, "--duration", settings.chat_duration,
+                 "--drain", settings.chat_drain, "--timeout", limit],
+                CLIENT_CPU, f"chat{members}-loadgen-{row.key}", timeout=limit + 10)
+        return {"lines_s": result["lines_s"], "p50_ms": result["p50_us"] / 1000,
+                "p99_ms": result["p99_us"] / 1000, "lost": result["lost"],
+                "misordered": result["misordered"], "server_cpu": result["server_cpu"],
+                "raw": result}
+
+    return run_chat
+
+
+def run_idle(row, settings, ctx):
+    members = settings.idle_members
+    with server(row, "chat", ctx, f"idle-server-{row.key}") as (proc, port):
+        time.sleep(0.5)
+        before = runner.rss_kib(proc.pid)
+        limit = login_seconds(members)
+        gen = ctx.procs.start(
+            [ctx.loadgen, "idle", "--port", port, "--members", members,
+             "--hold", limit + 60, "--timeout", limit + 120],
+            CLIENT_CPU, f"idle-loadgen-{row.key}", stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE)
+        try:
+            ready = runner.read_json_line(gen, limit)
+            time.sleep(1.5)  # let the server settle with every member idle
+            if proc.poll() is not None:
+                raise RunError(f"the server died: {runner.failure_reason(proc)}")
+            after = runner.rss_kib(proc.pid)
+        finally:
+            ctx.procs.kill(proc)  # the server first: no storm of leave lines
+            ctx.procs.kill(gen)
+    return {"kib_per_member": (after - before) / members, "rss_before_kib": before,
+            "rss_after_kib": after, "login_s": ready["login_s"]}
+
+
+# ---- the tables ----
+
+def tables(settings):
+    s = settings
+    found = [
+        Table("switch", "switch",
+              "1. switch cost: ns per sleep(0) round trip (a task yields and is resumed)",
+              [Figure("sleep0_2_ns", "2 tasks, ns", "lower"),
+               Figure("sleep0_1000_ns", "1,000 tasks, ns", "lower")],
+              [*TASK_ROWS, GREENLET], run_switch,
+              note="raw greenlet pair: one switch there and back, no hub; selectors "
+                   "floor: a callback re-posting itself on a selectors loop"),
+        Table("spawn", "spawn",
+              f"2. spawn+join {s.spawn_count:,} tasks; memory per idle task "
+              f"({s.idle_task_count:,} blocked on one event)",
+              [Figure("spawn_join_s", "spawn+join, s", "lower", -1),
+               Figure("idle_task_kib", "KiB/idle task", "lower", 2)],
+              TASK_ROWS, run_spawn,
+              note="selectors floor: callbacks, no stacks"),
+        Table("echo", "echo",
+              f"3. echo: {s.echo_conns} connections, {s.line_size}-byte lines, "
+              f"request/response, {s.echo_duration:g} s",
+              [Figure("req_s", "req/s", "higher"),
+               Figure("p50_ms", "p50 ms", "lower", -1),
+               Figure("p99_ms", "p99 ms", "lower", -1),
+               Figure("server_cpu", "srv CPU", "info", -2)],
+              SERVER_ROWS, run_echo,
+              note="srv CPU: the share of its CPU the server used while measured "
+                   "(100% = saturated; much less: it was starved or waited on the client)"),
+    ]
+    for members, senders in s.chat_configs:
+        found.append(Table(
+            f"chat{members}", "chat",
+            f"4. chat fan-out: {members:,} members, {senders} senders (window "
+            f"{s.chat_window}), {s.chat_duration:g} s",
+            [Figure("lines_s", "lines/s", "higher"),
+             Figure("p50_ms", "p50 ms", "lower", -1),
+             Figure("p99_ms", "p99 ms", "lower", -1),
+             Figure("lost", "lost", "zero"),
+             Figure("misordered", "misordered", "zero"),
+             Figure("server_cpu", "srv CPU", "info", -2)],
+            SERVER_ROWS, chat_runner(members, senders), needs="chat",
+            note="lines/s: says-lines received by all members together; lost and "
+                 "misordered must be 0; microthreads runs `python -m chat`"))
+    found.append(Table(
+        "idle", "idle",
+        f"5. idle members: server RSS per logged-in member at {s.idle_members:,} members",
+        [Figure("kib_per_member", "KiB/member", "lower", 2),
+         Figure("login_s", "login s", "lower", -1)],
+        SERVER_ROWS, run_idle, needs="chat",
+        note="login s: connecting and logging everyone in, M(M+1)/2 join lines; "
+             "not a figure of merit"))
+    return found
+
+
+SCENARIOS = ["switch", "spawn", "echo", "chat", "idle"]
+
+# (table, figure, label) bar groups in the plot
+PLOTTED = [
+    ("switch", "sleep0_2_ns", "sleep(0)\n2 tasks"),
+    ("switch", "sleep0_1000_ns", "sleep(0)\n1,000 tasks"),
+    ("spawn", "spawn_join_s", "spawn+join"),
+    ("spawn", "idle_task_kib", "KiB per\nidle task"),
+    ("echo", "req_s", "echo\nreq/s"),
+    ("echo", "p99_ms", "echo\np99"),
+    ("chat100", "lines_s", "chat 100\nlines/s"),
+    ("chat100", "p99_ms", "chat 100\np99"),
+    ("chat1000", "lines_s", "chat 1,000\nlines/s"),
+    ("chat1000", "p99_ms", "chat 1,000\np99"),
+    ("idle", "kib_per_member", "KiB per\nidle member"),
+]
