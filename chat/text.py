@@ -302,8 +302,9 @@ _SEQUENCE = re.compile(
         ]
     )
 )
-# C0 but TAB, DEL, C1; bidi embeddings, overrides (U+202A-U+202E), isolates.
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# C0 but TAB, DEL, C1; LINE and PARAGRAPH SEPARATOR (line breaks to str.splitlines
+# and to other Unicode-aware readers); bidi embeddings, overrides (U+202A-U+202E), isolates.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028-\u202e\u2066-\u2069]")
 
 
 def sanitize(text: str) -> str:
@@ -315,10 +316,12 @@ def sanitize(text: str) -> str:
     and final byte), OSC (``ESC ]`` or U+009D, up to BEL or ST), DCS, SOS,
     PM and APC (``ESC P``/``X``/``^``/``_`` or U+0090/0098/009E/009F, up to
     ST, which is ``ESC \\`` or U+009C), nF (ESC, bytes 0x20 to 0x2F, a final
-    byte) and two-byte ``ESC`` Fp/Fe/Fs sequences; and the bidi controls
-    U+202A to U+202E and U+2066 to U+2069. A string sequence (OSC, DCS, SOS,
-    PM, APC) left unterminated is removed to the end of the text; a CSI cut
-    short loses what it had. Everything else, any printable character or TAB,
+    byte) and two-byte ``ESC`` Fp/Fe/Fs sequences; LINE SEPARATOR U+2028 and
+    PARAGRAPH SEPARATOR U+2029 (a client splitting lines by Unicode's rules,
+    as ``str.splitlines`` does, would take them for line breaks); and the
+    bidi controls U+202A to U+202E and U+2066 to U+2069. A string sequence
+    (OSC, DCS, SOS, PM, APC) left unterminated is removed to the end of the
+    text; a CSI cut short loses what it had. Everything else, any printable character or TAB,
     is kept in order.
 
     The result holds none of the characters above; sanitize(sanitize(t)) ==

@@ -372,6 +372,13 @@ class Hub:
             self._dispatch_io(self._poll(timeout))
         self._fire_due_timers()
 
+    def _poll_soon(self):
+        """Make the next iteration poll for I/O even with work queued. For a
+        tasklet yielding after a long run of work (net's EAGER_BUDGET of a
+        flooding peer's input): the others' I/O gets in after that run, not
+        after POLL_EVERY such runs."""
+        self._polled_at = self._switches - POLL_EVERY
+
     def _run_ready(self):
         """Phase 1. An entry is ``(seq, greenlet, value)``, a wake-up for wait
         number ``seq`` of that greenlet, or ``(None, callback, args)``."""

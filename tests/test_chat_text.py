@@ -344,7 +344,7 @@ def is_unsafe(char):
     return (
         (code < 0x20 and char != "\t")
         or 0x7F <= code <= 0x9F
-        or 0x202A <= code <= 0x202E
+        or 0x2028 <= code <= 0x202E
         or 0x2066 <= code <= 0x2069
     )
 

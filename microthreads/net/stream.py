@@ -122,11 +122,13 @@ class Connection:
         Called as an operation begins, before it takes or sends anything, so a
         kill or Timeout raised in the yield loses no data. Every line counts,
         buffered or not: a flooding peer fills the buffer with thousands of
-        lines per read, and those must not run unbroken.
+        lines per read, and those must not run unbroken. The hub polls for
+        I/O before this tasklet runs again, so the others' input gets in.
         """
         self._eager += 1
         if self._eager >= EAGER_BUDGET:
             self._eager = 0
+            self._hub._poll_soon()
             sleep(0)
 
     def _read_chunk(self, size):
