@@ -149,8 +149,9 @@ class ChatServer:
 
     def chat(self, member):
         conn = member.term.conn
-        try:
-            for line in member.term:
+        read_line = member.term.read_line      # a plain call, not a generator: an idle
+        try:                                   # member's parked stack stays shallow
+            while (line := read_line()) is not None:
                 if not line or self.closing:    # nothing new once "shutting down" is out
                     continue
                 if line.startswith("/"):

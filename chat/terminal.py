@@ -8,8 +8,6 @@ is UTF-8 lines ending in CRLF, queued on the connection's bounded output.
 
 from __future__ import annotations
 
-from collections import deque
-
 from .text import TOO_LONG, LineSplitter, RateLimiter, TelnetFilter, decode, sanitize
 
 READ_SIZE = 16384
@@ -22,12 +20,15 @@ class Terminal:
     (possibly empty), or None at EOF. ``say(text)`` sends one line.
     """
 
+    __slots__ = ("_clock", "_limiter", "_lines", "_pending", "_telnet", "before_write", "conn",
+                 "max_line")
+
     def __init__(self, conn, *, max_line=4096, rate=20.0, clock):
         self.conn = conn
         self.max_line = max_line
         self._telnet = TelnetFilter()
         self._lines = LineSplitter(max_line)
-        self._pending = deque()
+        self._pending = []
         self._limiter = RateLimiter(rate) if rate else None
         self._clock = clock
         #: Called before each write of this terminal's own lines (the room
@@ -51,10 +52,10 @@ class Terminal:
         and skipped; lines over the rate limit are dropped, with a warning at
         most once a second. Raises NetworkError if the connection fails.
         """
-        pending = self._pending
         while True:
+            pending = self._pending              # the items of one read, last first
             while pending:
-                item = pending.popleft()
+                item = pending.pop()
                 if item is TOO_LONG:
                     self.say(f"Line too long (limit {self.max_line} bytes).")
                     continue
@@ -69,14 +70,16 @@ class Terminal:
             if not data:
                 rest = self._lines.flush()
                 if rest:
-                    pending.append(rest)
+                    self._pending = [rest]
                     continue
                 return None
             payload, replies = self._telnet.feed(data)
             if replies:
                 self.send_raw(replies)
             if payload:
-                pending.extend(self._lines.feed(payload))
+                items = self._lines.feed(payload)
+                items.reverse()
+                self._pending = items
 
     def __iter__(self):
         """Lines until EOF; a NetworkError propagates (the session ends with it)."""

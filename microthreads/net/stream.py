@@ -69,6 +69,11 @@ class Connection:
     is closed (None: never).
     """
 
+    __slots__ = ("__weakref__", "_buf", "_closed", "_discarding", "_drained", "_eager", "_eof",
+                 "_fd", "_gone", "_hub", "_lost", "_out", "_out_moved", "_out_size", "_pos",
+                 "_recv", "_room", "_send", "_sock", "_stall_timer", "_writer_armed",
+                 "close_reason", "max_output", "on_full", "peer", "stall_timeout", "timeout")
+
     def __init__(self, sock, peer=None, *, timeout=None, max_output=1 << 20,
                  on_full="wait", stall_timeout=None):
         if on_full not in ("wait", "close"):
@@ -90,14 +95,15 @@ class Connection:
         self._discarding = False          # inside an overlong line
         self._eof = False
         self._eager = 0
-        self._out = deque()               # queued output (bytes)
+        self._out = None                  # queued output (a deque of bytes, made on demand)
         self._out_size = 0
         self._out_moved = 0               # bytes sent from the queue so far
         self._writer_armed = False        # the hub calls _on_writable when writable
         self._room = None                 # Event: output below its bound
         self._drained = None              # Event: output queue empty
         self._stall_timer = None
-        self._lost = Event()
+        self._gone = False                # the peer went away, or close()
+        self._lost = None                 # an Event for wait_closed(), made on demand
         self._closed = False
 
     # ------------------------------------------------------------- reading
@@ -140,13 +146,13 @@ class Connection:
                 self._wait_readable()
                 continue
             except OSError as exc:
-                self._lost.set()
+                self._mark_lost()
                 if self._closed:
                     raise NetworkError(f"{_describe(self.peer)}: connection closed") from None
                 raise NetworkError(f"{_describe(self.peer)}: {exc.strerror or exc}") from exc
             if not data:
                 self._eof = True
-                self._lost.set()
+                self._mark_lost()
             return data
 
     def recv(self, n=READ_SIZE) -> bytes:
@@ -274,7 +280,7 @@ class Connection:
             raise TimeoutError(f"{_describe(self.peer)}: send timed out")
 
     def _write_failed(self, exc):
-        self._lost.set()
+        self._mark_lost()
         if self._closed:
             return NetworkError(f"{_describe(self.peer)}: connection closed")
         return NetworkError(f"{_describe(self.peer)}: {exc.strerror or exc}")
@@ -307,6 +313,8 @@ class Connection:
             data = data[sent:]
         if type(data) is not bytes:
             data = bytes(data)
+        if self._out is None:
+            self._out = deque()
         self._out.append(data)
         self._out_size += len(data)
         if not self._writer_armed:
@@ -342,7 +350,7 @@ class Connection:
             except BlockingIOError:
                 break
             except OSError as exc:
-                self._lost.set()
+                self._mark_lost()
                 self.close(f"write failed: {exc.strerror or exc}")
                 return
             self._out_size -= sent
@@ -419,7 +427,16 @@ class Connection:
         the loss from the tasklet that reads or writes (EOF, reset, broken
         pipe) or from ``close()``. Returns False if ``timeout`` passed first.
         """
+        if self._gone:
+            return True
+        if self._lost is None:
+            self._lost = Event()
         return self._lost.wait(timeout)
+
+    def _mark_lost(self):
+        self._gone = True
+        if self._lost is not None:
+            self._lost.set()
 
     def shutdown_write(self):
         """Send EOF to the peer (half-close) after queued output."""
@@ -455,7 +472,8 @@ class Connection:
         waiters = hub.forget_fd(self._fd)
         if self._stall_timer is not None:
             self._stall_timer.cancel()
-        self._out.clear()
+        if self._out:
+            self._out.clear()
         self._writer_armed = False
         try:
             self._sock.close()
@@ -466,7 +484,7 @@ class Connection:
         for waiter in waiters:
             if waiter is not current:
                 hub.schedule_throw(waiter, NetworkError(error))
-        self._lost.set()
+        self._mark_lost()
         for event in (self._room, self._drained):
             if event is not None:
                 event.set()
