@@ -15,7 +15,7 @@ from dataclasses import asdict, replace
 from bench import machine, report, runner, scenarios
 from bench.scenarios import MICROTHREADS, SCENARIOS, RunError
 
-ROW_KEYS = [row.key for row in [*scenarios.SERVER_ROWS, scenarios.GREENLET]]
+ROW_KEYS = [row.key for row in [*scenarios.SERVER_ROWS, scenarios.GREENLET, scenarios.CHAT_WORKERS]]
 
 
 def parse_args(argv):
@@ -164,13 +164,19 @@ def main(argv=None):
         "versions": about["versions"],
         "tables": results,
     }
-    print(f"wrote {report.write_json(result).relative_to(runner.ROOT)}")
-    try:
-        path = report.plot(result, tables)
-        if path:
-            print(f"wrote {path.relative_to(runner.ROOT)}")
-    except ImportError as error:
-        print(f"no plot: {error}")
+    path, merged = report.write_json(result)
+    kept = merged.get("kept_from_earlier_runs")
+    print(f"wrote {path.relative_to(runner.ROOT)}"
+          + (f" (kept the earlier {', '.join(kept)})" if kept else ""))
+    if not any(table.key == key for table in tables for key, _, _ in scenarios.PLOTTED):
+        print("latest.png unchanged: none of its figures was measured in this run")
+    else:
+        try:
+            path = report.plot(merged, scenarios.tables(settings))
+            if path:
+                print(f"wrote {path.relative_to(runner.ROOT)}")
+        except ImportError as error:
+            print(f"no plot: {error}")
     print(f"took {time.monotonic() - started:.0f} s")
     return 0
 

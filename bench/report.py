@@ -100,10 +100,26 @@ def format_table(table, result, versions, runs):
 
 
 def write_json(report):
+    """Write latest.json, keeping the tables of an earlier latest.json that
+    this run did not measure (a run of some scenarios replaces only theirs).
+    Each table carries the date of the run that measured it. Returns the
+    path and the merged report."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "latest.json"
+    for table in report["tables"].values():
+        table.setdefault("date", report["date"])
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        earlier = {}
+    kept = {key: {**table, "date": table.get("date", earlier.get("date"))}
+            for key, table in earlier.get("tables", {}).items()
+            if key not in report["tables"]}
+    if kept:
+        report = {**report, "tables": {**kept, **report["tables"]},
+                  "kept_from_earlier_runs": sorted(kept)}
     path.write_text(json.dumps(report, indent=1) + "\n")
-    return path
+    return path, report
 
 
 def plot(report, tables):

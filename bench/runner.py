@@ -37,7 +37,8 @@ class RunError(Exception):
 
 def _child_setup(cpu):
     def setup():
-        os.sched_setaffinity(0, {cpu})
+        if cpu is not None:  # None: not pinned, every CPU the harness may use
+            os.sched_setaffinity(0, {cpu})
         _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -61,7 +62,8 @@ class Processes:
         self.live = {}  # pid -> Popen
 
     def start(self, cmd, cpu, log_name, stdin=subprocess.DEVNULL, stdout=None):
-        """Start cmd pinned to cpu; stderr (and stdout unless PIPE) go to the log."""
+        """Start cmd pinned to cpu (None: not pinned); stderr (and stdout
+        unless PIPE) go to the log."""
         LOGS.mkdir(parents=True, exist_ok=True)
         log = open(LOGS / f"{log_name}.log", "wb")  # noqa: SIM115 (closed on reap)
         log.write(f"$ {' '.join(map(str, cmd))}\n".encode())

@@ -4,6 +4,10 @@ a single run for a single row and returns that run's figures.
 """
 
 import contextlib
+import importlib.util
+import os
+import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass, field, replace
@@ -32,6 +36,11 @@ C_LIMIT = Row("c", "C epoll limit", None, None)
 MICROTHREADS = Row("microthreads", "microthreads", "microthreads",
                    "bench.peers.microthreads_peer")
 GREENLET = Row("greenlet", "raw greenlet pair (ref)", "greenlet", "bench.peers.greenlet_ref")
+
+# the cluster table (6): the chat service as one process, and as 2 workers
+# sharing one room through a Redis that the harness starts for each run
+CHAT_ONE = Row("microthreads", "python -m chat, 1 process", None, None)
+CHAT_WORKERS = Row("workers2", "--workers 2 + redis-server", None, None)
 
 SERVER_ROWS = [GEVENT, EVENTLET, ASYNCIO, UVLOOP, TRIO, SELECTORS, C_LIMIT, MICROTHREADS]
 TASK_ROWS = [GEVENT, EVENTLET, ASYNCIO, UVLOOP, TRIO, SELECTORS, MICROTHREADS]
@@ -183,6 +192,93 @@ def chat_runner(members, senders):
     return run_chat
 
 
+def redis_missing():
+    """Why the --workers row cannot run here, or None."""
+    if not shutil.which("redis-server"):
+        return "redis-server not found on PATH"
+    if importlib.util.find_spec("redis") is None:
+        return "redis-py not installed: pip install -e '.[redis]'"
+    return None
+
+
+def wait_for_log(proc, text, count, timeout=20.0):
+    """Wait until text appears count times in proc's log; RunError if proc
+    exits first or it does not within timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RunError(runner.failure_reason(proc))
+        if proc.log_path.read_text(errors="replace").count(text) >= count:
+            return
+        time.sleep(0.05)
+    raise RunError(f"{text!r} not logged {count} times after {timeout:.0f} s")
+
+
+@contextlib.contextmanager
+def redis_server(ctx, log_name):
+    """A throwaway redis-server on a free loopback port, no persistence,
+    not pinned; killed by its PID at the end. Yields its URL."""
+    port = runner.free_port()
+    proc = ctx.procs.start(
+        ["redis-server", "--port", port, "--bind", runner.HOST, "--save", "",
+         "--appendonly", "no", "--protected-mode", "yes", "--dir", runner.LOGS],
+        None, log_name)
+    try:
+        runner.wait_listening(proc, port)
+        yield f"redis://{runner.HOST}:{port}/0"
+        if proc.poll() is not None and not proc.killed:
+            raise RunError(f"redis-server died: {runner.failure_reason(proc)}")
+    finally:
+        ctx.procs.kill(proc)
+
+
+def stop_gracefully(ctx, proc, timeout=8.0):
+    """SIGTERM (a supervisor then stops its workers, 5 s at most), wait,
+    then kill by PID whatever is left."""
+    if proc.poll() is None:
+        proc.killed = True
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=timeout)
+    ctx.procs.kill(proc)
+
+
+def run_cluster(row, settings, ctx):
+    """chat100's load against one `python -m chat` or against `--workers 2
+    --redis`: nothing pinned (2 workers + Redis + the load generator cannot
+    each have a core of 2), the same for both rows."""
+    members, senders = 100, 10
+    port = runner.free_port()
+    with contextlib.ExitStack() as stack:
+        cmd = [PYTHON, "-m", "chat", "--host", runner.HOST, "--port", port, "--rate", "0",
+               "--max-clients", "20000"]
+        if row is CHAT_WORKERS:
+            missing = redis_missing()
+            if missing:
+                raise RunError(missing)
+            url = stack.enter_context(redis_server(ctx, "cluster-redis"))
+            cmd += ["--workers", "2", "--redis", url]
+        proc = ctx.procs.start(cmd, None, f"cluster-server-{row.key}")
+        stack.callback(stop_gracefully, ctx, proc)  # before Redis: workers deregister
+        # both workers listening, so SO_REUSEPORT spreads members over both
+        wait_for_log(proc, "chat listening on", 2 if row is CHAT_WORKERS else 1)
+        runner.wait_listening(proc, port)
+        limit = (login_seconds(members) + settings.chat_warmup + settings.chat_duration
+                 + settings.chat_drain + 10)
+        result = ctx.procs.run(
+            [ctx.loadgen, "chat", "--port", port, "--members", members,
+             "--senders", senders, "--window", settings.chat_window,
+             "--warmup", settings.chat_warmup, "--duration", settings.chat_duration,
+             "--drain", settings.chat_drain, "--timeout", limit],
+            None, f"cluster-loadgen-{row.key}", timeout=limit + 10)
+        if proc.poll() is not None and not proc.killed:
+            raise RunError(f"the server died: {runner.failure_reason(proc)}")
+    return {"lines_s": result["lines_s"], "p50_ms": result["p50_us"] / 1000,
+            "p99_ms": result["p99_us"] / 1000, "lost": result["lost"],
+            "misordered": result["misordered"], "raw": result}
+
+
 def run_idle(row, settings, ctx):
     members = settings.idle_members
     with server(row, "chat", ctx, f"idle-server-{row.key}") as (proc, port):
@@ -259,10 +355,24 @@ def tables(settings):
         SERVER_ROWS, run_idle, needs="chat",
         note="login s: connecting and logging everyone in, M(M+1)/2 join lines; "
              "not a figure of merit"))
+    found.append(Table(
+        "cluster", "cluster",
+        f"6. chat scale-out: chat100's load (100 members, 10 senders, window "
+        f"{s.chat_window}, {s.chat_duration:g} s), one process against 2 workers + Redis",
+        [Figure("lines_s", "lines/s", "higher"),
+         Figure("p50_ms", "p50 ms", "lower", -1),
+         Figure("p99_ms", "p99 ms", "lower", -1),
+         Figure("lost", "lost", "zero"),
+         Figure("misordered", "misordered", "zero")],
+        [CHAT_ONE, CHAT_WORKERS], run_cluster, needs="chat",
+        note="vs mt = divided by the 1-process row. Not pinned: the load generator, "
+             "Redis and the chat process(es) all share the machine's CPUs (2 workers + "
+             "Redis + the load generator cannot each have a core of 2), in both rows; "
+             "redis-server --save '' --appendonly no, started and killed for each run"))
     return found
 
 
-SCENARIOS = ["switch", "spawn", "echo", "chat", "idle"]
+SCENARIOS = ["switch", "spawn", "echo", "chat", "idle", "cluster"]
 
 # (table, figure, label) bar groups in the plot
 PLOTTED = [
