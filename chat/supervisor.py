@@ -100,7 +100,7 @@ def supervise(args):
                     workers[index] = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
                     started[index] = now
                     log.info("worker %d started (pid %d)", index, workers[index].pid)
-            time.sleep(0.2)
+            time.sleep(0.2)                  # ok-blocking: the supervisor runs no hub
     finally:
         _stop(w for w in workers if w is not None)
         holder.close()
