@@ -22,6 +22,9 @@ from .text import check_handle, handle_key
 
 log = logging.getLogger("chat")
 
+#: On /quit, how long the leaving member's pending output may take to go out.
+QUIT_FLUSH = 1.0
+
 #: ``/word rest``: the word runs to the first whitespace (a space or a tab).
 _COMMAND = re.compile(r"/(\S*)\s*(.*)", re.DOTALL)
 
@@ -157,6 +160,8 @@ class ChatServer:
                 if line.startswith("/"):
                     if self.command(member, line) is False:
                         conn.close_reason = "quit"
+                        self.flush_broadcasts()    # its own last lines reach it too
+                        conn.flush(QUIT_FLUSH)
                         return
                 else:
                     self.broadcast(f"{member.handle} says: {line}")

@@ -231,6 +231,13 @@ def test_quit_closes_the_connection_and_the_others_see_the_seed_left_line(chat_s
         client.expect_nothing_more()
 
 
+def test_a_line_said_just_before_quit_reaches_everyone_the_sender_included(chat_server):
+    alice, bob = chat_server().room("alice", "bob")
+    bob.send(b"last words\n/quit\n")            # one segment: said, then gone
+    assert bob.drain_until_closed() == ["bob says: last words"]
+    alice.expect("bob says: last words", "bob has left the chat.")
+
+
 def test_who_lists_the_members_in_join_order_to_the_sender_only(chat_server):
     alice, bob, carol = chat_server().room("alice", "bob", "carol")
     carol.say("/who")
