@@ -15,7 +15,7 @@ from dataclasses import asdict, replace
 from bench import machine, report, runner, scenarios
 from bench.scenarios import MICROTHREADS, SCENARIOS, RunError
 
-ROW_KEYS = [row.key for row in [*scenarios.SERVER_ROWS, scenarios.GREENLET, scenarios.CHAT_WORKERS]]
+ROW_KEYS = [row.key for row in [*scenarios.CHAT_ROWS, scenarios.GREENLET, scenarios.CHAT_WORKERS]]
 
 
 def parse_args(argv):
@@ -27,7 +27,7 @@ def parse_args(argv):
                         help="a smoke check: 1 run, short durations, 500 idle members")
     parser.add_argument("--only", metavar="SCENARIO[,...]",
                         help=f"run only these scenarios: {', '.join(SCENARIOS)} "
-                             "(or a single chat table: chat100, chat1000)")
+                             "(or a single table: chat100, chat1000, crowd2000, crowd10000)")
     parser.add_argument("--runs", type=int, help="runs per figure (default 3; --quick 1)")
     parser.add_argument("--rows", metavar="ROW[,...]",
                         help=f"run only these rows: {', '.join(ROW_KEYS)}")

@@ -3,7 +3,7 @@
  *   loadgen echo --port P [--conns 100] [--size 64] [--warmup 1] [--duration 5]
  *   loadgen chat --port P [--members 100] [--senders 10] [--window 8]
  *                [--warmup 1] [--duration 5] [--drain 5]
- *   loadgen idle --port P [--members 10000] [--hold 600]
+ *   loadgen idle --port P [--members 10000] [--hold 600] [--probe-ms 50] [--fanout 5]
  *
  * Common: [--host 127.0.0.1] [--ramp 32] [--batch 100] [--timeout 300] [--spin]
  *         [--server-pid PID]: also report the share of a CPU the server and
@@ -20,9 +20,18 @@
  *       After --duration the senders stop and every member waits up to
  *       --drain seconds for the lines still in flight. Prints delivered
  *       lines/s, send-to-receive p50/p99, and lost and misordered lines.
- * idle: logs --members in as chat does, waits for every join line, prints
- *       {"ready": true, ...}, then holds the connections (reading whatever
- *       comes) until stdin closes, SIGTERM, or --hold seconds pass.
+ * idle: logs --members in as chat does, waits for every join line, then
+ *       member 0 says --fanout lines, one at a time (the next once every
+ *       member has the last, or after 10 s), each timestamped; then prints
+ *       {"ready": true, "login_s", "probe_p99_us", "fanout_p99_us", ...}
+ *       and holds the connections (reading whatever comes) until stdin
+ *       closes, SIGTERM, or --hold seconds pass. The probe: from its own
+ *       login until every join line has arrived, member 0 says a line every
+ *       --probe-ms (0: never) and waits for it to come back to itself (one
+ *       in flight), so probe_p50/p99_us is how long the server kept a
+ *       logged-in member waiting during the logins. fanout_p50/p99_us are
+ *       over every member's receipt of every fan-out line; fanout_all_us is
+ *       the median over lines of the time until the last member had it.
  *
  * Logins (chat, idle) go `--batch` members at a time: connect them, with at
  * most --ramp connects unanswered, then send all their handles back to back
@@ -57,8 +66,9 @@
 #define MAX_EVENTS 512
 
 enum mode { MODE_ECHO, MODE_CHAT, MODE_IDLE };
-enum phase { PH_LOGIN, PH_SETTLE, PH_WARMUP, PH_MEASURE, PH_DRAIN, PH_HOLD, PH_DONE };
-static const char *phase_name[] = {"login", "settle", "warmup", "measure", "drain", "hold", "done"};
+enum phase { PH_LOGIN, PH_SETTLE, PH_WARMUP, PH_MEASURE, PH_DRAIN, PH_FANOUT, PH_HOLD, PH_DONE };
+static const char *phase_name[] = {"login", "settle", "warmup", "measure", "drain", "fanout",
+                                   "hold", "done"};
 
 struct conn {
     int fd;
@@ -100,6 +110,13 @@ static int spin = 0;
 static uint64_t batch_now; /* when the data being parsed was read */
 static int server_pid;      /* --server-pid: its CPU use is measured too */
 static double server_cpu0, client_cpu0, server_cpu_share = -1, client_cpu_share = -1;
+/* idle: the probe during logins, and the fan-out of member 0's lines after */
+static double probe_ms = 50.0;
+static int fanout_lines = 5;
+static int probe_inflight;
+static uint64_t probe_next_at, probe_sent_at;
+static int fanout_sent, fanout_seen;   /* lines said; members that have the last one */
+static uint64_t fanout_sent_at, fanout_all[64], fanout_missing, t_settled;
 
 /* ---- time ---- */
 static uint64_t now_us(void)
@@ -113,9 +130,12 @@ static uint64_t now_us(void)
 #define H_LINEAR 2048
 #define H_SUB 128
 #define H_BUCKETS (H_LINEAR + 44 * H_SUB)
-static uint64_t hist[H_BUCKETS], hist_n;
+struct hist {
+    uint64_t n, b[H_BUCKETS];
+};
+static struct hist lat, probe_lat; /* lat: echo, chat, and idle's fan-out */
 
-static void hist_add(uint64_t v)
+static void hist_add_to(struct hist *h, uint64_t v)
 {
     size_t i;
     if (v < H_LINEAR) {
@@ -126,9 +146,11 @@ static void hist_add(uint64_t v)
         if (i >= H_BUCKETS)
             i = H_BUCKETS - 1;
     }
-    hist[i]++;
-    hist_n++;
+    h->b[i]++;
+    h->n++;
 }
+
+static void hist_add(uint64_t v) { hist_add_to(&lat, v); }
 
 static double hist_bucket_value(size_t i)
 {
@@ -140,20 +162,22 @@ static double hist_bucket_value(size_t i)
     return (double)lower + (double)(1ull << (e - 7)) / 2.0;
 }
 
-static double hist_percentile(double p)
+static double hist_percentile_of(const struct hist *h, double p)
 {
-    if (hist_n == 0)
+    if (h->n == 0)
         return -1;
-    uint64_t target = (uint64_t)(p * (double)hist_n + 0.999999), seen = 0;
+    uint64_t target = (uint64_t)(p * (double)h->n + 0.999999), seen = 0;
     if (target < 1)
         target = 1;
     for (size_t i = 0; i < H_BUCKETS; i++) {
-        seen += hist[i];
+        seen += h->b[i];
         if (seen >= target)
             return hist_bucket_value(i);
     }
     return hist_bucket_value(H_BUCKETS - 1);
 }
+
+static double hist_percentile(double p) { return hist_percentile_of(&lat, p); }
 
 /* ---- CPU use over the measured window ---- */
 static double server_cpu_seconds(void)
@@ -440,6 +464,63 @@ static void on_says(struct conn *c, const char *line, size_t len)
         c->inflight--;
 }
 
+static void say_fanout(uint64_t t);
+
+/* idle: "m<sender> says: probe <t_us>" or "m<sender> says: fanout <n> <t_us>" */
+static void on_idle_says(struct conn *c, const char *line, size_t len)
+{
+    const char *p = line + 1, *end = line + len;
+    long long sender = parse_uint(&p, end);
+    if (sender != 0 || !starts_with(p, (size_t)(end - p), " says: "))
+        return;
+    p += 7;
+    uint64_t t = batch_now;
+    if (starts_with(p, (size_t)(end - p), "probe ")) {
+        p += 6;
+        long long sent = parse_uint(&p, end);
+        if (c->idx == 0 && probe_inflight && sent >= 0 && (uint64_t)sent == probe_sent_at) {
+            hist_add_to(&probe_lat, t - probe_sent_at);
+            probe_inflight = 0;
+        }
+    } else if (starts_with(p, (size_t)(end - p), "fanout ")) {
+        p += 7;
+        long long number = parse_uint(&p, end);
+        if (number < 0 || p >= end || *p != ' ' || number != fanout_sent - 1)
+            return;
+        p++;
+        long long sent = parse_uint(&p, end);
+        if (sent < 0)
+            return;
+        hist_add(t >= (uint64_t)sent ? t - (uint64_t)sent : 0);
+        if (++fanout_seen == members - dead_count)
+            fanout_all[number] = t - fanout_sent_at;
+    }
+}
+
+/* idle: member 0 says a probe line when one is due (one in flight at a time) */
+static void probe_tick(uint64_t t)
+{
+    if (mode != MODE_IDLE || probe_ms <= 0 || (phase != PH_LOGIN && phase != PH_SETTLE) ||
+        !conns[0].ready || conns[0].dead || probe_inflight || t < probe_next_at)
+        return;
+    char buf[64];
+    int n = snprintf(buf, sizeof buf, "probe %llu\n", (unsigned long long)t);
+    probe_inflight = 1;
+    probe_sent_at = t;
+    probe_next_at = t + (uint64_t)(probe_ms * 1000);
+    conn_send(&conns[0], buf, (size_t)n);
+}
+
+static void say_fanout(uint64_t t)
+{
+    char buf[64];
+    int n = snprintf(buf, sizeof buf, "fanout %d %llu\n", fanout_sent, (unsigned long long)t);
+    fanout_sent++;
+    fanout_seen = 0;
+    fanout_sent_at = t;
+    conn_send(&conns[0], buf, (size_t)n);
+}
+
 static void on_line(struct conn *c, const char *line, size_t len)
 {
     if (len && line[len - 1] == '\r')
@@ -467,6 +548,8 @@ static void on_line(struct conn *c, const char *line, size_t len)
         }
         if (c->expect)
             on_says(c, line, len);
+        else if (mode == MODE_IDLE)
+            on_idle_says(c, line, len);
         return;
     }
     if (starts_with(line, len, "What is your handle?")) {
@@ -610,6 +693,25 @@ static void report_echo(void)
            (unsigned long long)errors, dead_count, server_cpu_share, client_cpu_share);
 }
 
+static void report_idle(uint64_t t)
+{
+    uint64_t all[64];
+    int n = fanout_sent;
+    memcpy(all, fanout_all, sizeof(uint64_t) * (size_t)n);
+    qsort(all, (size_t)n, sizeof all[0], cmp_u64);
+    printf("{\"ready\": true, \"members\": %d, \"login_s\": %.3f, \"settle_s\": %.3f, "
+           "\"probe_n\": %llu, \"probe_p50_us\": %.1f, \"probe_p99_us\": %.1f, "
+           "\"fanout_lines\": %d, \"fanout_p50_us\": %.1f, \"fanout_p99_us\": %.1f, "
+           "\"fanout_all_us\": %.1f, \"fanout_missing\": %llu, \"fanout_s\": %.3f, "
+           "\"disconnected\": %d}\n",
+           members, (double)(t_login_done - t_start) / 1e6,
+           (double)(t_settled - t_login_done) / 1e6, (unsigned long long)probe_lat.n,
+           hist_percentile_of(&probe_lat, 0.50), hist_percentile_of(&probe_lat, 0.99), n,
+           hist_percentile(0.50), hist_percentile(0.99), n ? (double)all[n / 2] : -1.0,
+           (unsigned long long)fanout_missing, (double)(t - t_settled) / 1e6, dead_count);
+    fflush(stdout);
+}
+
 /* Moves to the next phase when this one is over; returns 0 when the run is done. */
 static int advance(uint64_t t)
 {
@@ -628,14 +730,35 @@ static int advance(uint64_t t)
         if (joins_seen < joins_expected)
             return 1;
         if (mode == MODE_IDLE) {
-            printf("{\"ready\": true, \"members\": %d, \"login_s\": %.3f, \"settle_s\": %.3f}\n",
-                   members, (double)(t_login_done - t_start) / 1e6,
-                   (double)(t - t_login_done) / 1e6);
-            fflush(stdout);
-            enter(PH_HOLD, hold_s);
+            t_settled = t;
+            enter(PH_FANOUT, 0);
+            if (fanout_lines > 0) {
+                enter(PH_FANOUT, 10.0);
+                say_fanout(t);
+                return 1;
+            }
+            /* fall through: no fan-out lines */
+        } else {
+            start_sending();
             return 1;
         }
-        start_sending();
+        /* fall through */
+    case PH_FANOUT:
+        if (fanout_sent > 0) {
+            if (fanout_seen < members - dead_count && t < phase_deadline)
+                return 1;
+            if (fanout_seen < members - dead_count) { /* 10 s: count it as that */
+                fanout_missing += (uint64_t)(members - dead_count - fanout_seen);
+                fanout_all[fanout_sent - 1] = t - fanout_sent_at;
+            }
+            if (fanout_sent < fanout_lines) {
+                enter(PH_FANOUT, 10.0);
+                say_fanout(t);
+                return 1;
+            }
+        }
+        report_idle(t);
+        enter(PH_HOLD, hold_s);
         return 1;
     case PH_WARMUP:
         if (t < phase_deadline)
@@ -710,6 +833,8 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--duration")) duration_s = arg_num(argc, argv, &i);
         else if (!strcmp(a, "--drain")) drain_s = arg_num(argc, argv, &i);
         else if (!strcmp(a, "--hold")) hold_s = arg_num(argc, argv, &i);
+        else if (!strcmp(a, "--probe-ms")) probe_ms = arg_num(argc, argv, &i);
+        else if (!strcmp(a, "--fanout")) fanout_lines = (int)arg_num(argc, argv, &i);
         else if (!strcmp(a, "--timeout")) timeout_s = arg_num(argc, argv, &i);
         else {
             fprintf(stderr, "loadgen: unknown option %s\n", a);
@@ -718,7 +843,7 @@ int main(int argc, char **argv)
     }
     if (port <= 0 || line_size < 2 || line_size > (int)sizeof request || ramp < 1 || batch < 1 ||
         members < 1 || nconns < 1 || senders < 0 || window_size < 1 || window_size > 32 || refill < 1 ||
-        refill > window_size) {
+        refill > window_size || fanout_lines < 0 || fanout_lines > 64 || probe_ms < 0) {
         fprintf(stderr, "loadgen: bad arguments\n");
         return 64;
     }
@@ -758,6 +883,9 @@ int main(int argc, char **argv)
         uint64_t wake = hard_deadline;
         if (phase_deadline && phase_deadline < wake)
             wake = phase_deadline;
+        if (mode == MODE_IDLE && probe_ms > 0 && phase <= PH_SETTLE && probe_next_at > t &&
+            probe_next_at < wake)
+            wake = probe_next_at;
         int wait_ms = wake > t ? (int)((wake - t + 999) / 1000) : 0;
         if (wait_ms > 100)
             wait_ms = 100;
@@ -790,6 +918,7 @@ int main(int argc, char **argv)
         }
         if (phase == PH_LOGIN)
             open_more();
+        probe_tick(now_us());
     }
     if (mode == MODE_ECHO)
         report_echo();

@@ -8,11 +8,11 @@ from bench import runner
 from bench.scenarios import (
     ASYNCIO,
     C_LIMIT,
+    CHAT_ROWS,
     GREENLET,
     MICROTHREADS,
     PLOTTED,
     SELECTORS,
-    SERVER_ROWS,
 )
 
 RESULTS = runner.BENCH / "results"
@@ -135,10 +135,11 @@ def plot(report, tables):
     if not groups:
         return None
     present = {row for table_key, _, _ in groups for row in by_key[table_key].rows}
-    rows = [row for row in [*SERVER_ROWS, GREENLET] if row in present]
+    rows = [row for row in [*CHAT_ROWS, GREENLET] if row in present]
     colors = {"gevent": "#4c72b0", "eventlet": "#8172b3", "asyncio": "#55a868",
               "uvloop": "#64b5cd", "trio": "#ccb974", "selectors": "#937860",
-              "c": "#8c8c8c", "microthreads": "#c44e52", "greenlet": "#da8bc3"}
+              "selectors_batched": "#b5a48a", "c": "#8c8c8c", "microthreads": "#c44e52",
+              "greenlet": "#da8bc3"}
     fig, ax = plt.subplots(figsize=(17, 7.5), dpi=100)
     width = 0.85 / len(rows)
     labels, used = [], set()

@@ -32,6 +32,8 @@ ASYNCIO = Row("asyncio", "asyncio", "python", "bench.peers.asyncio_peer")
 UVLOOP = Row("uvloop", "asyncio+uvloop", "uvloop", "bench.peers.asyncio_peer", ("--uvloop",))
 TRIO = Row("trio", "trio", "trio", "bench.peers.trio_peer")
 SELECTORS = Row("selectors", "selectors floor", None, "bench.peers.selectors_peer")
+SELECTORS_BATCHED = Row("selectors_batched", "selectors floor, batched", None,
+                        "bench.peers.selectors_batched_peer")
 C_LIMIT = Row("c", "C epoll limit", None, None)
 MICROTHREADS = Row("microthreads", "microthreads", "microthreads",
                    "bench.peers.microthreads_peer")
@@ -44,6 +46,12 @@ CHAT_WORKERS = Row("workers2", "--workers 2 + redis-server", None, None)
 
 SERVER_ROWS = [GEVENT, EVENTLET, ASYNCIO, UVLOOP, TRIO, SELECTORS, C_LIMIT, MICROTHREADS]
 TASK_ROWS = [GEVENT, EVENTLET, ASYNCIO, UVLOOP, TRIO, SELECTORS, MICROTHREADS]
+# chat rooms: the floor also as a careful callback server batches (echo has nothing to batch)
+CHAT_ROWS = [*SERVER_ROWS[:SERVER_ROWS.index(SELECTORS) + 1], SELECTORS_BATCHED,
+             *SERVER_ROWS[SERVER_ROWS.index(SELECTORS) + 1:]]
+# the crowd (2,000 and 10,000 members): the rows that log 10,000 in within minutes; the
+# others send each join line to each member at once, M(M+1)/2 sends (see bench/README.md)
+CROWD_ROWS = [SELECTORS, SELECTORS_BATCHED, C_LIMIT, MICROTHREADS]
 
 
 @dataclass
@@ -62,13 +70,16 @@ class Settings:
     chat_duration: float = 3.0
     chat_drain: float = 5.0
     idle_members: int = 1000  # the login storm grows as M squared: see README
+    crowds: Tuple[int, ...] = (2000, 10000)  # members in the crowd tables
+    probe_ms: float = 50.0  # idle and crowd: a probe member's line every this often
+    fanout_lines: int = 5  # idle and crowd: lines member 0 says once everyone is in
     quick: bool = False
 
 
 DEFAULT = Settings()
 QUICK = replace(DEFAULT, runs=1, switch_target=0.1, echo_warmup=0.5, echo_duration=1.0,
                 chat_warmup=0.5, chat_duration=1.0, chat_drain=3.0, idle_members=500,
-                quick=True)
+                crowds=(2000,), quick=True)
 
 
 @dataclass
@@ -149,10 +160,10 @@ def server(row, mode, ctx, log_name):
         ctx.procs.kill(proc)
 
 
-def login_seconds(members):
+def login_seconds(members, per_line=40e-6):
     """A generous bound for logging members in: each join is broadcast to
-    every member, M(M+1)/2 lines in all; allow 40 us a line."""
-    return 30 + members * (members + 1) / 2 * 40e-6
+    every member, M(M+1)/2 lines in all; allow `per_line` seconds a line."""
+    return 30 + members * (members + 1) / 2 * per_line
 
 
 def run_echo(row, settings, ctx):
@@ -187,7 +198,7 @@ def chat_runner(members, senders):
         return {"lines_s": result["lines_s"], "p50_ms": result["p50_us"] / 1000,
                 "p99_ms": result["p99_us"] / 1000, "lost": result["lost"],
                 "misordered": result["misordered"], "server_cpu": result["server_cpu"],
-                "raw": result}
+                "login_s": result["login_s"], "raw": result}
 
     return run_chat
 
@@ -279,28 +290,40 @@ def run_cluster(row, settings, ctx):
             "misordered": result["misordered"], "raw": result}
 
 
-def run_idle(row, settings, ctx):
-    members = settings.idle_members
-    with server(row, "chat", ctx, f"idle-server-{row.key}") as (proc, port):
-        time.sleep(0.5)
-        before = runner.rss_kib(proc.pid)
-        limit = login_seconds(members)
-        gen = ctx.procs.start(
-            [ctx.loadgen, "idle", "--port", port, "--members", members,
-             "--hold", limit + 60, "--timeout", limit + 120],
-            CLIENT_CPU, f"idle-loadgen-{row.key}", stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE)
-        try:
-            ready = runner.read_json_line(gen, limit)
-            time.sleep(1.5)  # let the server settle with every member idle
-            if proc.poll() is not None:
-                raise RunError(f"the server died: {runner.failure_reason(proc)}")
-            after = runner.rss_kib(proc.pid)
-        finally:
-            ctx.procs.kill(proc)  # the server first: no storm of leave lines
-            ctx.procs.kill(gen)
-    return {"kib_per_member": (after - before) / members, "rss_before_kib": before,
-            "rss_after_kib": after, "login_s": ready["login_s"]}
+def idle_runner(members, per_line=40e-6):
+    """Log `members` in and hold them idle: login time (with a probe member's
+    round trips during it), one member's lines fanned out to all, then RSS."""
+    def run_idle(row, settings, ctx):
+        with server(row, "chat", ctx, f"idle{members}-server-{row.key}") as (proc, port):
+            time.sleep(0.5)
+            before = runner.rss_kib(proc.pid)
+            limit = login_seconds(members, per_line)
+            ready_limit = limit + 10 * settings.fanout_lines + 10
+            gen = ctx.procs.start(
+                [ctx.loadgen, "idle", "--port", port, "--members", members,
+                 "--probe-ms", settings.probe_ms, "--fanout", settings.fanout_lines,
+                 "--hold", ready_limit + 60, "--timeout", ready_limit + 120],
+                CLIENT_CPU, f"idle{members}-loadgen-{row.key}", stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE)
+            try:
+                ready = runner.read_json_line(gen, ready_limit)
+                time.sleep(1.5)  # let the server settle with every member idle
+                if proc.poll() is not None:
+                    raise RunError(f"the server died: {runner.failure_reason(proc)}")
+                after = runner.rss_kib(proc.pid)
+            finally:
+                ctx.procs.kill(proc)  # the server first: no storm of leave lines
+                ctx.procs.kill(gen)
+        if ready["fanout_missing"] or ready["disconnected"]:
+            raise RunError(f"{ready['fanout_missing']} fan-out lines missing, "
+                           f"{ready['disconnected']} members disconnected")
+        return {"kib_per_member": (after - before) / members, "rss_before_kib": before,
+                "rss_after_kib": after, "login_s": ready["login_s"],
+                "probe_p99_ms": ready["probe_p99_us"] / 1000,
+                "fanout_p99_ms": ready["fanout_p99_us"] / 1000,
+                "fanout_all_ms": ready["fanout_all_us"] / 1000, "raw": ready}
+
+    return run_idle
 
 
 # ---- the tables ----
@@ -343,18 +366,36 @@ def tables(settings):
              Figure("p99_ms", "p99 ms", "lower", -1),
              Figure("lost", "lost", "zero"),
              Figure("misordered", "misordered", "zero"),
-             Figure("server_cpu", "srv CPU", "info", -2)],
-            SERVER_ROWS, chat_runner(members, senders), needs="chat",
+             Figure("server_cpu", "srv CPU", "info", -2),
+             Figure("login_s", "login s", "lower", -1)],
+            CHAT_ROWS, chat_runner(members, senders), needs="chat",
             note="lines/s: says-lines received by all members together; lost and "
-                 "misordered must be 0; microthreads runs `python -m chat`"))
+                 "misordered must be 0; microthreads runs `python -m chat`; login s: "
+                 "every member logged in and every join line arrived"))
+    idle_figures = [
+        Figure("kib_per_member", "KiB/member", "lower", 2),
+        Figure("login_s", "login s", "lower", -1),
+        Figure("probe_p99_ms", "probe p99 ms", "lower", -1),
+        Figure("fanout_p99_ms", "1-to-all p99 ms", "lower", -1),
+        Figure("fanout_all_ms", "all had it ms", "lower", -1)]
+    idle_note = ("login s: connecting and logging everyone in (100 at a time), M(M+1)/2 "
+                 f"join lines; probe: member 0 says a line every {s.probe_ms:g} ms during "
+                 "the logins, p99 of its round trip to itself; 1-to-all: member 0 then says "
+                 f"{s.fanout_lines} lines one at a time, p99 over every member's receipt, "
+                 "and the median time until the last member had a line; KiB/member: "
+                 "server RSS after, minus before, over M")
     found.append(Table(
         "idle", "idle",
-        f"5. idle members: server RSS per logged-in member at {s.idle_members:,} members",
-        [Figure("kib_per_member", "KiB/member", "lower", 2),
-         Figure("login_s", "login s", "lower", -1)],
-        SERVER_ROWS, run_idle, needs="chat",
-        note="login s: connecting and logging everyone in, M(M+1)/2 join lines; "
-             "not a figure of merit"))
+        f"5. idle members: {s.idle_members:,} members log in, one line to all, server RSS "
+        "per member",
+        idle_figures, CHAT_ROWS, idle_runner(s.idle_members), needs="chat", note=idle_note))
+    for members in s.crowds:
+        found.append(Table(
+            f"crowd{members}", "crowd",
+            f"5b. a crowd: {members:,} members log in, one line to all, server RSS per member",
+            idle_figures, CROWD_ROWS, idle_runner(members, per_line=5e-6), needs="chat",
+            note=idle_note + "; rows: those that batch join lines per loop turn, and the "
+                 "plain floor (the others take minutes: see the idle table for them)"))
     found.append(Table(
         "cluster", "cluster",
         f"6. chat scale-out: chat100's load (100 members, 10 senders, window "
@@ -372,7 +413,7 @@ def tables(settings):
     return found
 
 
-SCENARIOS = ["switch", "spawn", "echo", "chat", "idle", "cluster"]
+SCENARIOS = ["switch", "spawn", "echo", "chat", "idle", "crowd", "cluster"]
 
 # (table, figure, label) bar groups in the plot
 PLOTTED = [
@@ -387,4 +428,7 @@ PLOTTED = [
     ("chat1000", "lines_s", "chat 1,000\nlines/s"),
     ("chat1000", "p99_ms", "chat 1,000\np99"),
     ("idle", "kib_per_member", "KiB per\nidle member"),
+    ("idle", "login_s", "1,000 log in"),
+    ("crowd10000", "login_s", "10,000 log in"),
+    ("crowd10000", "fanout_p99_ms", "1 to 10,000\np99"),
 ]

@@ -22,6 +22,7 @@ class Loop:
         self.selector = selectors.DefaultSelector()
         self.ready = deque()
         self.written = []  # connections with output appended this iteration
+        self.turn_end = []  # called at the end of each iteration, before the flush
 
     def call_soon(self, fn, *args):
         self.ready.append((fn, args))
@@ -36,6 +37,8 @@ class Loop:
                 return
             for key, mask in select(0 if ready else None):
                 key.data(mask)
+            for fn in self.turn_end:
+                fn()
             if self.written:
                 written, self.written = self.written, []
                 for conn in written:
