@@ -188,6 +188,23 @@ class Tasklet(greenlet):
         finally:
             self._unlink(wake)
 
+    def link(self, fn):
+        """Call ``fn(self)`` on the hub once it has ended and its finish hooks ran.
+
+        Soon (the hub's next iteration) if that is so already. A link counts
+        as joining: a tasklet linked when it dies does not report its error,
+        whoever reads it does. Like hooks, ``fn`` runs on the hub and must not
+        block. ``unlink(fn)`` takes it back.
+        """
+        if self._finished:
+            self._hub.call_soon(fn, self)
+        else:
+            self._link(fn)
+
+    def unlink(self, fn):
+        """Take back a ``link(fn)`` that has not been called yet; else nothing."""
+        self._unlink(fn)
+
     def _link(self, fn):
         """Call ``fn(self)`` after the finish hooks; counts as joining (no report)."""
         if self._links is None:
@@ -198,6 +215,11 @@ class Tasklet(greenlet):
     def _unlink(self, fn):
         if not self._finished and self._links and fn in self._links:
             self._links.remove(fn)
+
+    def __await__(self):
+        """``await tasklet`` in a coroutine: ``microthreads.aio.wait_tasklet``."""
+        from .aio import wait_tasklet
+        return wait_tasklet(self).__await__()
 
     def get(self, timeout=None):
         """Wait for the result: return the value, or raise the exception it ended with.
