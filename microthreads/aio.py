@@ -49,8 +49,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import selectors
+import signal
 import threading
 import weakref
+from asyncio import isfuture
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -81,6 +83,8 @@ class _Driver:
         self._timer_deadline: float | None = None
         self._fd = hub.fileno()
         self.attached = False
+        #: Set by run(): the loop is ours, so "asyncio has nothing left" can be told.
+        self.owner: _Run | None = None
 
     def attach(self) -> None:
         if getattr(_local, "driver", None) is not None:
@@ -142,14 +146,27 @@ class _Driver:
             self._timer.cancel()
             self._timer = self._timer_deadline = None
 
-    def before_sleep(self, timeout: float | None) -> float | None:
+    def before_sleep(self, timeout: float | None, selector: _HubAwareSelector) -> float | None:
         """Called by the loop's selector just before it waits ``timeout``."""
         if not self.attached:
             return timeout
         wait = self.schedule()
+        if wait is None and timeout is None and self._asyncio_is_idle(selector) \
+                and self.hub.detect_deadlock(self.owner.signal_handlers):  # type: ignore[union-attr]
+            self.kick()                        # deliver the DeadlockErrors
+            return 0.0
         if wait is not None and (timeout is None or wait < timeout):
             return wait
         return timeout
+
+    def _asyncio_is_idle(self, selector: _HubAwareSelector) -> bool:
+        """Under run(), with no timer or ready callback in the loop (the caller
+        saw ``timeout`` None): no task but main's, no descriptor but the hub's
+        and the loop's own wake-up pipe. Nothing asyncio-side can act."""
+        owner = self.owner
+        if owner is None or len(selector.get_map()) > 2:
+            return False
+        return all(task is owner.task or task.done() for task in asyncio.all_tasks(self.loop))
 
 
 class _HubAwareSelector(selectors.BaseSelector):
@@ -176,7 +193,7 @@ class _HubAwareSelector(selectors.BaseSelector):
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         driver = self.driver
         if driver is not None:
-            timeout = driver.before_sleep(timeout)
+            timeout = driver.before_sleep(timeout, self)
         return self._inner.select(timeout)
 
     def close(self) -> None:
@@ -232,9 +249,10 @@ def _hooked_selector(loop: asyncio.AbstractEventLoop) -> _HubAwareSelector | Non
 
 
 @contextlib.contextmanager
-def _driving(loop: asyncio.AbstractEventLoop) -> Iterator[_Driver]:
+def _driving(loop: asyncio.AbstractEventLoop, owner: _Run | None = None) -> Iterator[_Driver]:
     """This thread's hub driven by ``loop`` for the time of the block."""
     driver = _Driver(get_hub(), loop)
+    driver.owner = owner
     selector = _hooked_selector(loop)
     driver.attach()
     if selector is not None:
@@ -274,12 +292,17 @@ def await_(awaitable: Awaitable[T]) -> T:
     pending. Raises RuntimeError outside a tasklet, or when no asyncio loop
     drives the hub (see ``run()``).
     """
-    driver = _driver()
+    driver: _Driver | None = getattr(_local, "driver", None)
+    if driver is None or not driver.attached:
+        driver = _driver()                      # raises, naming aio.run
     current = getcurrent()
     if not isinstance(current, Tasklet):
         raise RuntimeError("microthreads.aio.await_() must be called from a tasklet;"
                            " a coroutine uses `await` directly")
-    future = asyncio.ensure_future(awaitable, loop=driver.loop)
+    if isfuture(awaitable):
+        future: asyncio.Future[T] = awaitable    # type: ignore[assignment]
+    else:
+        future = asyncio.ensure_future(awaitable, loop=driver.loop)
     if not future.done():
         _park_until_done(driver, current, future)
     return future.result()
@@ -367,8 +390,10 @@ def run(main: Callable[..., T], *args: Any, use_uvloop: bool = False, debug: boo
     which work a coroutine hands to the hub is always noticed. Tasklets
     blocked on something nothing can provide, while the asyncio side has no
     task, timer or descriptor that could still act, get ``DeadlockError``
-    as under ``microthreads.run()``. Not re-entrant: raises RuntimeError from
-    inside a tasklet or a running loop.
+    as under ``microthreads.run()``. As ``asyncio.Runner`` does, a first
+    Ctrl-C cancels main (its tasklet is killed, its ``finally`` blocks run)
+    and is raised as KeyboardInterrupt; a second one is raised at once. Not
+    re-entrant: raises RuntimeError from inside a tasklet or a running loop.
     """
     if isinstance(getcurrent(), Tasklet):
         raise RuntimeError("microthreads.aio.run() was called from inside a tasklet"
@@ -379,35 +404,69 @@ def run(main: Callable[..., T], *args: Any, use_uvloop: bool = False, debug: boo
         factory = uvloop.new_event_loop
     else:
         factory = new_event_loop
-    return _run_loop(factory, _main(main, args, kwargs), debug)
-
-
-async def _main(main: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
-    with _driving(asyncio.get_running_loop()):
-        return await to_tasklet(main, *args, **kwargs)
-
-
-def _run_loop(factory: Callable[[], asyncio.AbstractEventLoop], coro: Awaitable[T],
-              debug: bool) -> T:
-    """``asyncio.run``'s steps on a loop from ``factory`` (``loop_factory`` is 3.12+).
-
-    Ctrl-C raises KeyboardInterrupt out of here, and the tasks still pending,
-    the main one among them, are cancelled before the loop closes.
-    """
     loop = factory()
     try:
         asyncio.set_event_loop(loop)
         loop.set_debug(debug)
-        return loop.run_until_complete(coro)
+        state = _Run()
+        state.task = loop.create_task(_main(state, main, args, kwargs))
+        with state.sigint_cancels_main(loop):
+            return loop.run_until_complete(state.task)
     finally:
         try:
-            pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            _cancel_all(loop)
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.run_until_complete(loop.shutdown_default_executor())
         finally:
             asyncio.set_event_loop(None)
             loop.close()
+
+
+class _Run:
+    """What run() knows of its own loop: main's task and the SIGINT handler."""
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[Any] | None = None
+        self.signal_handlers: tuple[Callable[..., Any], ...] = ()
+        self.interrupted = False
+
+    @contextlib.contextmanager
+    def sigint_cancels_main(self, loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+        task = self.task
+        assert task is not None
+
+        def on_sigint(signum: int, frame: object) -> None:
+            if self.interrupted or task.done():
+                raise KeyboardInterrupt
+            self.interrupted = True
+            loop.call_soon_threadsafe(task.cancel)
+
+        restore = None
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            restore = signal.signal(signal.SIGINT, on_sigint)
+            self.signal_handlers = (on_sigint,)
+        try:
+            yield
+        except asyncio.CancelledError:
+            if self.interrupted:
+                raise KeyboardInterrupt from None
+            raise
+        finally:
+            if restore is not None:
+                signal.signal(signal.SIGINT, restore)
+
+
+async def _main(state: _Run, main: Callable[..., T], args: tuple[Any, ...],
+                kwargs: dict[str, Any]) -> T:
+    with _driving(asyncio.get_running_loop(), owner=state):
+        return await to_tasklet(main, *args, **kwargs)
+
+
+def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel the tasks still pending and let them finish, as asyncio.run does."""
+    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))

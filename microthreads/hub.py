@@ -533,13 +533,13 @@ class Hub:
 
     # ------------------------------------------------------------ deadlock
 
-    def _nothing_can_wake(self):
+    def _nothing_can_wake(self, host_handlers=()):
         """Called when no timer, descriptor, thread or callback is left.
 
         Returns how long to poll: 0 if deadlock errors were scheduled, or None
         (block on signals) when the hub is simply out of work.
         """
-        if self._signal_handlers_installed():
+        if self._signal_handlers_installed(host_handlers):
             return None
         blocked = [t for t in self._live if t._started and not t._ended]
         if self._mode == _SERVE:
@@ -555,15 +555,29 @@ class Hub:
                 self.schedule_throw(g, DeadlockError(message))
         return 0
 
+    def detect_deadlock(self, host_handlers=()) -> bool:
+        """For a host loop that itself has nothing left that could act.
+
+        If tasklets are blocked and nothing the hub knows of could wake them
+        (no ready work, timer, watched descriptor, thread job, nor a Python
+        signal handler other than ``host_handlers``, the host's own), each
+        gets ``DeadlockError`` at its next tick, as under ``run()``, and True
+        is returned; else False. ``microthreads.aio`` calls it.
+        """
+        if self._ready or self._threadsafe or len(self._timers) or self._fd_waiters \
+                or self._threads_at_work:
+            return False
+        return self._nothing_can_wake(host_handlers) == 0 and bool(self._ready)
+
     _WATCHED_SIGNALS = tuple(getattr(signal, name) for name in (
         "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGCHLD", "SIGQUIT",
         "SIGWINCH", "SIGINT") if hasattr(signal, name))
 
-    def _signal_handlers_installed(self):
+    def _signal_handlers_installed(self, host_handlers=()):
         """A Python signal handler could still wake someone (main thread only)."""
         if self._old_wakeup_fd is None:
             return False
-        ours = (signal.default_int_handler, self._on_sigint)
+        ours = (signal.default_int_handler, self._on_sigint, *host_handlers)
         for signum in self._WATCHED_SIGNALS:
             handler = signal.getsignal(signum)
             if callable(handler) and handler not in ours:

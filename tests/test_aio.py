@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import importlib.util
 import logging
 import os
 import resource
@@ -414,9 +415,77 @@ def test_redis_asyncio_from_a_tasklet(redis_server_url):
     assert run(main) == (b"hello", b"50")
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(REDIS_SERVER is None, reason="needs redis-server: run `make system-deps`")
+def test_the_telnet_to_redis_example_stores_each_line(redis_server_url):
+    redis_sync = pytest.importorskip("redis", reason="needs redis-py: '.[test]'")
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "telnet_to_redis.py")
+    spec = importlib.util.spec_from_file_location("telnet_to_redis", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+
+    def user(server):                       # a telnet user, as plain socket code
+        conn = net.connect(server.address)
+        greeting = conn.recv_line()
+        replies = []
+        for line in (b"first\r\n", b"second\r\n"):
+            conn.sendall(line)
+            replies.append(conn.recv_line())
+        conn.sendall(b"/quit\r\n")
+        conn.recv_line()                    # b"": the server closed it
+        conn.close()
+        server.stop()
+        return greeting, replies
+
+    users = []
+    aio.run(microthreads.with_timeout, LIMIT, example.serve, redis_server_url, 0,
+            lambda server: users.append(microthreads.spawn(user, server)))
+    greeting, replies = users[0].get()
+    assert greeting.startswith(b"Type lines")
+    assert replies == [b"stored as line 1\r\n", b"stored as line 2\r\n"]
+    stored = redis_sync.Redis.from_url(redis_server_url).lrange("lines", 0, -1)
+    assert stored == [b"first", b"second"]
+
+
 @pytest.fixture
 def redis_server_url():
     from test_federation import RedisServer
     server = RedisServer()
     yield server.url
     server.stop()
+
+
+# ----------------------------------------------------------------- deadlock
+
+
+def test_a_deadlock_is_reported_when_neither_side_has_anything_left():
+    def main():
+        never = microthreads.Event()
+        never.wait()
+
+    with pytest.raises(microthreads.DeadlockError, match="Event"):
+        aio.run(main)
+
+
+def test_no_deadlock_is_reported_while_asyncio_work_is_pending():
+    event = microthreads.Event()
+
+    async def later():
+        await asyncio.sleep(0.05)
+        event.set()
+
+    def main():
+        task = asyncio.ensure_future(later())
+        event.wait()                    # the hub alone has nothing that could wake it
+        aio.await_(task)
+        return "set by a coroutine"
+
+    assert run(main) == "set by a coroutine"
+
+
+def test_a_tasklet_awaiting_a_future_nobody_can_resolve_is_told():
+    def main():
+        aio.await_(asyncio.get_running_loop().create_future())
+
+    with pytest.raises(microthreads.DeadlockError, match="main"):
+        aio.run(main)
