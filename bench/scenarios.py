@@ -290,6 +290,16 @@ def run_cluster(row, settings, ctx):
             "misordered": result["misordered"], "raw": result}
 
 
+def run_bridge(row, settings, ctx):
+    """microthreads.aio against asyncio doing the same in coroutines only."""
+    side = {ASYNCIO.key: "asyncio", UVLOOP.key: "uvloop", MICROTHREADS.key: "microthreads"}
+    result = ctx.procs.run(
+        [PYTHON, "-m", "bench.peers.aio_bridge", side[row.key], "--target",
+         settings.switch_target], SERVER_CPU, f"bridge-{row.key}",
+        timeout=60 + 40 * settings.switch_target)
+    return {"await_done_ns": result["await_done_ns"], "pingpong_ns": result["pingpong_ns"]}
+
+
 def idle_runner(members, per_line=40e-6):
     """Log `members` in and hold them idle: login time (with a probe member's
     round trips during it), one member's lines fanned out to all, then RSS."""
@@ -410,10 +420,19 @@ def tables(settings):
              "Redis and the chat process(es) all share the machine's CPUs (2 workers + "
              "Redis + the load generator cannot each have a core of 2), in both rows; "
              "redis-server --save '' --appendonly no, started and killed for each run"))
+    found.append(Table(
+        "bridge", "bridge",
+        "7. tasklets and asyncio on one loop (microthreads.aio): ns per operation",
+        [Figure("await_done_ns", "await a done future, ns", "lower"),
+         Figure("pingpong_ns", "ping-pong round trip, ns", "lower")],
+        [ASYNCIO, UVLOOP, MICROTHREADS], run_bridge,
+        note="asyncio rows: coroutines only (a task awaiting a done future; two tasks "
+             "handing a token through futures); microthreads: a tasklet through "
+             "aio.await_ on asyncio's selector loop, the other side a coroutine"))
     return found
 
 
-SCENARIOS = ["switch", "spawn", "echo", "chat", "idle", "crowd", "cluster"]
+SCENARIOS = ["switch", "spawn", "echo", "chat", "idle", "crowd", "cluster", "bridge"]
 
 # (table, figure, label) bar groups in the plot
 PLOTTED = [

@@ -148,8 +148,8 @@ class _Driver:
 
     def before_sleep(self, timeout: float | None, selector: _HubAwareSelector) -> float | None:
         """Called by the loop's selector just before it waits ``timeout``."""
-        if not self.attached:
-            return timeout
+        if not self.attached or timeout == 0:
+            return timeout                     # the loop comes back at once anyway
         wait = self.schedule()
         if wait is None and timeout is None and self._asyncio_is_idle(selector) \
                 and self.hub.detect_deadlock(self.owner.signal_handlers):  # type: ignore[union-attr]
@@ -304,11 +304,19 @@ def await_(awaitable: Awaitable[T]) -> T:
     else:
         future = asyncio.ensure_future(awaitable, loop=driver.loop)
     if not future.done():
-        _park_until_done(driver, current, future)
+        try:
+            _park_until_done(driver, current, future)
+        except BaseException:                  # a kill or a Timeout: cancel, wait, go on
+            if not future.done():
+                future.cancel()
+                with contextlib.suppress(BaseException):   # a second kill: the first goes on
+                    _park_until_done(driver, current, future)
+            raise
     return future.result()
 
 
 def _park_until_done(driver: _Driver, current: Tasklet, future: asyncio.Future[Any]) -> None:
+    """Park ``current`` until ``future`` is done; a kill leaves it waiting no more."""
     hub = driver.hub
     waiting = True
 
@@ -321,16 +329,9 @@ def _park_until_done(driver: _Driver, current: Tasklet, future: asyncio.Future[A
     try:
         hub.park()
     except BaseException:
-        if not future.done():
-            future.cancel()
-            try:
-                hub.park()                     # until the cancellation is through
-            except BaseException:
-                pass                           # a second kill: the first one goes on
-        raise
-    finally:
         waiting = False
         future.remove_done_callback(done)
+        raise
 
 
 async def wait_tasklet(tasklet: Tasklet) -> Any:

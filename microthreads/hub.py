@@ -21,6 +21,7 @@ import selectors
 import signal
 import threading
 import time
+from _signal import getsignal as _getsignal  # signal.getsignal's enum wrapping costs ~1 µs
 from collections import deque
 from itertools import count
 
@@ -49,6 +50,8 @@ _local = threading.local()
 
 #: While work keeps coming, poll for I/O at least once per this many wake-ups.
 POLL_EVERY = 32
+
+_SIGINT = int(signal.SIGINT)
 
 
 def get_hub() -> Hub:
@@ -520,7 +523,7 @@ class Hub:
 
     def _install_sigint(self):
         """While the hub has control, Ctrl-C is raised to run()'s caller."""
-        if self._old_wakeup_fd is None or signal.getsignal(signal.SIGINT) is not \
+        if self._old_wakeup_fd is None or _getsignal(_SIGINT) is not \
                 signal.default_int_handler:
             return None
         signal.signal(signal.SIGINT, self._on_sigint)
