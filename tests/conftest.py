@@ -45,3 +45,13 @@ def socket_pair():
     yield a, b
     a.close()
     b.close()
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory):
+    """Certificates made at test time (tests/tls_helpers.py): a CA, and server,
+    expired, wrongly named and self-signed ones; skips without openssl."""
+    from tls_helpers import OPENSSL, make_certificates
+    if OPENSSL is None:
+        pytest.skip("the openssl program is not installed (make system-deps)")
+    return make_certificates(tmp_path_factory.mktemp("certs"))

@@ -2,20 +2,24 @@
 
 Bytes in, bytes out: text and its encoding belong to the application.
 
-- ``listen(address)`` -> ``Listener``; ``Listener.accept()`` -> ``Connection``
-- ``connect(address, timeout=None)`` -> ``Connection``
+- ``listen(address, ssl=None)`` -> ``Listener``; ``Listener.accept()`` -> ``Connection``
+- ``connect(address, timeout=None, ssl=None, server_hostname=None)`` -> ``Connection``
 - ``Connection``: ``recv``, ``recv_line``, iteration over lines, ``send``,
   ``sendall``, ``write`` (bounded queued output), ``flush``, ``close``,
   ``wait_closed``, ``peer``
-- ``StreamServer(address, handler)``: one tasklet per connection
+- ``StreamServer(address, handler, ssl=None)``: one tasklet per connection
 - ``NetworkError``, ``LineTooLong``
 - ``microthreads.net.socket``: a cooperative drop-in for the stdlib module
+- ``microthreads.net.ssl``: the same for the stdlib ``ssl`` module (TLS)
+
+``ssl=context`` (an ``ssl.SSLContext``) makes a Connection TLS; it then
+behaves exactly as over TCP.
 """
 
-from . import socket
+from . import socket, ssl
 from .errors import LineTooLong, NetworkError
 from .server import Listener, StreamServer, connect, listen
 from .stream import Connection
 
 __all__ = ["Connection", "LineTooLong", "Listener", "NetworkError", "StreamServer", "connect",
-           "listen", "socket"]
+           "listen", "socket", "ssl"]

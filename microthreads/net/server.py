@@ -14,6 +14,7 @@ from ..sync import Event
 from ..tasklet import getcurrent, joinall, killall, spawn
 from ..timeout import Timeout, sleep
 from . import socket as _coop
+from . import ssl as _tls
 from .errors import NetworkError
 from .stream import Connection, _describe, _forget_on_its_thread
 
@@ -21,6 +22,8 @@ log = logging.getLogger("microthreads.net")
 
 #: After EMFILE/ENFILE on accept, how long the server backs off.
 EMFILE_BACKOFF = 0.1
+#: How long a TLS client may take over its handshake (seconds), unless told.
+HANDSHAKE_TIMEOUT = 10.0
 
 
 def _family_of(address):
@@ -48,14 +51,22 @@ class Listener:
     ``address`` is the bound address (with the real port when 0 was asked).
     Connection options (``timeout``, ``max_output``, ``on_full``,
     ``stall_timeout``) given here apply to every accepted Connection.
+
+    With ``ssl`` (an ``ssl.SSLContext``, the stdlib's or
+    ``microthreads.net.ssl``'s) every Connection is TLS, server side:
+    ``accept()`` returns it after its handshake, which may take at most
+    ``handshake_timeout`` seconds.
     """
 
-    def __init__(self, sock, **connection_options):
+    def __init__(self, sock, *, ssl=None, handshake_timeout=HANDSHAKE_TIMEOUT,
+                 **connection_options):
         sock.setblocking(False)
         self._sock = sock
         self._fd = sock.fileno()
         self._hub = get_hub()
         self.address = sock.getsockname()
+        self.ssl = ssl
+        self.handshake_timeout = handshake_timeout
         self.connection_options = connection_options
         self._closed = False
 
@@ -74,14 +85,40 @@ class Listener:
             self._hub.wait_readable(self._fd)
 
     def accept(self) -> Connection:
-        """Wait for the next connection and return it as a Connection."""
+        """Wait for the next connection and return it as a Connection.
+
+        Under TLS, after its handshake: a failed or overlong handshake raises
+        NetworkError, its descriptor already closed.
+        """
         sock, peer = self.accept_socket()
-        return self.wrap(sock, peer)
+        conn = self.wrap(sock, peer)
+        self.handshake(conn)
+        return conn
 
     def wrap(self, sock, peer):
+        """A Connection over an accepted socket (under TLS, its handshake not yet done)."""
         if sock.family in (_socket.AF_INET, _socket.AF_INET6):
             sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        if self.ssl is not None:
+            sock = _tls.wrap_with(self.ssl, sock, server_side=True,
+                                    do_handshake_on_connect=False)
         return Connection(sock, peer or self.address, **self.connection_options)
+
+    def handshake(self, conn):
+        """Under TLS, the server side of ``conn``'s handshake; nothing otherwise.
+
+        At most ``handshake_timeout`` seconds. Any failure (a bad or stalled
+        client, a reset, a certificate refused) closes ``conn`` and raises
+        NetworkError naming the peer.
+        """
+        if self.ssl is None:
+            return
+        try:
+            _tls.handshake(conn._sock, self.handshake_timeout)
+        except (OSError, ValueError) as exc:
+            conn.close("TLS handshake failed")
+            raise NetworkError(f"{_describe(conn.peer)}: TLS handshake failed:"
+                               f" {_tls.describe_error(exc)}") from exc
 
     def close(self):
         """Stop listening; a tasklet waiting in accept() gets NetworkError."""
@@ -120,7 +157,8 @@ def listen(address, backlog=128, reuse_port=False, **connection_options) -> List
     hostname is resolved off the hub); a ``str`` path is a Unix socket (a
     stale socket file there is replaced). Port 0 picks a free port: read it
     from ``Listener.address``. ``reuse_port`` sets SO_REUSEPORT, so several
-    processes can accept on one port.
+    processes can accept on one port. ``ssl=context`` (and
+    ``handshake_timeout``) make every accepted Connection TLS: see Listener.
     """
     family, sockaddr = _sockaddr(address, _family_of(address))
     sock = _socket.socket(family, _socket.SOCK_STREAM)
@@ -144,13 +182,20 @@ def listen(address, backlog=128, reuse_port=False, **connection_options) -> List
     return Listener(sock, **connection_options)
 
 
-def connect(address, timeout=None, **connection_options) -> Connection:
+def connect(address, timeout=None, *, ssl=None, server_hostname=None,
+            **connection_options) -> Connection:
     """Dial ``address`` (as for ``listen``) and return a Connection.
 
     A hostname is resolved off the hub and each of its addresses is tried in
     turn. Raises NetworkError if refused or unreachable, TimeoutError if
     ``timeout`` seconds pass first (a listener whose backlog is full does
     not answer: that is a timeout too).
+
+    ``ssl=context`` (an ``ssl.SSLContext``) makes it TLS: the handshake is
+    done before this returns, within the same ``timeout``. The certificate is
+    checked against ``server_hostname`` (default: the host of ``address``) as
+    the context says; a certificate or name it refuses raises the stdlib's
+    ``ssl.SSLCertVerificationError``, any other TLS failure NetworkError.
     """
     family = _family_of(address)
     if family is not None:
@@ -167,6 +212,10 @@ def connect(address, timeout=None, **connection_options) -> Connection:
         except NetworkError as exc:
             error = exc                   # refused there: try the next address
             continue
+        if ssl is not None:
+            if server_hostname is None and family != _socket.AF_UNIX:
+                server_hostname = address[0]
+            sock = _tls.client_handshake(ssl, sock, server_hostname, sockaddr, deadline)
         return Connection(sock, sockaddr, **connection_options)
     raise error
 
@@ -217,6 +266,11 @@ class StreamServer:
     client sees a close, not a hang), the condition is logged once per
     burst, and the server backs off briefly and recovers by itself.
     ``address`` may also be a ``Listener``.
+
+    ``ssl=context`` serves TLS: each handshake runs in the connection's own
+    tasklet, before ``handler`` (or ``refuse``), at most ``handshake_timeout``
+    seconds; a handshake that fails or stalls is logged at debug level and
+    its descriptor closed, and the handler never runs.
     """
 
     def __init__(self, address, handler, max_connections=None, refuse=None, *,
@@ -308,15 +362,16 @@ class StreamServer:
                 continue
             if self.max_connections is not None and len(self.connections) >= \
                     self.max_connections:
-                spawn(self._refuse, conn).name = f"refuse {_describe(peer)}"
+                spawn(self._refuse, conn, listener).name = f"refuse {_describe(peer)}"
                 continue
-            tasklet = spawn(self._handle, conn)
+            tasklet = spawn(self._handle, conn, listener)
             tasklet.name = f"handler {_describe(peer)}"
             self.connections[tasklet] = conn
 
-    def _handle(self, conn):
+    def _handle(self, conn, listener):
         me = getcurrent()
         try:
+            listener.handshake(conn)
             self.handler(conn)
         except NetworkError as exc:
             log.debug("%s", exc)               # the message names the peer already
@@ -328,8 +383,9 @@ class StreamServer:
             conn.close()
             self.connections.pop(me, None)
 
-    def _refuse(self, conn):
+    def _refuse(self, conn, listener):
         try:
+            listener.handshake(conn)
             if self.refuse is not None:
                 with Timeout(self.refuse_timeout):
                     self.refuse(conn)

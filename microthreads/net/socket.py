@@ -19,7 +19,9 @@ cooperatively when handed this module.
 from __future__ import annotations
 
 import ipaddress
-import socket as _std
+import socket as _std_module
+import sys
+import types
 from socket import *  # noqa: F403  (constants and helpers, re-exported as they are)
 
 from greenlet import getcurrent
@@ -29,7 +31,11 @@ from ..hub import get_hub
 from ..threads import run_in_thread
 from .errors import NetworkError
 
-__all__ = [name for name in dir(_std) if not name.startswith("_")]
+# The stdlib's names as they are now: microthreads.monkey.patch_socket() replaces the
+# module's attributes later, and this module must keep calling the originals.
+_std = types.SimpleNamespace(**vars(_std_module))
+
+__all__ = [name for name in dir(_std_module) if not name.startswith("_")]
 
 error = _std.error
 timeout = _std.timeout
@@ -140,8 +146,9 @@ class socket(_std.socket):
                 break
             except BlockingIOError:
                 self._wait(False, deadline)
-        # as the stdlib's: the new socket takes the default timeout, not the listener's
-        return type(self)(self.family, self.type, self.proto, fileno=fd), address
+        # as the stdlib's: a plain socket of this module (an SSLSocket subclass wraps it
+        # itself), with the default timeout, not the listener's
+        return socket(self.family, self.type, self.proto, fileno=fd), address
 
     def connect(self, address):
         error = self.connect_ex(address)
@@ -161,6 +168,11 @@ class socket(_std.socket):
                 raise
             error = self.getsockopt(_std.SOL_SOCKET, _std.SO_ERROR)
         return error
+
+    def getsockopt(self, *args):
+        if args[:2] == (_std.SOL_SOCKET, _std.SO_TYPE):   # the stdlib ssl's first question
+            _refuse_blocking_tls(sys._getframe(1))
+        return super().getsockopt(*args)
 
     def sendfile(self, file, offset=0, count=None):
         """As the stdlib's, through the cooperative ``send``.
@@ -209,6 +221,23 @@ import os as _os  # noqa: E402
 _EINPROGRESS, _EAGAIN, _EALREADY = _errno.EINPROGRESS, _errno.EAGAIN, _errno.EALREADY
 _dup = _os.dup
 _strerror = _os.strerror
+
+
+def _refuse_blocking_tls(caller):
+    """Raise TypeError if ``caller`` is the stdlib's ``SSLSocket._create`` making a
+    blocking SSLSocket over a cooperative socket: it would block the whole hub.
+
+    Asked before the stdlib has taken the descriptor, so refusing loses nothing.
+    """
+    std_ssl = sys.modules.get("ssl")
+    if std_ssl is None or caller is None or \
+            caller.f_code is not std_ssl.SSLSocket._create.__func__.__code__:
+        return
+    if getattr(caller.f_locals.get("cls"), "_microthreads_cooperative", False):
+        return
+    raise TypeError("the stdlib ssl module would block the hub on a microthreads socket:"
+                    " use microthreads.net.ssl (create_default_context(), SSLContext,"
+                    " wrap_with) or call microthreads.monkey.patch_ssl() first")
 
 
 def _is_ip(host):

@@ -59,7 +59,11 @@ def _describe(peer):
 
 
 class Connection:
-    """One stream connection (TCP or Unix), bytes in and bytes out.
+    """One stream connection (TCP or Unix, either under TLS), bytes in and bytes out.
+
+    Under TLS ``sock`` is a ``microthreads.net.ssl.SSLSocket`` (``connect``
+    and ``Listener`` make it so): the same fast path, OpenSSL's "want read" or
+    "want write" taking the place of EAGAIN.
 
     ``peer`` is the address at the other end. ``timeout`` (seconds, None for
     none) bounds each receive and each wait for output room, raising
@@ -88,8 +92,9 @@ class Connection:
         self.on_full = on_full
         self.stall_timeout = stall_timeout
         self.close_reason = None          # why it was closed, for logs
-        self._recv = sock.recv
-        self._send = sock.send
+        # a TLS socket (microthreads.net.ssl) says "would block" as a plain one does
+        self._recv = getattr(sock, "recv_nowait", sock.recv)
+        self._send = getattr(sock, "send_nowait", sock.send)
         self._buf = b""                   # received, not yet returned ...
         self._pos = 0                     # ... from this offset on
         self._discarding = False          # inside an overlong line
