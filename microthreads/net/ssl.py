@@ -42,14 +42,22 @@ handshake data cannot be retried by the hub's write-queue callback.
 from __future__ import annotations
 
 import errno as _errno
+import socket as _socket
 import ssl as _std
-from ssl import *  # noqa: F403  (exceptions, constants and helpers, re-exported)
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, TypeVar, cast
 
 from ..hub import get_hub
 from . import socket as _coop
 
-__all__ = [name for name in dir(_std) if not name.startswith("_")]
+__all__ = sorted({name for name in dir(_std) if not name.startswith("_")} |
+                 {"SSLContext", "SSLSocket", "create_default_context", "wrap_with"})
+
+
+def __getattr__(name: str) -> Any:
+    """Every other name (exceptions, constants, helpers) is the stdlib's own."""
+    if name.startswith("__"):
+        raise AttributeError(name)
+    return getattr(_std, name)
 
 _T = TypeVar("_T")
 _EOF_CODES = (_std.SSL_ERROR_EOF, _std.SSL_ERROR_ZERO_RETURN)
@@ -65,6 +73,8 @@ class SSLSocket(_std.SSLSocket, _coop.socket):
 
     #: Read by microthreads.net.socket: the stdlib may wrap this class.
     _microthreads_cooperative = True
+    _sslobj: Any                    # the stdlib's _ssl._SSLSocket, or None
+    _mt_timeout: float | None       # microthreads.net.socket's timeout
 
     # ------------------------------------------------------------ the engine
 
@@ -108,7 +118,7 @@ class SSLSocket(_std.SSLSocket, _coop.socket):
         or hostname the context does not accept, ``SSLError`` for any other
         TLS failure, ``OSError`` (a reset) or ``TimeoutError``.
         """
-        self._check_connected()
+        self._check_connected()  # type: ignore[attr-defined]
         if block and self._mt_timeout == 0.0:
             self._call(self._sslobj.do_handshake, timeout=None, use_timeout=False)
         else:
@@ -143,7 +153,7 @@ class SSLSocket(_std.SSLSocket, _coop.socket):
                 sslobj.shutdown()
             except (OSError, ValueError):
                 pass
-        super()._real_close()
+        super()._real_close()  # type: ignore[misc]
 
     # ---------------------------------------------- for microthreads.net.Connection
 
@@ -160,7 +170,7 @@ class SSLSocket(_std.SSLSocket, _coop.socket):
         returned in part.
         """
         try:
-            return self._sslobj.read(size)
+            return cast(bytes, self._sslobj.read(size))
         except (_std.SSLWantReadError, _std.SSLWantWriteError):
             raise BlockingIOError(_coop._EAGAIN, "TLS: would block") from None
         except _std.SSLError as exc:
@@ -178,7 +188,7 @@ class SSLSocket(_std.SSLSocket, _coop.socket):
         (it only ever appends to the piece it retries).
         """
         try:
-            return self._sslobj.write(data)
+            return cast(int, self._sslobj.write(data))
         except (_std.SSLWantReadError, _std.SSLWantWriteError):
             raise BlockingIOError(_coop._EAGAIN, "TLS: would block") from None
 
@@ -209,12 +219,12 @@ def create_default_context(purpose: Any = _std.Purpose.SERVER_AUTH, *,
     context = _std.create_default_context(purpose, cafile=cafile, capath=capath, cadata=cadata)
     context.__class__ = SSLContext        # same layout: the stdlib class, one attribute more
     _no_renegotiation(context)
-    return context  # type: ignore[return-value]
+    return cast(SSLContext, context)
 
 
-def wrap_with(context: _std.SSLContext, sock: _std.socket, server_side: bool = False,
-                do_handshake_on_connect: bool = True, suppress_ragged_eofs: bool = True,
-                server_hostname: str | None = None, session: Any = None) -> SSLSocket:
+def wrap_with(context: _std.SSLContext, sock: _socket.socket, server_side: bool = False,
+              do_handshake_on_connect: bool = True, suppress_ragged_eofs: bool = True,
+              server_hostname: str | None = None, session: Any = None) -> SSLSocket:
     """``context.wrap_socket(sock, ...)`` for any context (a stdlib one too), cooperatively.
 
     ``sock`` may be a cooperative or a plain stdlib socket: the result is a
@@ -223,11 +233,12 @@ def wrap_with(context: _std.SSLContext, sock: _std.socket, server_side: bool = F
     when the context checks hostnames, the handshake's errors when connected
     and ``do_handshake_on_connect``).
     """
-    return SSLSocket._create(sock=sock, server_side=server_side,
-                             do_handshake_on_connect=do_handshake_on_connect,
-                             suppress_ragged_eofs=suppress_ragged_eofs,
-                             server_hostname=server_hostname, context=context,
-                             session=session)
+    create = SSLSocket._create  # type: ignore[attr-defined]  # the stdlib's, private
+    return cast(SSLSocket, create(sock=sock, server_side=server_side,
+                                  do_handshake_on_connect=do_handshake_on_connect,
+                                  suppress_ragged_eofs=suppress_ragged_eofs,
+                                  server_hostname=server_hostname, context=context,
+                                  session=session))
 
 
 # ------------------------------------------------ for microthreads.net.server
@@ -244,7 +255,7 @@ def handshake(sock: SSLSocket, timeout: float | None) -> None:
     sock._call(sock._sslobj.do_handshake, timeout=timeout, use_timeout=False)
 
 
-def client_handshake(context: _std.SSLContext, sock: _std.socket,
+def client_handshake(context: _std.SSLContext, sock: _socket.socket,
                      server_hostname: str | None, peer: Any,
                      deadline: float | None) -> SSLSocket:
     """Wrap a connected ``sock`` as a TLS client and handshake by ``deadline``.
