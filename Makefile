@@ -10,7 +10,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 1980
 ARGS   ?=
 # Debian packages the end-to-end tests drive (they skip with a reason without them).
-SYSTEM_PACKAGES := telnet netcat-openbsd tmux redis-server
+SYSTEM_PACKAGES := telnet netcat-openbsd tmux redis-server openssl ncat
 
 .PHONY: run run-cluster test lint bench soak clean system-deps
 

@@ -61,6 +61,12 @@ def parse_args(argv=None):
     parser.add_argument("--stall-timeout", type=_within(float, 0, above=True),
                         default=defaults.stall_timeout,
                         help=argparse.SUPPRESS)
+    parser.add_argument("--tls-cert", metavar="FILE",
+                        help="serve over TLS with this certificate (PEM; with --tls-key);"
+                             " connect with `openssl s_client -quiet -connect HOST:PORT`"
+                             " (default: plain TCP)")
+    parser.add_argument("--tls-key", metavar="FILE",
+                        help="the private key of --tls-cert (PEM)")
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"],
                         help="logging level (default %(default)s)")
@@ -79,7 +85,25 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.workers and not args.redis:
         parser.error("--workers needs --redis (the workers share the room through it)")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
     return args
+
+
+def tls_context(cert, key):
+    """A server-side TLS context presenting ``cert`` (PEM) with its private ``key``.
+
+    Read once at startup, before the hub serves anyone. Raises ValueError
+    naming the files when they cannot be loaded or do not match.
+    """
+    import ssl
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot use --tls-cert {cert} --tls-key {key}:"
+                         f" {getattr(exc, 'strerror', None) or exc}") from None
+    return context
 
 
 def raise_nofile_limit():
@@ -119,6 +143,12 @@ def main(argv=None):
                       rate=args.rate, max_line=args.max_line,
                       login_timeout=args.login_timeout, max_backlog=args.max_backlog,
                       stall_timeout=args.stall_timeout, reuse_port=bool(args.worker_of))
+    if args.tls_cert:
+        try:
+            options.tls = tls_context(args.tls_cert, args.tls_key)
+        except ValueError as exc:
+            log.error("%s", exc)
+            return 2
     if args.redis:      # redis-py is imported only here
         try:
             from .federation import FederatedChatServer

@@ -41,6 +41,7 @@ class Options:
     stall_timeout: float = 30.0
     shutdown_flush: float = 2.0
     reuse_port: bool = False       # --workers: every worker listens on the same port
+    tls: object = None             # an ssl.SSLContext: --tls-cert/--tls-key (None: plain TCP)
 
 
 class Member:
@@ -92,12 +93,12 @@ class ChatServer:
         self.server = StreamServer(
             (o.host, o.port), self.login, max_connections=o.max_clients, refuse=self.refuse,
             max_output=o.max_backlog, on_full="close", stall_timeout=o.stall_timeout,
-            reuse_port=o.reuse_port)
+            reuse_port=o.reuse_port, ssl=o.tls)
         self.server.start()
-        log.info("chat listening on %s:%d (max clients %d, rate %s lines/s, max line %d"
+        log.info("chat listening on %s:%d%s (max clients %d, rate %s lines/s, max line %d"
                  " bytes, login timeout %gs, max backlog %d bytes)", o.host,
-                 self.server.address[1], o.max_clients, o.rate or "unlimited", o.max_line,
-                 o.login_timeout, o.max_backlog)
+                 self.server.address[1], " over TLS" if o.tls else "", o.max_clients,
+                 o.rate or "unlimited", o.max_line, o.login_timeout, o.max_backlog)
         self.server.serve_forever()
 
     def refuse(self, conn):

@@ -52,6 +52,8 @@ def worker_argv(args, port):
             "--redis", args.redis, "--room", args.room, "--worker-of", str(os.getpid())]
     if args.stream_bound:
         argv += ["--stream-bound", str(args.stream_bound)]
+    if args.tls_cert:
+        argv += ["--tls-cert", args.tls_cert, "--tls-key", args.tls_key]
     return argv
 
 
