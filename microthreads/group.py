@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from concurrent.futures import CancelledError
+from contextlib import closing
+from typing import Any, TypeVar
 
 from .errors import TaskletExit
-from .sync import Event, Semaphore
-from .tasklet import killall, spawn
+from .result import AsyncResult
+from .sync import Event, Queue, Semaphore
+from .tasklet import Tasklet, killall, spawn
+
+T = TypeVar("T")
 
 log = logging.getLogger("microthreads")
 
@@ -119,6 +126,14 @@ class Pool(Group):
     """A Group that runs at most ``size`` members at once.
 
     ``spawn`` waits (cooperatively, in arrival order) while the pool is full.
+    The ``multiprocessing.pool``/gevent verbs run functions in members and
+    hand back their results: ``apply``, ``apply_async`` (an ``AsyncResult``),
+    ``map``, ``imap`` (ordered, lazy), ``imap_unordered``. A function's
+    exception is caught in its member (it is not logged, and it does not fail
+    a ``with Pool()`` block) and raised where its result is read. A member
+    killed before its function returned leaves ``CancelledError`` there.
+    Calling these from a member of the same pool while it is full waits for
+    a slot that only that member could free: a deadlock (``DeadlockError``).
     """
 
     def __init__(self, size):
@@ -151,3 +166,131 @@ class Pool(Group):
 
     def full(self) -> bool:
         return self._slots.value == 0
+
+    # ------------------------------------------------- results of functions
+
+    def apply_async(self, fn: Callable[..., T], args: Iterable[Any] = (),
+                    kwds: Mapping[str, Any] | None = None) -> AsyncResult[T]:
+        """Run ``fn(*args, **kwds)`` in a member; return its ``AsyncResult`` at once.
+
+        Waits for a free slot first (back-pressure: a full pool makes the
+        caller wait, in arrival order). The result holds fn's return value or
+        the ``Exception`` it raised; ``CancelledError`` if the member is killed
+        first (``Pool.kill()``, or ``kill()`` on the member).
+        """
+        return self._start(fn, tuple(args), kwds)[1]
+
+    def apply(self, fn: Callable[..., T], args: Iterable[Any] = (),
+              kwds: Mapping[str, Any] | None = None) -> T:
+        """Run ``fn(*args, **kwds)`` in a member and wait for it: its value, or its error."""
+        return self.apply_async(fn, args, kwds).get()
+
+    def map(self, fn: Callable[..., T], *iterables: Iterable[Any]) -> list[T]:
+        """``[fn(*args) for args in zip(*iterables)]``, at most ``size`` at once; in order.
+
+        Reads the iterables as slots free up (at most ``size`` calls run, none
+        wait queued). The first call to fail, in time, ends it: its error is
+        raised here at once and the calls still running are killed.
+        """
+        values: dict[int, T] = {}
+        with closing(self._finished(fn, zip(*iterables), ordered=False)) as finished:
+            for index, result in finished:
+                values[index] = result.get()
+        return [values[index] for index in range(len(values))]
+
+    def imap(self, fn: Callable[..., T], *iterables: Iterable[Any]) -> Iterator[T]:
+        """A lazy iterator over ``fn(*args)`` for ``args in zip(*iterables)``, in order.
+
+        Nothing starts before the first ``next()``. Calls run ahead of the
+        reader, at most ``size`` at once, and at most ``2 * size`` calls are
+        running or finished but unread: a long or infinite iterable is read
+        only as fast as the results are. A call's error is raised when its
+        turn comes (the results before it are yielded first) and ends the
+        iteration; closing the iterator early (or dropping it) kills the calls
+        still running.
+        """
+        return self._values(fn, iterables, ordered=True)
+
+    def imap_unordered(self, fn: Callable[..., T], *iterables: Iterable[Any]) -> Iterator[T]:
+        """As ``imap``, but each result is yielded as soon as its call finishes.
+
+        An error is raised as soon as its call fails (in finishing order).
+        """
+        return self._values(fn, iterables, ordered=False)
+
+    def _values(self, fn: Callable[..., T], iterables: tuple[Iterable[Any], ...],
+                ordered: bool) -> Generator[T, None, None]:
+        with closing(self._finished(fn, zip(*iterables), ordered)) as finished:
+            for _index, result in finished:
+                yield result.get()
+
+    def _start(self, fn: Callable[..., T], args: tuple[Any, ...],
+               kwds: Mapping[str, Any] | None) -> tuple[Tasklet, AsyncResult[T]]:
+        result: AsyncResult[T] = AsyncResult()
+        tasklet = self.spawn(_call_into, result, fn, args, kwds or {})
+        tasklet.name = getattr(fn, "__qualname__", None) or repr(fn)
+        tasklet.on_finish(_cancel_unsettled, result, tasklet)
+        return tasklet, result
+
+    def _finished(self, fn: Callable[..., T], arguments: Iterable[tuple[Any, ...]],
+                  ordered: bool) -> Generator[tuple[int, AsyncResult[T]], None, None]:
+        """``(index, result)`` of each call once it has finished, in the order asked.
+
+        Starts calls while a slot is free and fewer than ``2 * size`` are
+        running or unread; waits for a slot only when none of its own runs
+        (the pool may be full of others' members).
+        """
+        window = 2 * self.size
+        done: Queue = Queue()                 # (index, result), in finishing order
+        running: dict[int, Tasklet] = {}
+        unread: dict[int, AsyncResult[T]] = {}   # finished ahead of their turn (ordered)
+        source = enumerate(arguments)
+        exhausted = False
+        turn = 0                              # the next index to yield, when ordered
+        try:
+            while True:
+                while not exhausted and len(running) + len(unread) < window and \
+                        (not running or self.free_count()):
+                    try:
+                        index, args = next(source)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    tasklet, result = self._start(fn, args, None)
+                    running[index] = tasklet
+                    tasklet.on_finish(done.put_nowait, (index, result))
+                if ordered and turn in unread:
+                    yield turn, unread.pop(turn)
+                    turn += 1
+                    continue
+                if not running:
+                    return
+                index, result = done.get()
+                del running[index]
+                if not ordered:
+                    yield index, result
+                elif index == turn:
+                    yield index, result
+                    turn += 1
+                else:
+                    unread[index] = result
+        finally:
+            killall(list(running.values()), block=False)
+
+
+def _call_into(result: AsyncResult[T], fn: Callable[..., T], args: tuple[Any, ...],
+               kwds: Mapping[str, Any]) -> None:
+    """A Pool member's body: fn's value or Exception goes into ``result``, not the tasklet."""
+    try:
+        value = fn(*args, **kwds)
+    except Exception as exc:
+        result.set_exception(exc)
+    else:
+        result.set(value)
+
+
+def _cancel_unsettled(result: AsyncResult[Any], tasklet: Tasklet) -> None:
+    """A finish hook: a member that ended before settling its result was killed."""
+    if not result.ready():
+        result.set_exception(tasklet.exception or CancelledError(
+            f"{tasklet!r} was killed before {tasklet.name} returned"))
