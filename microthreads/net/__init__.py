@@ -8,6 +8,7 @@ Bytes in, bytes out: text and its encoding belong to the application.
   ``sendall``, ``write`` (bounded queued output), ``flush``, ``close``,
   ``wait_closed``, ``peer``
 - ``StreamServer(address, handler, ssl=None)``: one tasklet per connection
+- ``DatagramServer(address, handler)``: UDP, one tasklet per datagram
 - ``NetworkError``, ``LineTooLong``
 - ``microthreads.net.socket``: a cooperative drop-in for the stdlib module
 - ``microthreads.net.ssl``: the same for the stdlib ``ssl`` module (TLS)
@@ -17,9 +18,10 @@ behaves exactly as over TCP.
 """
 
 from . import socket, ssl
+from .datagram import DatagramServer
 from .errors import LineTooLong, NetworkError
 from .server import Listener, StreamServer, connect, listen
 from .stream import Connection
 
-__all__ = ["Connection", "LineTooLong", "Listener", "NetworkError", "StreamServer", "connect",
-           "listen", "socket", "ssl"]
+__all__ = ["Connection", "DatagramServer", "LineTooLong", "Listener", "NetworkError",
+           "StreamServer", "connect", "listen", "socket", "ssl"]

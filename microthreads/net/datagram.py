@@ -1,0 +1,206 @@
+"""DatagramServer: UDP, one handler tasklet per datagram."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket as _socket
+from collections.abc import Callable
+from typing import Any, Union
+
+from ..errors import TaskletExit
+from ..group import Group, Pool
+from ..hub import get_hub
+from ..sync import Event, Lock
+from ..tasklet import Tasklet, getcurrent, joinall, killall, spawn
+from ..timeout import sleep
+from .errors import NetworkError
+from .server import _family_of, _sockaddr
+from .stream import EAGER_BUDGET, _describe
+
+log = logging.getLogger("microthreads.net")
+
+Address = Any                     # (host, port) or (host, port, flowinfo, scope_id)
+Handler = Callable[[bytes, Address], object]
+
+#: The largest datagram read whole by default (the largest UDP payload).
+MAX_DATAGRAM = 65535
+
+
+class DatagramServer:
+    """Receives UDP datagrams on ``address`` and runs ``handler(data, address)``
+    in a new tasklet for each, as gevent's DatagramServer.
+
+    ::
+
+        def echo(data, address):
+            server.sendto(data, address)
+
+        server = DatagramServer(("127.0.0.1", 0), echo).start()
+
+    ``address`` is ``(host, port)`` (IPv6 when the host is an IPv6 address;
+    a hostname is resolved off the hub; port 0 picks a free port, read it
+    from ``.address``) or a bound datagram socket to serve on (the server
+    closes it on ``stop()``). A handler that blocks holds only its own
+    tasklet; at most ``max_handlers`` (None: no limit) run at once, beyond
+    which the server stops reading until one ends and the kernel's receive
+    buffer absorbs (or, when full, drops) what arrives: UDP's back-pressure.
+    A handler's exception is logged once with its traceback, and the server
+    goes on. A datagram longer than ``max_datagram`` bytes is cut to that
+    length, as ``recvfrom`` does. While datagrams keep arriving, the reader
+    yields after every ``EAGER_BUDGET`` of them, so a flood cannot starve
+    the other tasklets.
+    """
+
+    def __init__(self, address: Address | _socket.socket, handler: Handler, *,
+                 max_handlers: int | None = None, max_datagram: int = MAX_DATAGRAM,
+                 reuse_port: bool = False) -> None:
+        self.handler = handler
+        self.max_handlers = max_handlers
+        self.max_datagram = max_datagram
+        self.reuse_port = reuse_port
+        self._address = address
+        self._sock: _socket.socket | None = None
+        self._bound: Address = None
+        self._handlers: Union[Group, Pool] = Pool(max_handlers) if max_handlers else Group()
+        self._reader: Tasklet | None = None
+        self._stopped = Event()
+        self._send_lock = Lock()              # one sender waits for room at a time
+
+    @property
+    def address(self) -> Address:
+        """The bound address (with the real port once started)."""
+        return self._bound if self._bound is not None else self._address
+
+    @property
+    def socket(self) -> _socket.socket | None:
+        """The datagram socket while started (non-blocking; use ``sendto`` to write)."""
+        return self._sock
+
+    def start(self) -> DatagramServer:
+        """Bind (if not given a socket) and start reading in a tasklet; returns at once.
+
+        Raises OSError if the address cannot be bound. Starting twice does nothing.
+        """
+        if self._reader is not None:
+            return self
+        sock = self._bind()
+        sock.setblocking(False)
+        self._sock = sock
+        self._bound = sock.getsockname()
+        self._stopped.clear()
+        self._reader = spawn(self._read_loop, sock)
+        self._reader.name = f"datagrams {_describe(self._bound)}"
+        return self
+
+    def _bind(self) -> _socket.socket:
+        if isinstance(self._address, _socket.socket):
+            return self._address
+        family, sockaddr = _sockaddr(self._address, _family_of(self._address))
+        sock = _socket.socket(family, _socket.SOCK_DGRAM)
+        try:
+            if family == _socket.AF_INET6:
+                sock.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, 1)
+            if self.reuse_port:
+                sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEPORT, 1)
+            sock.bind(sockaddr)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def serve_forever(self) -> None:
+        """Start, then wait until ``stop()`` is called."""
+        self.start()
+        self._stopped.wait()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop reading and close the socket; let handlers run ``timeout`` seconds, then kill them.
+
+        ``timeout=None`` kills them at once. A handler may call it: the others
+        are stopped and the caller goes on to its end. A stopped server may
+        be started again on a new socket (when it bound the first itself).
+        """
+        if self._reader is None or self._sock is None:
+            return
+        reader, self._reader = self._reader, None
+        sock, self._sock = self._sock, None
+        reader.kill(block=False)
+        hub = get_hub()
+        fd = sock.fileno()
+        waiters = hub.forget_fd(fd) if fd >= 0 else []
+        sock.close()
+        for waiter in waiters:                # a sender waiting for room
+            if waiter is not reader:
+                hub.schedule_throw(waiter, NetworkError(
+                    f"datagram server {_describe(self._bound)} was stopped"))
+        me = getcurrent()
+        handlers = [t for t in self._handlers if t is not me]
+        if timeout:
+            joinall(handlers, timeout)
+        killall([t for t in handlers if not t.dead], block=True)
+        self._stopped.set()
+
+    def sendto(self, data: bytes, address: Address) -> int:
+        """Send one datagram to ``address``; the number of bytes sent.
+
+        Waits (cooperatively) only while the socket's send buffer is full.
+        Raises NetworkError if the server is not started (or is stopped
+        meanwhile), OSError as ``socket.sendto`` does (too long, unreachable).
+        """
+        hub = get_hub()
+        while True:
+            sock = self._sock
+            if sock is None:
+                raise NetworkError(f"datagram server {_describe(self.address)} is not started")
+            try:
+                return sock.sendto(data, address)
+            except BlockingIOError:
+                pass
+            with self._send_lock:
+                hub.wait_writable(sock.fileno())
+
+    def _read_loop(self, sock: _socket.socket) -> None:
+        hub = get_hub()
+        fd = sock.fileno()
+        recvfrom = sock.recvfrom
+        size = self.max_datagram
+        handlers = self._handlers
+        eager = 0
+        while True:
+            try:
+                data, address = recvfrom(size)
+            except BlockingIOError:
+                eager = 0
+                hub.wait_readable(fd)
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EBADF, errno.ENOTSOCK):
+                    return                    # closed under us
+                log.debug("datagram server %s: %s", _describe(self._bound), exc)
+                continue                      # an ICMP error reported on a later read
+            handlers.spawn(self._handle, data, address)
+            eager += 1
+            if eager >= EAGER_BUDGET:
+                eager = 0
+                sleep(0)
+
+    def _handle(self, data: bytes, address: Address) -> None:
+        try:
+            self.handler(data, address)
+        except TaskletExit:
+            raise
+        except NetworkError as exc:           # sendto after stop(), say
+            log.debug("datagram handler for %s: %s", _describe(address), exc)
+        except Exception:
+            log.exception("datagram handler for %s failed", _describe(address))
+
+    def __enter__(self) -> DatagramServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "" if self._reader is not None else " stopped"
+        return f"<DatagramServer {_describe(self.address)} handlers={len(self._handlers)}{state}>"
