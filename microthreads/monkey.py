@@ -1,0 +1,262 @@
+"""Opt-in patching: make the stdlib's blocking calls cooperate, for unmodified code.
+
+::
+
+    from microthreads import monkey
+    monkey.patch_all()          # first, before importing what should cooperate
+    import urllib.request, microthreads
+    ...                         # urlopen() in a tasklet now parks it, not the thread
+
+Importing ``microthreads`` patches nothing; each ``patch_*`` is explicit and
+idempotent, and there is no unpatching. What each one replaces:
+
+- ``patch_socket()``: ``socket.socket`` (the class), ``create_connection``,
+  ``socketpair``, ``fromfd``, ``create_server`` and the name lookups
+  (``getaddrinfo``, ``gethostbyname``, ``gethostbyname_ex``,
+  ``gethostbyaddr``, ``getnameinfo``) by ``microthreads.net.socket``'s, whose
+  lookups run in ``run_in_thread``.
+- ``patch_ssl()``: ``ssl.SSLContext.sslsocket_class``: every context's
+  ``wrap_socket`` (the stdlib's, and so urllib's, http.client's, urllib3's and
+  redis-py's) makes a ``microthreads.net.ssl.SSLSocket``, whatever socket it
+  is given and however early the context class was imported.
+- ``patch_select()``: ``select.select``, ``select.poll`` and the ``selectors``
+  classes (``DefaultSelector``, ``SelectSelector``, ``PollSelector``,
+  ``EpollSelector``): a wait with a timeout other than 0 parks the tasklet
+  until a descriptor is ready, then the real call answers with a zero
+  timeout. An ``SSLSocket`` holding decrypted bytes (``pending()``) counts as
+  readable. ``select.epoll`` objects themselves are left alone (the hub uses
+  them).
+- ``patch_time()``: ``time.sleep`` becomes ``microthreads.sleep``.
+
+Patch before importing the code that should cooperate: a module that did
+``from socket import socket`` earlier keeps the blocking class.
+
+Called from a thread whose hub is not running (the main thread before
+``microthreads.run``, a plain ``threading.Thread``), a patched call still
+behaves as the blocking call would: that thread's own hub serves it until it
+is done (other tasklets of that thread run meanwhile). Threads are not
+patched: ``threading`` and ``run_in_thread`` stay real OS threads, which is
+what keeps blocking work off the hub. What still blocks: C extensions doing
+their own I/O (psycopg2 without its wait callback, for one), file I/O
+(use ``run_in_thread``); ``MICROTHREADS_WATCHDOG_MS`` names the culprit.
+"""
+
+from __future__ import annotations
+
+import select as _select
+import selectors as _selectors
+import socket as _socket
+import ssl as _ssl
+import time as _time
+from typing import Any, Callable
+
+from greenlet import getcurrent
+
+from .hub import Hub, get_hub
+from .timeout import sleep as _cooperative_sleep
+
+__all__ = ["is_patched", "patch_all", "patch_select", "patch_socket", "patch_ssl",
+           "patch_time"]
+
+#: name -> {(module, attribute): the original}, for is_patched and the record
+_patched: dict[str, dict[tuple[Any, str], Any]] = {}
+
+_original_select = _select.select
+_original_poll = getattr(_select, "poll", None)
+_original_sleep = _time.sleep
+
+
+def is_patched(name: str) -> bool:
+    """Whether ``patch_<name>()`` has run: ``"socket"``, ``"ssl"``, ``"select"``, ``"time"``."""
+    if name not in ("socket", "ssl", "select", "time"):
+        raise ValueError(f"nothing called {name!r} can be patched")
+    return name in _patched
+
+
+def _replace(name: str, replacements: dict[tuple[Any, str], Any]) -> None:
+    if name in _patched:
+        return
+    _patched[name] = {(module, attr): getattr(module, attr, None)
+                      for (module, attr) in replacements}
+    for (module, attr), value in replacements.items():
+        setattr(module, attr, value)
+
+
+def patch_all() -> None:
+    """``patch_socket()``, ``patch_ssl()``, ``patch_select()`` and ``patch_time()``."""
+    patch_socket()
+    patch_ssl()
+    patch_select()
+    patch_time()
+
+
+def patch_socket() -> None:
+    """The stdlib ``socket`` module's class and helpers become microthreads.net.socket's."""
+    from .net import socket as cosocket
+    names = ("socket", "create_connection", "socketpair", "fromfd", "create_server",
+             "getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr",
+             "getnameinfo")
+    _replace("socket", {(_socket, name): getattr(cosocket, name) for name in names})
+
+
+def patch_ssl() -> None:
+    """Every ``ssl.SSLContext.wrap_socket`` makes a cooperative SSLSocket."""
+    from .net import ssl as cossl
+    _replace("ssl", {(_ssl.SSLContext, "sslsocket_class"): cossl.SSLSocket})
+
+
+def patch_select() -> None:
+    """``select.select``, ``select.poll`` and the ``selectors`` classes park the tasklet."""
+    replacements: dict[tuple[Any, str], Any] = {(_select, "select"): select}
+    if _original_poll is not None:
+        replacements[(_select, "poll")] = _Poll
+    for name in ("DefaultSelector", "SelectSelector", "PollSelector", "EpollSelector"):
+        if hasattr(_selectors, name):
+            replacements[(_selectors, name)] = CooperativeSelector
+    _replace("select", replacements)
+
+
+def patch_time() -> None:
+    """``time.sleep`` becomes ``microthreads.sleep`` (the hub's own calls excepted)."""
+    _replace("time", {(_time, "sleep"): sleep})
+
+
+# ------------------------------------------------------------ the replacements
+
+
+def _hub_that_can_wait() -> Hub | None:
+    """This thread's hub if the caller may park on it; None for the hub itself
+    (its own poll, a callback), which must get the real, blocking call."""
+    hub = get_hub()
+    return None if getcurrent() is hub._greenlet else hub
+
+
+def sleep(seconds: float) -> None:
+    """``time.sleep``, parking the tasklet: ``microthreads.sleep``."""
+    if seconds < 0:
+        raise ValueError("sleep length must be non-negative")
+    if _hub_that_can_wait() is None:
+        _original_sleep(seconds)
+    else:
+        _cooperative_sleep(seconds)
+
+
+def _fd(obj: Any) -> int:
+    return obj if isinstance(obj, int) else int(obj.fileno())
+
+
+def _wait_any(hub: Hub, readers: list[int], writers: list[int],
+              timeout: float | None) -> None:
+    """Park until one of the descriptors is ready, or ``timeout`` seconds pass.
+
+    Each is watched through a hub callback for the wait only. A descriptor
+    another tasklet already waits on (same side) raises RuntimeError, as two
+    readers of one socket do; one the hub cannot poll (a regular file) counts
+    as ready, as select() says of it.
+    """
+    current = getcurrent()
+    watched: list[tuple[Callable[[int], None], int]] = []
+
+    def wake() -> None:
+        hub.schedule_wakeup(current)
+
+    try:
+        for fds, add, remove in ((readers, hub.add_reader, hub.remove_reader),
+                                 (writers, hub.add_writer, hub.remove_writer)):
+            for fd in fds:
+                try:
+                    add(fd, wake)            # RuntimeError if that side is taken
+                except PermissionError:      # a regular file: always ready, no wait
+                    remove(fd)
+                    return
+                watched.append((remove, fd))
+        hub.park(timeout)
+    finally:
+        for remove, fd in watched:
+            remove(fd)
+
+
+def select(rlist: Any, wlist: Any, xlist: Any, timeout: float | None = None) -> Any:
+    """``select.select``, parking the tasklet while nothing is ready.
+
+    Returns what the real ``select`` returns. A timeout of 0 (a poll) or a
+    call from the hub itself goes straight to the real one.
+    """
+    hub = None if timeout == 0 else _hub_that_can_wait()
+    if hub is None:
+        return _original_select(rlist, wlist, xlist, timeout)
+    buffered = [obj for obj in rlist if _has_pending(obj)]
+    if not buffered:
+        _wait_any(hub, [_fd(o) for o in rlist], [_fd(o) for o in wlist], timeout)
+    readable, writable, exceptional = _original_select(rlist, wlist, xlist, 0)
+    readable += [obj for obj in buffered if obj not in readable]
+    return readable, writable, exceptional
+
+
+def _has_pending(obj: Any) -> bool:
+    """An SSLSocket with decrypted bytes inside: readable, whatever its descriptor says."""
+    pending = getattr(obj, "pending", None)
+    try:
+        return bool(pending is not None and pending())
+    except (OSError, ValueError):
+        return False
+
+
+class _Poll:
+    """``select.poll()`` whose ``poll(timeout)`` parks the tasklet while nothing is ready."""
+
+    def __init__(self) -> None:
+        assert _original_poll is not None
+        self._poll = _original_poll()
+        self._masks: dict[int, int] = {}
+
+    def register(self, fd: Any, eventmask: int = _select.POLLIN | _select.POLLPRI |
+                 _select.POLLOUT) -> None:
+        self._poll.register(fd, eventmask)
+        self._masks[_fd(fd)] = eventmask
+
+    def modify(self, fd: Any, eventmask: int) -> None:
+        self._poll.modify(fd, eventmask)
+        self._masks[_fd(fd)] = eventmask
+
+    def unregister(self, fd: Any) -> None:
+        self._poll.unregister(fd)
+        del self._masks[_fd(fd)]
+
+    def poll(self, timeout: float | None = None) -> list[tuple[int, int]]:
+        """As ``select.poll().poll``: ``timeout`` in milliseconds, None or negative: no limit."""
+        hub = None if timeout == 0 else _hub_that_can_wait()
+        if hub is not None:
+            seconds = None if timeout is None or timeout < 0 else timeout / 1000.0
+            readers = [fd for fd, m in self._masks.items() if m & (_select.POLLIN |
+                                                                    _select.POLLPRI)]
+            writers = [fd for fd, m in self._masks.items() if m & _select.POLLOUT]
+            _wait_any(hub, readers, writers, seconds)
+            timeout = 0
+        return list(self._poll.poll(timeout))
+
+
+_SelectorBase: Any = getattr(_selectors, "PollSelector", _selectors.SelectSelector)
+
+
+class CooperativeSelector(_SelectorBase):  # type: ignore[misc]
+    """A ``selectors`` selector whose ``select(timeout)`` parks the tasklet.
+
+    The hub's own poll (``MICROTHREADS_POLLER=selectors``) gets the real wait.
+    """
+
+    def select(self, timeout: float | None = None) -> list[tuple[Any, int]]:
+        hub = None if timeout is not None and timeout <= 0 else _hub_that_can_wait()
+        if hub is not None:
+            readers, writers = [], []
+            for key in self.get_map().values():
+                if key.events & _selectors.EVENT_READ:
+                    readers.append(key.fd)
+                if key.events & _selectors.EVENT_WRITE:
+                    writers.append(key.fd)
+            if readers or writers:
+                _wait_any(hub, readers, writers, timeout)
+            else:
+                hub.park(timeout)
+            timeout = 0
+        return list(super().select(timeout))
