@@ -255,6 +255,14 @@ def test_the_module_re_exports_the_stdlib_names_it_does_not_replace():
     assert issubclass(socket.socket, std_socket.socket)
 
 
+def test_a_star_import_gives_the_stdlib_names_with_the_cooperative_ones_in_place():
+    names = {}
+    exec("from microthreads.net.socket import *", names)
+    assert set(std_socket.__all__) <= set(names)
+    assert names["socket"] is socket.socket
+    assert names["create_connection"] is socket.create_connection
+
+
 def test_a_socket_dropped_without_close_leaves_its_descriptor_number_clean():
     def main():
         dropped, peer = socket.socketpair()

@@ -35,7 +35,9 @@ from .errors import NetworkError
 # module's attributes later, and this module must keep calling the originals.
 _std = types.SimpleNamespace(**vars(_std_module))
 
-__all__ = [name for name in dir(_std_module) if not name.startswith("_")]
+# The stdlib's public names, no more: `from microthreads.net.socket import *`
+# must find each of them here (dir() also lists the stdlib's imports: errno, os...).
+__all__ = list(_std_module.__all__)
 
 error = _std.error
 timeout = _std.timeout
