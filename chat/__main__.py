@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 
@@ -33,10 +34,21 @@ def _within(convert, low, high=None, *, above=False):
     return parse
 
 
+def program_name(argv0=None):
+    """The command as the user typed it, for usage lines and errors:
+    ``microthreads-chat`` from the installed script, ``python -m chat`` from
+    ``-m`` (where ``sys.argv[0]`` is the path of ``chat/__main__.py``)."""
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    name = os.path.basename(argv0)
+    if name in ("__main__.py", "-m", "-c", ""):
+        return f"python -m {__package__ or 'chat'}"
+    return name
+
+
 def parse_args(argv=None):
     defaults = Options()
     parser = argparse.ArgumentParser(
-        prog="python -m chat",
+        prog=program_name(),
         description="A telnet chat server on microthreads. Connect with"
                     " `telnet 127.0.0.1 1980` or `nc 127.0.0.1 1980`.")
     parser.add_argument("--host", default=defaults.host,

@@ -974,6 +974,7 @@ def test_help_lists_every_flag_with_the_protocols_default():
     result = subprocess.run([sys.executable, "-m", "chat", "--help"], cwd=ROOT,
                             capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: python -m chat "), result.stdout
     options = {}                                    # flag -> its help, on one line
     for block in re.split(r"\n(?=  -)", result.stdout):
         match = re.match(r"\s+(--[\w-]+)", block)
@@ -1005,4 +1006,5 @@ def test_the_microthreads_chat_script_is_the_same_command():
     result = subprocess.run([script, "--help"], capture_output=True, text=True,
                             timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: microthreads-chat "), result.stdout
     assert "--max-backlog" in result.stdout and "--login-timeout" in result.stdout
