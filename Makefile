@@ -1,21 +1,43 @@
 # microthreads: the two commands a new user needs are `make run` and `make test`.
 # Each makes .venv on first use and installs the project into it (editable);
 # the stamp files make a second run install nothing.
+#
+# PYTHON picks the interpreter: `make test PYTHON=python3.13` (or 3.13, or a
+# path) builds and uses .venv-3.13, found on PATH or in $(pyenv root)/versions;
+# the default python3 keeps .venv. scripts/find-python does the looking.
 
 PYTHON ?= python3
+ifeq ($(PYTHON),python3)
 VENV   := .venv
+BASE_PYTHON := $(PYTHON)
+else
+FOUND  := $(shell scripts/find-python '$(PYTHON)')
+ifeq ($(FOUND),)
+$(error PYTHON=$(PYTHON): no such interpreter on PATH or in pyenv)
+endif
+VENV   := .venv-$(word 1,$(FOUND))
+BASE_PYTHON := $(word 2,$(FOUND))
+endif
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
+# Exact versions for the tools whose output is compared run to run (lint, docs, bench).
+PINNED := -c constraints.txt
 HOST   ?= 127.0.0.1
 PORT   ?= 1980
 ARGS   ?=
-# Debian packages the end-to-end tests drive (they skip with a reason without them).
-SYSTEM_PACKAGES := telnet netcat-openbsd tmux redis-server openssl ncat
+# Debian packages the end-to-end tests drive (they skip with a reason without them);
+# chromium opens the built API reference (tests/test_docs.py).
+SYSTEM_PACKAGES := telnet netcat-openbsd tmux redis-server openssl ncat chromium
+# The tests of the runtime and microthreads.net alone, without the chat service:
+# what CI runs on the oldest and newest supported Pythons (make test-core).
+CORE_TESTS := tests --ignore-glob='tests/test_chat_*' --ignore=tests/test_faults.py \
+	--ignore=tests/test_federation.py --ignore=tests/test_security.py \
+	--ignore=tests/test_soak.py --ignore=tests/test_docs.py
 
-.PHONY: run run-cluster test lint bench soak clean system-deps
+.PHONY: run run-cluster test test-core lint docs bench soak clean system-deps
 
 $(PY):
-	$(PYTHON) -m venv $(VENV)
+	$(BASE_PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed-run: setup.cfg pyproject.toml | $(PY)
 	$(PIP) install -e .
@@ -25,9 +47,17 @@ $(VENV)/.installed-test: setup.cfg pyproject.toml | $(PY)
 	$(PIP) install -e '.[test]'
 	touch $@ $(VENV)/.installed-run
 
-$(VENV)/.installed-bench: setup.cfg pyproject.toml | $(PY)
-	$(PIP) install -e '.[test,bench]'
+$(VENV)/.installed-bench: setup.cfg pyproject.toml constraints.txt | $(PY)
+	$(PIP) install $(PINNED) -e '.[test,bench]'
 	touch $@ $(VENV)/.installed-test $(VENV)/.installed-run
+
+$(VENV)/.installed-lint: setup.cfg pyproject.toml constraints.txt | $(PY)
+	$(PIP) install $(PINNED) -e '.[test,lint]'
+	touch $@ $(VENV)/.installed-test $(VENV)/.installed-run
+
+$(VENV)/.installed-docs: setup.cfg pyproject.toml constraints.txt | $(PY)
+	$(PIP) install $(PINNED) -e '.[docs]'
+	touch $@ $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run  ## the chat server on 127.0.0.1:1980 (telnet or nc to it)
 	$(PY) -m chat --host $(HOST) --port $(PORT) $(ARGS)
@@ -43,8 +73,19 @@ run-cluster: $(VENV)/.installed-test  ## 2 chat workers federated through a loca
 test: $(VENV)/.installed-test  ## the whole test suite
 	$(PY) -m pytest $(ARGS)
 
-lint: $(VENV)/.installed-test
+test-core: $(VENV)/.installed-test  ## the runtime and net tests only (CI's extra Pythons)
+	$(PY) -m pytest $(CORE_TESTS) $(ARGS)
+
+lint: $(VENV)/.installed-lint  ## ruff, and mypy (strict on microthreads/, see mypy.ini)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+# The API reference from the docstrings: build/docs/html/index.html. Warnings
+# (a broken cross-reference included: -n) fail the build; -E rereads every
+# source, so a second run reports them again.
+docs: $(VENV)/.installed-docs  ## the API reference, from the docstrings
+	$(PY) -m sphinx -b html -E -W -n --keep-going -q docs/api build/docs/html
+	@echo "API reference: build/docs/html/index.html"
 
 bench: $(VENV)/.installed-bench
 	$(PY) -m bench $(ARGS)
@@ -62,5 +103,5 @@ system-deps:
 	else echo "system packages present: $(SYSTEM_PACKAGES)"; fi
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache bench/build
+	rm -rf .venv .venv-* build dist *.egg-info .pytest_cache .ruff_cache bench/build
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
