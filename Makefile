@@ -34,7 +34,7 @@ CORE_TESTS := tests --ignore-glob='tests/test_chat_*' --ignore=tests/test_faults
 	--ignore=tests/test_federation.py --ignore=tests/test_security.py \
 	--ignore=tests/test_soak.py --ignore=tests/test_docs.py
 
-.PHONY: run run-cluster test test-core lint docs bench soak clean system-deps
+.PHONY: run run-cluster test test-core lint docs bench bench-crowd soak clean system-deps
 
 $(PY):
 	$(BASE_PYTHON) -m venv $(VENV)
@@ -87,8 +87,12 @@ docs: $(VENV)/.installed-docs  ## the API reference, from the docstrings
 	$(PY) -m sphinx -b html -E -W -n --keep-going -q docs/api build/docs/html
 	@echo "API reference: build/docs/html/index.html"
 
-bench: $(VENV)/.installed-bench
+bench: $(VENV)/.installed-bench  ## every scenario against every peer (10-20 minutes; bench/README.md)
 	$(PY) -m bench $(ARGS)
+
+# 10,000 members logging in: minutes per run and row, so not part of make bench
+bench-crowd: $(VENV)/.installed-bench  ## the 10,000-member crowd (make bench-crowd ARGS="--runs 3")
+	$(PY) -m bench --only crowd10000 --runs 1 $(ARGS)
 
 soak: $(VENV)/.installed-test  ## the chat server soaked for 2 minutes; longer: make soak ARGS="--seconds 3600"
 	$(PY) tests/soak.py $(ARGS)

@@ -45,14 +45,14 @@ def parse_args(argv):
 def select_tables(settings, only, parser_error):
     tables = scenarios.tables(settings)
     if not only:
-        return tables
+        return [t for t in tables if t.default]
     wanted = {name.strip() for name in only.split(",") if name.strip()}
     known = set(SCENARIOS) | {table.key for table in tables}
     unknown = wanted - known
     if unknown:
         parser_error(f"unknown scenario {', '.join(sorted(unknown))}; "
                      f"choose from {', '.join(sorted(known))}")
-    return [t for t in tables if t.scenario in wanted or t.key in wanted]
+    return [t for t in tables if (t.scenario in wanted and t.default) or t.key in wanted]
 
 
 def probe_microthreads(procs):
