@@ -37,6 +37,9 @@ log = logging.getLogger("microthreads.net")
 EAGER_BUDGET = 64
 #: How much ``recv_line`` asks the kernel for at a time.
 READ_SIZE = 65536
+#: After a read that would have blocked, this many reads wait for readiness
+#: first; the next tries at once again.
+READ_PROBE = 8
 #: At most this much queued output is joined into one send.
 SEND_CHUNK = 256 * 1024
 
@@ -74,6 +77,7 @@ class Connection:
     """
 
     __slots__ = ("__weakref__", "_buf", "_closed", "_discarding", "_drained", "_eager", "_eof",
+                 "_guess", "_waits_after_miss",
                  "_fd", "_gone", "_hub", "_lost", "_out", "_out_moved", "_out_size", "_pos",
                  "_recv", "_room", "_send", "_sock", "_stall_timer", "_writer_armed",
                  "close_reason", "max_output", "on_full", "peer", "stall_timeout", "timeout")
@@ -100,6 +104,10 @@ class Connection:
         self._discarding = False          # inside an overlong line
         self._eof = False
         self._eager = 0
+        self._guess = 0                   # < 0: the next read waits first (see _read_chunk)
+        # TLS: plaintext may sit decrypted in OpenSSL while the descriptor is not
+        # readable, so a TLS read always tries first
+        self._waits_after_miss = 0 if hasattr(sock, "recv_nowait") else READ_PROBE
         self._out = None                  # queued output (a deque of bytes, made on demand)
         self._out_size = 0
         self._out_moved = 0               # bytes sent from the queue so far
@@ -142,12 +150,25 @@ class Connection:
             self._hub._poll_soon()
             sleep(0)
 
-    def _read_chunk(self, size):
-        """The next bytes from the socket (b"" at EOF), waiting if needed."""
+    def _read_chunk(self, size: int) -> bytes:
+        """The next bytes from the socket (b"" at EOF), waiting if needed.
+
+        The read adapts to what the last ones found: after a read that would
+        have blocked (a request answered, its peer not yet heard from), the
+        next READ_PROBE - 1 reads wait for readiness first instead of trying
+        a system call that is likely to fail with EAGAIN; the one after tries
+        at once again, and reads stay eager while that finds data. Either way
+        the data and errors are the same. A TLS read always tries first: its
+        plaintext may be buffered where readiness does not show it.
+        """
+        if self._guess < 0:                    # a recent eager read found nothing
+            self._guess += 1
+            self._wait_readable()
         while True:
             try:
                 data = self._recv(size)
             except BlockingIOError:
+                self._guess = -self._waits_after_miss
                 self._wait_readable()
                 continue
             except OSError as exc:
