@@ -77,9 +77,9 @@ class Connection:
     """
 
     __slots__ = ("__weakref__", "_buf", "_closed", "_discarding", "_drained", "_eager", "_eof",
-                 "_guess", "_waits_after_miss",
-                 "_fd", "_gone", "_hub", "_lost", "_out", "_out_moved", "_out_size", "_pos",
-                 "_recv", "_room", "_send", "_sock", "_stall_timer", "_writer_armed",
+                 "_fd", "_gone", "_guess", "_hub", "_lost", "_out", "_out_moved", "_out_size",
+                 "_pos", "_recv", "_room", "_send", "_sock", "_stall_timer", "_waits_after_miss",
+                 "_writer_armed",
                  "close_reason", "max_output", "on_full", "peer", "stall_timeout", "timeout")
 
     def __init__(self, sock, peer=None, *, timeout=None, max_output=1 << 20,
