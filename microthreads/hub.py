@@ -834,13 +834,37 @@ class Hub:
             except (BlockingIOError, OSError):
                 pass                         # full: it is awake anyway; closed: gone
 
-    def _drain_waker(self):
-        self._wake_pending = False
+    def _drain_waker(self) -> None:
+        """On the hub, when the wake pipe is readable: move thread callbacks to _ready.
+
+        The order (read the pipe, then clear the flag, then move the
+        callbacks) keeps one invariant: while ``_wake_pending`` is True, a
+        byte is in the pipe or about to be written by the thread that set it.
+
+        - A byte this read consumes was written before the read, hence set
+          its flag before the read, hence before the flag is cleared below:
+          the clear accounts for it. (Clearing first, as this method once
+          did, let a thread set the flag and write between the clear and the
+          read: the read ate that byte, the flag stayed True with the pipe
+          empty, no later call wrote again, and the hub slept in its poll
+          with callbacks stuck; issue 19, item 4.)
+        - A thread that sees the flag True (set before the clear) skips its
+          write; its callback was appended before the clear, so it is in the
+          deque when the loop below empties it.
+        - A thread that sees the flag False (after the clear) sets it and
+          writes; that byte arrives after the read, so it stays in the pipe and
+          wakes the next poll, even if the loop below already moved its
+          callback (a spurious wake-up costs one empty drain).
+        - Two threads that both see False both write: two bytes, one drain.
+        A signal handler calling ``call_soon_threadsafe`` in the middle of
+        this method is the same as another thread at that point.
+        """
         try:
             while os.read(self._wake_r, 4096):
                 pass
         except (BlockingIOError, OSError):
             pass
+        self._wake_pending = False
         pending = self._threadsafe
         while pending:
             callback, args = pending.popleft()

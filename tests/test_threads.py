@@ -1,5 +1,6 @@
 """Blocking work off the hub (run_in_thread) and wake-ups from other threads."""
 
+import sys
 import threading
 import time
 
@@ -163,3 +164,33 @@ def test_an_event_set_from_another_thread_raises_and_leaves_its_waiters_waiting(
     assert microthreads.run(main) == (True, True)
     assert len(errors) == 1
     assert "another thread's hub" in errors[0] and "call_soon_threadsafe" in errors[0]
+
+
+@pytest.mark.timeout(60)
+def test_thread_wake_ups_racing_the_hubs_drain_are_never_lost():
+    # Issue 19, item 4: the hub once cleared its "wake-up pending" flag before
+    # reading the wake pipe, so a byte written in between was eaten while the
+    # flag stayed set; no later call wrote again and the hub slept in its poll
+    # with the threads' results stuck (8 tasklets hung within seconds). Each
+    # round trip here is one call_soon_threadsafe racing the hub's drain.
+    rounds = 1000
+
+    def noop():
+        pass
+
+    def worker():
+        for _ in range(rounds):
+            microthreads.run_in_thread(noop)
+        return rounds
+
+    def main():
+        with microthreads.Timeout(20):           # real time: a lost wake-up fails here
+            workers = [microthreads.spawn(worker) for _ in range(8)]
+            return sum(tasklet.get() for tasklet in workers)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)                  # threads interleave often: the race is frequent
+    try:
+        assert microthreads.run(main) == 8 * rounds
+    finally:
+        sys.setswitchinterval(interval)
