@@ -121,6 +121,7 @@ def test_ten_thousand_datagrams_from_ten_flow_controlled_senders_all_served():
             server.stop()
 
     acked = run(main, seconds=60)
+    assert "tasklets=0" in microthreads.format_run_info()   # no handler left, idle or busy
     total = sum(len(seqs) for seqs in received.values())
     assert total >= 0.98 * senders * each and sum(acked) >= 0.98 * senders * each
     assert set(received) == set(range(senders))

@@ -6,10 +6,10 @@ import errno
 import logging
 import socket as _socket
 from collections.abc import Callable
-from typing import Any, Union
+from typing import Any
 
 from ..errors import TaskletExit
-from ..group import Group, Pool
+from ..group import Group
 from ..hub import get_hub
 from ..sync import Event, Lock
 from ..tasklet import Tasklet, getcurrent, joinall, killall, spawn
@@ -25,11 +25,13 @@ Handler = Callable[[bytes, Address], object]
 
 #: The largest datagram read whole by default (the largest UDP payload).
 MAX_DATAGRAM = 65535
+#: At most this many handler tasklets wait, idle, for the next datagram.
+IDLE_HANDLERS = 64
 
 
 class DatagramServer:
     """Receives UDP datagrams on ``address`` and runs ``handler(data, address)``
-    in a new tasklet for each, as gevent's DatagramServer.
+    in a tasklet of its own for each, as gevent's DatagramServer.
 
     ::
 
@@ -50,6 +52,11 @@ class DatagramServer:
     length, as ``recvfrom`` does. While datagrams keep arriving, the reader
     yields after every ``EAGER_BUDGET`` of them, so a flood cannot starve
     the other tasklets.
+
+    A handler tasklet that is done waits (up to ``IDLE_HANDLERS`` of them)
+    to be handed the next datagram, which costs a switch instead of a new
+    tasklet: handlers of successive datagrams may share a tasklet (and its
+    ``contextvars`` context), never at the same time.
     """
 
     def __init__(self, address: Address | _socket.socket, handler: Handler, *,
@@ -62,7 +69,10 @@ class DatagramServer:
         self._address = address
         self._sock: _socket.socket | None = None
         self._bound: Address = None
-        self._handlers: Union[Group, Pool] = Pool(max_handlers) if max_handlers else Group()
+        self._handlers = Group()              # every handler tasklet, busy or idle
+        self._idle: list[Tasklet] = []        # parked until handed a datagram; LIFO
+        self._busy = 0                        # handlers handed a datagram, not yet done
+        self._room = Event()                  # set when a busy handler is done
         self._reader: Tasklet | None = None
         self._stopped = Event()
         self._send_lock = Lock()              # one sender waits for room at a time
@@ -134,11 +144,14 @@ class DatagramServer:
             if waiter is not reader:
                 hub.schedule_throw(waiter, NetworkError(
                     f"datagram server {_describe(self._bound)} was stopped"))
+        idle, self._idle = self._idle, []
+        killall(idle, block=False)
         me = getcurrent()
-        handlers = [t for t in self._handlers if t is not me]
+        handlers = [t for t in self._handlers if t is not me and t not in idle]
         if timeout:
             joinall(handlers, timeout)
-        killall([t for t in handlers if not t.dead], block=True)
+        killall([t for t in handlers + idle if not t.dead], block=True)
+        self._busy = 0
         self._stopped.set()
 
     def sendto(self, data: bytes, address: Address) -> int:
@@ -165,9 +178,12 @@ class DatagramServer:
         fd = sock.fileno()
         recvfrom = sock.recvfrom
         size = self.max_datagram
-        handlers = self._handlers
         eager = 0
         while True:
+            if self.max_handlers is not None and self._busy >= self.max_handlers:
+                self._room.clear()
+                self._room.wait()             # the kernel buffers (or drops) meanwhile
+                continue
             try:
                 data, address = recvfrom(size)
             except BlockingIOError:
@@ -179,11 +195,38 @@ class DatagramServer:
                     return                    # closed under us
                 log.debug("datagram server %s: %s", _describe(self._bound), exc)
                 continue                      # an ICMP error reported on a later read
-            handlers.spawn(self._handle, data, address)
+            self._busy += 1
+            if self._idle:
+                hub.schedule_wakeup(self._idle.pop(), (data, address))
+            else:
+                self._handlers.spawn(self._serve, data, address)
             eager += 1
             if eager >= EAGER_BUDGET:
                 eager = 0
                 sleep(0)
+
+    def _serve(self, data: bytes, address: Address) -> None:
+        """A handler tasklet's body: handle, then wait to be handed the next datagram."""
+        me = getcurrent()
+        hub = get_hub()
+        idle = self._idle
+        while True:
+            try:
+                self._handle(data, address)
+            finally:
+                self._busy -= 1
+                self._room.set()
+            if len(idle) >= IDLE_HANDLERS or self._reader is None:
+                return
+            idle.append(me)
+            try:
+                data, address = hub.park()
+            except BaseException:
+                if me in idle:
+                    idle.remove(me)
+                else:                         # handed a datagram, killed before it ran
+                    self._busy -= 1
+                raise
 
     def _handle(self, data: bytes, address: Address) -> None:
         try:
