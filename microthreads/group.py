@@ -6,12 +6,18 @@ import logging
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import CancelledError
 from contextlib import closing
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import TaskletExit
 from .result import AsyncResult
 from .sync import Event, Queue, Semaphore
 from .tasklet import Tasklet, killall, spawn
+
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import Literal
+
+    from typing_extensions import Self
 
 T = TypeVar("T")
 
@@ -40,18 +46,18 @@ class Group:
     ``join()`` and ``kill()``.
     """
 
-    def __init__(self):
-        self._members = {}            # live members, in spawn order
+    def __init__(self) -> None:
+        self._members: dict[Tasklet, None] = {}     # live members, in spawn order
         self._entered = False
-        self._error = None
+        self._error: BaseException | None = None
         self._idle = Event()
         self._idle.set()
 
-    def spawn(self, fn, *args, **kwargs):
+    def spawn(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Tasklet:
         """Start ``fn(*args, **kwargs)`` in a new member tasklet; returns it."""
         return self.add(spawn(fn, *args, **kwargs))
 
-    def add(self, tasklet):
+    def add(self, tasklet: Tasklet) -> Tasklet:
         """Make an existing, live tasklet a member; returns it."""
         if tasklet.dead:
             return tasklet
@@ -62,7 +68,7 @@ class Group:
         self._idle.clear()
         return tasklet
 
-    def _member_ended(self, tasklet):
+    def _member_ended(self, tasklet: Tasklet) -> None:
         self._members.pop(tasklet, None)
         exc = tasklet._exception
         if exc is not None and self._entered:
@@ -75,16 +81,16 @@ class Group:
         if not self._members:
             self._idle.set()
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._members)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Tasklet]:
         return iter(list(self._members))
 
-    def __contains__(self, tasklet):
+    def __contains__(self, tasklet: object) -> bool:
         return tasklet in self._members
 
-    def join(self, timeout=None, raise_error=False) -> bool:
+    def join(self, timeout: float | None = None, raise_error: bool = False) -> bool:
         """Wait until every member has ended; False if ``timeout`` passed first.
 
         With ``raise_error``, raise the first member error (in a ``with``).
@@ -94,15 +100,17 @@ class Group:
             raise self._error
         return done
 
-    def kill(self, exc=TaskletExit, block=True, timeout=None):
+    def kill(self, exc: type[BaseException] | BaseException = TaskletExit, block: bool = True,
+             timeout: float | None = None) -> None:
         """Kill every member; with ``block``, wait (at most ``timeout``) for them."""
         killall(list(self._members), exc, block=block, timeout=timeout)
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         self._entered = True
         return self
 
-    def __exit__(self, typ, value, tb):
+    def __exit__(self, typ: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> Literal[False]:
         try:
             if value is not None:
                 self.kill()
@@ -118,7 +126,7 @@ class Group:
             raise error
         return False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} members={len(self._members)}>"
 
 
@@ -136,19 +144,19 @@ class Pool(Group):
     a slot that only that member could free: a deadlock (``DeadlockError``).
     """
 
-    def __init__(self, size):
+    def __init__(self, size: int) -> None:
         if size < 1:
             raise ValueError("Pool size must be at least 1")
         super().__init__()
         self.size = size
         self._slots = Semaphore(size)
 
-    def spawn(self, fn, *args, **kwargs):
+    def spawn(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Tasklet:
         """Wait for a free slot, then start a member; returns the tasklet."""
         self._slots.acquire()
         return Group.add(self, spawn(fn, *args, **kwargs))
 
-    def add(self, tasklet):
+    def add(self, tasklet: Tasklet) -> Tasklet:
         """Wait for a free slot, then make a live tasklet a member; returns it."""
         self._slots.acquire()
         if tasklet.dead:
@@ -156,7 +164,7 @@ class Pool(Group):
             return tasklet
         return Group.add(self, tasklet)
 
-    def _member_ended(self, tasklet):
+    def _member_ended(self, tasklet: Tasklet) -> None:
         super()._member_ended(tasklet)
         self._slots.release()
 
@@ -165,6 +173,7 @@ class Pool(Group):
         return self._slots.value
 
     def full(self) -> bool:
+        """True while every slot is taken (a spawn would wait)."""
         return self._slots.value == 0
 
     # ------------------------------------------------- results of functions
@@ -241,7 +250,7 @@ class Pool(Group):
         (the pool may be full of others' members).
         """
         window = 2 * self.size
-        done: Queue = Queue()                 # (index, result), in finishing order
+        done: Queue[tuple[int, AsyncResult[T]]] = Queue()   # in finishing order
         running: dict[int, Tasklet] = {}
         unread: dict[int, AsyncResult[T]] = {}   # finished ahead of their turn (ordered)
         source = enumerate(arguments)

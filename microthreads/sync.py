@@ -13,10 +13,24 @@ from __future__ import annotations
 import queue as _queue
 from collections import deque
 from threading import get_ident
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterator, TypeVar
 
 from greenlet import getcurrent
 
 from .hub import get_hub
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from greenlet import greenlet
+    from typing_extensions import Self
+
+    from .hub import Hub
+
+    # [greenlet (None: a value queued with nobody behind it), state, value]
+    _Entry = list[Any]
+
+T = TypeVar("T")
 
 Empty = _queue.Empty
 Full = _queue.Full
@@ -33,12 +47,13 @@ class _WaitQueue:
 
     __slots__ = ("_entries", "_hub", "waiting")
 
-    def __init__(self):
-        self._entries = deque()
-        self._hub = None
+    def __init__(self) -> None:
+        self._entries: deque[_Entry] = deque()
+        self._hub: Hub | None = None
         self.waiting = 0                     # live (not cancelled, not handed) entries
 
-    def wait(self, timeout=None, value=None, give_back=None):
+    def wait(self, timeout: float | None = None, value: Any = None,
+             give_back: Callable[[Any], object] | None = None) -> tuple[bool, Any]:
         """Park in line; return ``(handed, value)``.
 
         ``value`` travels with the entry (a Queue put's item, a Channel send's
@@ -62,7 +77,7 @@ class _WaitQueue:
                 self.waiting -= 1
         return entry[1] == _HANDED, entry[2]
 
-    def pop(self):
+    def pop(self) -> _Entry | None:
         """Take the first live entry out of line (marked handed), or None.
 
         The caller may set ``entry[2]`` and must then ``wake(entry)``.
@@ -80,12 +95,13 @@ class _WaitQueue:
                 return entry
         return None
 
-    def wake(self, entry):
-        if entry[0] is None:                 # a value queued with nobody behind it
-            return
-        self._hub.schedule_wakeup(entry[0])
+    def wake(self, entry: _Entry) -> None:
+        """Schedule the wake-up of a popped entry's greenlet."""
+        hub = self._hub
+        if entry[0] is not None and hub is not None:   # None: a value with nobody behind it
+            hub.schedule_wakeup(entry[0])
 
-    def hand_first(self, value=None) -> bool:
+    def hand_first(self, value: Any = None) -> bool:
         """Hand ``value`` to the first waiter and wake it; False if nobody waits."""
         entry = self.pop()
         if entry is None:
@@ -94,7 +110,7 @@ class _WaitQueue:
         self.wake(entry)
         return True
 
-    def append_value(self, value):
+    def append_value(self, value: Any) -> None:
         """Queue a value with nobody parked behind it (a Channel's redelivery)."""
         self._entries.appendleft([None, _WAITING, value])
         self.waiting += 1
@@ -103,25 +119,27 @@ class _WaitQueue:
 class Event:
     """A flag tasklets can wait for, as ``threading.Event``, cooperative."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._flag = False
         self._waiters = _WaitQueue()
 
     def is_set(self) -> bool:
+        """True while the flag is set."""
         return self._flag
 
     isSet = is_set
 
-    def set(self):
+    def set(self) -> None:
         """Set the flag and wake every waiter, in arrival order. Never blocks."""
         self._flag = True
         while self._waiters.hand_first(True):
             pass
 
-    def clear(self):
+    def clear(self) -> None:
+        """Unset the flag; later waiters wait again. Never blocks."""
         self._flag = False
 
-    def wait(self, timeout=None) -> bool:
+    def wait(self, timeout: float | None = None) -> bool:
         """Wait until the flag is set; True, or False if ``timeout`` seconds passed.
 
         Returns at once if it is set. Raises DeadlockError if nothing could
@@ -132,7 +150,7 @@ class Event:
         handed, _ = self._waiters.wait(timeout)
         return handed or self._flag
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<Event {'set' if self._flag else 'unset'} waiters={self._waiters.waiting}>"
 
 
@@ -143,12 +161,12 @@ class Lock:
     may release it (as with threading.Lock).
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._locked = False
-        self._owner = None
+        self._owner: greenlet | None = None
         self._waiters = _WaitQueue()
 
-    def acquire(self, blocking=True, timeout=None) -> bool:
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Take the lock; return True if taken, False if not.
 
         blocking=False never waits. Otherwise waits behind earlier waiters
@@ -167,10 +185,10 @@ class Lock:
         handed, _ = self._waiters.wait(timeout, give_back=self._give_back)
         return handed
 
-    def _give_back(self, _value):
+    def _give_back(self, _value: object) -> None:
         self.release()
 
-    def release(self):
+    def release(self) -> None:
         """Release the lock, handing it to the first waiter if any.
 
         Raises RuntimeError if it is not locked.
@@ -186,16 +204,18 @@ class Lock:
             self._waiters.wake(entry)
 
     def locked(self) -> bool:
+        """True while some tasklet holds it."""
         return self._locked
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         self.acquire()
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self.release()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = f"locked by {self._owner!r}" if self._locked else "unlocked"
         return f"<{type(self).__name__} {state} waiters={self._waiters.waiting}>"
 
@@ -206,11 +226,11 @@ class RLock(Lock):
     Only the owner may release it (RuntimeError otherwise).
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self._count = 0
 
-    def acquire(self, blocking=True, timeout=None) -> bool:
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Take the lock (again, if the caller owns it); see ``Lock.acquire``."""
         if self._locked and self._owner is getcurrent():
             self._count += 1
@@ -220,11 +240,11 @@ class RLock(Lock):
             self._count = 1
         return taken
 
-    def _give_back(self, _value):
+    def _give_back(self, _value: object) -> None:
         self._count = 1
         self._release_all()
 
-    def release(self):
+    def release(self) -> None:
         """Undo one acquire; the last one hands the lock on. Owner only."""
         if not self._locked or self._owner is not getcurrent():
             raise RuntimeError("cannot release un-acquired lock")
@@ -232,7 +252,7 @@ class RLock(Lock):
         if self._count == 0:
             self._release_all()
 
-    def _release_all(self):
+    def _release_all(self) -> None:
         entry = self._waiters.pop()
         if entry is None:
             self._locked = False
@@ -247,13 +267,13 @@ class RLock(Lock):
 class Semaphore:
     """A counter of free places, as ``threading.Semaphore``, cooperative and fair."""
 
-    def __init__(self, value=1):
+    def __init__(self, value: int = 1) -> None:
         if value < 0:
             raise ValueError("semaphore initial value must be >= 0")
         self._value = value
         self._waiters = _WaitQueue()
 
-    def acquire(self, blocking=True, timeout=None) -> bool:
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Take one place; True if taken, False if not (non-blocking, or timed out).
 
         Waits behind earlier waiters (FIFO). Raises DeadlockError if nothing
@@ -267,17 +287,17 @@ class Semaphore:
         handed, _ = self._waiters.wait(timeout, give_back=self._give_back)
         return handed
 
-    def _give_back(self, _value):
+    def _give_back(self, _value: object) -> None:
         self.release()
 
-    def release(self, n=1):
+    def release(self, n: int = 1) -> None:
         """Free ``n`` places; each goes straight to the first waiter, if any."""
         for _ in range(n):
             self._check_release()
             if not self._waiters.hand_first():
                 self._value += 1
 
-    def _check_release(self):
+    def _check_release(self) -> None:
         pass
 
     @property
@@ -286,41 +306,44 @@ class Semaphore:
         return self._value
 
     def locked(self) -> bool:
+        """True while no place is free (an acquire would wait)."""
         return self._value == 0
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         self.acquire()
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self.release()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} value={self._value} waiters={self._waiters.waiting}>"
 
 
 class BoundedSemaphore(Semaphore):
     """A Semaphore that raises ValueError when released more than acquired."""
 
-    def __init__(self, value=1):
+    def __init__(self, value: int = 1) -> None:
         super().__init__(value)
         self._initial = value
 
-    def _check_release(self):
+    def _check_release(self) -> None:
         if self._value >= self._initial:
             raise ValueError("BoundedSemaphore released too many times")
 
 
-class Queue:
+class Queue(Generic[T]):
     """A FIFO queue, as ``queue.Queue``, cooperative and fair.
 
     ``maxsize`` <= 0 means unbounded. Getters and putters are served in
     arrival order; a put hands its item straight to the first waiting getter.
+    ``Queue[int]()`` types its items.
     """
 
-    def __init__(self, maxsize=0):
+    def __init__(self, maxsize: int = 0) -> None:
         self.maxsize = maxsize
-        self._items = deque()
+        self._items: deque[T] = deque()
         self._getters = _WaitQueue()
         self._putters = _WaitQueue()
         self._unfinished = 0
@@ -328,15 +351,18 @@ class Queue:
         self._all_done.set()
 
     def qsize(self) -> int:
+        """Items in the queue now (not counting those of waiting putters)."""
         return len(self._items)
 
     def empty(self) -> bool:
+        """True if a get() now would wait."""
         return not self._items
 
     def full(self) -> bool:
+        """True if a put() now would wait (never, when unbounded)."""
         return 0 < self.maxsize <= len(self._items)
 
-    def put(self, item, block=True, timeout=None):
+    def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
         """Add ``item``; wait while the queue is full.
 
         ``block=False`` (or ``timeout`` running out) raises ``Full`` instead of
@@ -356,11 +382,11 @@ class Queue:
                 return
         raise Full
 
-    def put_nowait(self, item):
+    def put_nowait(self, item: T) -> None:
         """``put(item, block=False)``: raises ``Full`` rather than wait."""
         self.put(item, block=False)
 
-    def get(self, block=True, timeout=None):
+    def get(self, block: bool = True, timeout: float | None = None) -> T:
         """Remove and return the oldest item; wait while the queue is empty.
 
         ``block=False`` (or ``timeout`` running out) raises ``Empty`` instead
@@ -375,24 +401,24 @@ class Queue:
                 self._putters.wake(entry)
             return item
         if block:
-            handed, item = self._getters.wait(timeout, give_back=self._hand_to_getter)
+            handed, handed_item = self._getters.wait(timeout, give_back=self._hand_to_getter)
             if handed:
-                return item
+                return handed_item      # type: ignore[no-any-return]  # a put()'s T
         raise Empty
 
-    def get_nowait(self):
+    def get_nowait(self) -> T:
         """``get(block=False)``: raises ``Empty`` rather than wait."""
         return self.get(block=False)
 
-    def _hand_to_getter(self, item):
+    def _hand_to_getter(self, item: T) -> None:
         if not self._getters.hand_first(item):
             self._items.appendleft(item)     # a getter left with it: it goes first again
 
-    def _add_unfinished(self):
+    def _add_unfinished(self) -> None:
         self._unfinished += 1
         self._all_done.clear()
 
-    def task_done(self):
+    def task_done(self) -> None:
         """Mark one got item as processed (for ``join()``)."""
         if self._unfinished <= 0:
             raise ValueError("task_done() called too many times")
@@ -400,57 +426,60 @@ class Queue:
         if not self._unfinished:
             self._all_done.set()
 
-    def join(self, timeout=None) -> bool:
-        """Wait until every item put has been marked ``task_done()``."""
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until every item put has been marked ``task_done()``; True, or
+        False if ``timeout`` seconds passed first."""
         return self._all_done.wait(timeout)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._items)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"<Queue size={len(self._items)} maxsize={self.maxsize}"
                 f" getters={self._getters.waiting} putters={self._putters.waiting}>")
 
 
-class Channel:
+class Channel(Generic[T]):
     """A Stackless-style rendezvous: ``send(x)`` meets ``receive()``.
 
     ``send`` blocks until a receiver takes the value; ``receive`` blocks until
     a sender offers one. Both sides are served in arrival order. ``balance``
-    is the number of waiting senders minus waiting receivers.
+    is the number of waiting senders minus waiting receivers. ``Channel[str]()``
+    types its values.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._senders = _WaitQueue()
         self._receivers = _WaitQueue()
 
     @property
     def balance(self) -> int:
+        """Waiting senders minus waiting receivers."""
         return self._senders.waiting - self._receivers.waiting
 
-    def send(self, value):
+    def send(self, value: T) -> None:
         """Give ``value`` to a receiver, waiting until one takes it."""
         if self._receivers.hand_first(value):
             return
         self._senders.wait(value=value)
 
-    def receive(self):
+    def receive(self) -> T:
         """Take a value from a sender, waiting until one offers it."""
         entry = self._senders.pop()
         if entry is not None:
             self._senders.wake(entry)
-            return entry[2]
+            return entry[2]             # type: ignore[no-any-return]  # a send()'s T
         _, value = self._receivers.wait(give_back=self._redeliver)
-        return value
+        return value                    # type: ignore[no-any-return]  # a send()'s T
 
-    def _redeliver(self, value):
+    def _redeliver(self, value: T) -> None:
         """A receiver was handed ``value`` but died before taking it."""
         if not self._receivers.hand_first(value):
             self._senders.append_value(value)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[T]:
         while True:
             yield self.receive()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<Channel balance={self.balance}>"
