@@ -169,13 +169,17 @@ class Connection:
                 data = self._recv(size)
             except BlockingIOError:
                 self._guess = -self._waits_after_miss
-                self._wait_readable()
-                continue
+                # wait below, outside the handler: a tasklet parked inside it keeps
+                # the exception and its traceback alive (0.5 KiB per idle connection)
+                data = None
             except OSError as exc:
                 self._mark_lost()
                 if self._closed:
                     raise NetworkError(f"{_describe(self.peer)}: connection closed") from None
                 raise NetworkError(f"{_describe(self.peer)}: {exc.strerror or exc}") from exc
+            if data is None:
+                self._wait_readable()
+                continue
             if not data:
                 self._eof = True
                 self._mark_lost()
