@@ -1,5 +1,6 @@
 """UDP: DatagramServer, and cooperative recvfrom/sendto on microthreads.net.socket."""
 
+import contextvars
 import logging
 
 import pytest
@@ -238,3 +239,25 @@ def test_it_serves_on_a_socket_it_is_given():
 
     assert run(main) == (b"cba", address)
     assert sock.fileno() == -1                       # closed by stop()
+
+
+def test_each_handler_runs_in_a_fresh_copy_of_the_servers_context():
+    request = contextvars.ContextVar("request", default="unset")
+    server = None
+
+    def handler(data, address):
+        seen = request.get()
+        request.set(data)                            # must not leak to the next datagram
+        server.sendto(seen.encode(), address)
+
+    def main():
+        nonlocal server
+        request.set("server")
+        with DatagramServer(("127.0.0.1", 0), handler) as server, udp_client() as client:
+            replies = []
+            for n in range(3):                         # one at a time: the same handler tasklet
+                client.sendto(b"%d" % n, server.address)
+                replies.append(client.recvfrom(100)[0])
+            return replies
+
+    assert run(main) == [b"server"] * 3
