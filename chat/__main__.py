@@ -45,7 +45,9 @@ def program_name(argv0=None):
     return name
 
 
-def parse_args(argv=None):
+def build_parser():
+    """The command line's parser; the supervisor derives its workers' flags
+    from it (``supervisor.worker_argv``), so each new flag reaches them."""
     defaults = Options()
     parser = argparse.ArgumentParser(
         prog=program_name(),
@@ -94,6 +96,11 @@ def parse_args(argv=None):
     parser.add_argument("--stream-bound", type=_within(int, 1), help=argparse.SUPPRESS)
     # Set by the --workers supervisor on the workers it starts: its PID.
     parser.add_argument("--worker-of", type=int, help=argparse.SUPPRESS)
+    return parser
+
+
+def parse_args(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.workers and not args.redis:
         parser.error("--workers needs --redis (the workers share the room through it)")
@@ -161,19 +168,18 @@ def main(argv=None):
         except ValueError as exc:
             log.error("%s", exc)
             return 2
+    room = None
     if args.redis:      # redis-py is imported only here
         try:
-            from .federation import FederatedChatServer
-            server = FederatedChatServer(options, args.redis, args.room,
-                                         stream_bound=args.stream_bound)
+            from .federation.room import RedisRoom
+            room = RedisRoom(args.redis, args.room, stream_bound=args.stream_bound)
         except ImportError as exc:
             log.error("--redis needs redis-py (pip install 'microthreads[redis]'): %s", exc)
             return 2
-        except ValueError as exc:
+        except (ValueError, OSError) as exc:
             log.error("%s", exc)
             return 2
-    else:
-        server = ChatServer(options)
+    server = ChatServer(options, room)
     hub = microthreads.get_hub()
 
     def on_signal(signum, _frame):

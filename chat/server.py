@@ -2,9 +2,10 @@
 
 The seed's tasklets yielded ``network.receive`` and ``tasks.spawn``; here the
 same parts read straight down: ``listener`` accepts, ``login`` asks for a
-handle, ``chat`` reads lines and acts, ``broadcast`` hands a line to every
-member, and ``lost_conn`` (a finish hook) announces whoever leaves, once,
-however they leave. PROTOCOL.md (shared with the project) is the contract.
+handle, ``chat`` reads lines and acts, the room (room.py) hands every line
+to every member, and ``lost_conn`` (a finish hook) lets the room announce
+whoever leaves, once, however they leave. PROTOCOL.md (shared with the
+project) is the contract.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import microthreads
 from microthreads.net import NetworkError, StreamServer
 
+from .room import LocalRoom, RoomError
 from .terminal import Terminal
 from .text import check_handle, handle_key
 
@@ -44,38 +46,20 @@ class Options:
     tls: object = None             # an ssl.SSLContext: --tls-cert/--tls-key (None: plain TCP)
 
 
-class Member:
-    """One logged-in person: a handle and the terminal it types on."""
-
-    __slots__ = ("handle", "key", "term", "write")
-
-    def __init__(self, handle, term):
-        self.handle = handle
-        self.key = handle_key(handle)
-        self.term = term
-        self.write = term.conn.write
-
-    def deliver(self, data):
-        """Hand encoded lines to its bounded output; over the bound, it is dropped."""
-        try:
-            self.write(data)
-        except NetworkError:
-            pass            # closed: its own tasklet wakes with the error and leaves
-
-    def __repr__(self):
-        return f"<Member {self.handle!r}>"
-
-
 class ChatServer:
-    """One chat room on one listening socket."""
+    """One chat room on one listening socket.
 
-    def __init__(self, options=None):
+    Everything that concerns other members goes through ``room`` (a
+    ``LocalRoom`` unless one is given: see room.py); the server owns the
+    sockets, the logins and the commands.
+    """
+
+    def __init__(self, options=None, room=None):
         self.options = options or Options()
-        self.members = {}          # handle key -> Member, in join order
-        self._batch = []           # encoded lines broadcast since the last flush
-        self._hub = microthreads.get_hub()
+        self.room = room if room is not None else LocalRoom()
         self.closing = False
         self.server = None
+        self._stop_early = False   # shutdown asked while the room was opening
         self.commands = {
             "quit": (self.cmd_quit, "/quit - leave the chat"),
             "who": (self.cmd_who, "/who - list who is online"),
@@ -88,18 +72,25 @@ class ChatServer:
     # ------------------------------------------------------------ the seed
 
     def listener(self):
-        """Accept connections until shutdown; one tasklet each runs ``login``."""
+        """Open the room, then accept connections until shutdown; one tasklet
+        each runs ``login``. The room is closed however this ends."""
         o = self.options
-        self.server = StreamServer(
-            (o.host, o.port), self.login, max_connections=o.max_clients, refuse=self.refuse,
-            max_output=o.max_backlog, on_full="close", stall_timeout=o.stall_timeout,
-            reuse_port=o.reuse_port, ssl=o.tls)
-        self.server.start()
-        log.info("chat listening on %s:%d%s (max clients %d, rate %s lines/s, max line %d"
-                 " bytes, login timeout %gs, max backlog %d bytes)", o.host,
-                 self.server.address[1], " over TLS" if o.tls else "", o.max_clients,
-                 o.rate or "unlimited", o.max_line, o.login_timeout, o.max_backlog)
-        self.server.serve_forever()
+        try:
+            self.room.open()
+            if self._stop_early:        # SIGTERM while the room was opening
+                return
+            self.server = StreamServer(
+                (o.host, o.port), self.login, max_connections=o.max_clients,
+                refuse=self.refuse, max_output=o.max_backlog, on_full="close",
+                stall_timeout=o.stall_timeout, reuse_port=o.reuse_port, ssl=o.tls)
+            self.server.start()
+            log.info("chat listening on %s:%d%s (max clients %d, rate %s lines/s, max line"
+                     " %d bytes, login timeout %gs, max backlog %d bytes)", o.host,
+                     self.server.address[1], " over TLS" if o.tls else "", o.max_clients,
+                     o.rate or "unlimited", o.max_line, o.login_timeout, o.max_backlog)
+            self.server.serve_forever()
+        finally:
+            self.room.close()
 
     def refuse(self, conn):
         conn.sendall(b"Server is full, try again later.\r\n")
@@ -110,10 +101,10 @@ class ChatServer:
         o = self.options
         term = Terminal(conn, max_line=o.max_line, rate=o.rate,
                         clock=microthreads.get_hub().clock)
-        handle = None
+        member = None
         try:
             with microthreads.Timeout(o.login_timeout):
-                while handle is None:
+                while member is None:
                     term.say("What is your handle?")
                     line = term.read_line()
                     if line is None:
@@ -121,90 +112,59 @@ class ChatServer:
                     handle, error = check_handle(line)
                     if error:
                         term.say(error)
-                    elif not self.claim_handle(handle, term):
+                        continue
+                    member = self.room.claim(handle, term)
+                    if member is None:
                         term.say("That handle is already taken.")
-                        handle = None
         except microthreads.Timeout:
             term.say("Login timed out.")
             conn.flush(1.0)
             log.info("%s: login timed out", _peer(conn))
             return
+        except RoomError as exc:
+            term.say(str(exc))
+            conn.flush(1.0)
+            return
+        microthreads.on_finish(self.lost_conn, member)     # once, however it ends
         if self.closing:            # too late: nobody joins a room that is closing
             term.say("Server is shutting down.")
             conn.flush(self.options.shutdown_flush)
             return
-        self.chat(self.join(handle, term))
-
-    def claim_handle(self, handle, term):
-        """True if ``handle`` is free (compared after casefold); a federated room
-        claims it atomically here."""
-        return handle_key(handle) not in self.members
-
-    def join(self, handle, term):
-        self.flush_broadcasts()                            # lines before the join: not its
-        member = Member(handle, term)
-        term.before_write = self.flush_broadcasts
-        self.members[member.key] = member
-        microthreads.on_finish(self.lost_conn, member)      # once, however it ends
-        self.broadcast(f"{handle} has joined the chat.")
-        term.say(self.online_line())
-        log.info("%s joined from %s (%d online)", handle, _peer(term.conn), len(self.members))
-        return member
+        self.room.join(member)
+        log.info("%s joined from %s (%d online here)", member.handle, _peer(conn),
+                 len(self.room.audience))
+        self.chat(member)
 
     def chat(self, member):
         conn = member.term.conn
         read_line = member.term.read_line      # a plain call, not a generator: an idle
-        try:                                   # member's parked stack stays shallow
+        publish = self.room.publish            # member's parked stack stays shallow
+        try:
             while (line := read_line()) is not None:
                 if not line or self.closing:    # nothing new once "shutting down" is out
                     continue
-                if line.startswith("/"):
-                    if self.command(member, line) is False:
+                try:
+                    if not line.startswith("/"):
+                        publish(member, f"{member.handle} says: {line}")
+                    elif self.command(member, line) is False:
                         conn.close_reason = "quit"
-                        self.flush_broadcasts()    # its own last lines reach it too
+                        self.room.flush()          # its own last lines reach it too
                         conn.flush(QUIT_FLUSH)
                         return
-                else:
-                    self.broadcast(f"{member.handle} says: {line}")
+                except RoomError as exc:
+                    if str(exc):
+                        member.term.say(str(exc))
             conn.close_reason = conn.close_reason or "closed by peer"
         except NetworkError as exc:                        # reset, dropped as slow, ...
             conn.close_reason = conn.close_reason or f"connection lost: {exc}"
             raise
 
-    def broadcast(self, text):
-        """Hand one line to every member, never yielding: one order for everyone.
-
-        The line is encoded once and joins the room's pending batch; at the
-        hub's next turn (or before any member's own line is written, so
-        nothing overtakes it) the batch goes to every member's bounded output
-        as one piece: a member with nothing pending gets it with one
-        non-blocking send, however many lines were broadcast meanwhile. A
-        member whose backlog passes its bound is disconnected (and announced
-        as leaving by its own tasklet).
-        """
-        batch = self._batch
-        batch.append(text.encode("utf-8", "replace") + b"\r\n")
-        if len(batch) == 1:
-            self._hub.call_soon(self.flush_broadcasts)
-
-    def flush_broadcasts(self):
-        """Deliver the pending broadcast lines to every member now."""
-        batch = self._batch
-        if not batch:
-            return
-        data = batch[0] if len(batch) == 1 else b"".join(batch)
-        batch.clear()
-        for member in list(self.members.values()):
-            member.deliver(data)
-
     def lost_conn(self, member):
-        """Finish hook of a member's tasklet: free the handle, tell the others."""
-        if self.members.get(member.key) is member:
-            del self.members[member.key]
-        log.info("%s left (%s; %d online)", member.handle,
-                 member.term.conn.close_reason or "error", len(self.members))
-        if not self.closing:
-            self.broadcast(f"{member.handle} has left the chat.")
+        """Finish hook of a member's tasklet: the room frees the handle and
+        tells the others."""
+        self.room.leave(member)
+        log.info("%s left (%s; %d online here)", member.handle,
+                 member.term.conn.close_reason or "error", len(self.room.audience))
 
     # ------------------------------------------------------------ commands
 
@@ -221,13 +181,13 @@ class ChatServer:
         return False
 
     def cmd_who(self, member, rest):
-        member.term.say(self.online_line())
+        member.term.say(self.room.who(member))
 
     def cmd_me(self, member, rest):
         if not rest:
             member.term.say("Usage: /me <action>")
             return
-        self.broadcast(f"* {member.handle} {rest}")
+        self.room.publish(member, f"* {member.handle} {rest}")
 
     def cmd_msg(self, member, rest):
         words = rest.split(None, 1)             # rest is stripped: both are non-empty
@@ -236,54 +196,44 @@ class ChatServer:
             return
         to, text = words
         # handles are kept in NFC (check_handle), so compare <to> in NFC too
-        target = self.members.get(handle_key(unicodedata.normalize("NFC", to)))
+        target = self.room.message(member, handle_key(unicodedata.normalize("NFC", to)), text)
         if target is None:
             member.term.say(f"No such user: {to}")
             return
-        try:
-            target.term.say(f"[private] {member.handle}: {text}")
-        except NetworkError:
-            pass            # dropped as slow: its own tasklet announces it
-        member.term.say(f"[private to {target.handle}] {text}")
+        member.term.say(f"[private to {target}] {text}")
 
     def cmd_nick(self, member, rest):
         handle, error = check_handle(rest)
         if error:
             member.term.say(error)
             return
-        key = handle_key(handle)
-        if key in self.members and self.members[key] is not member:
-            member.term.say("That handle is already taken.")
-            return
         old = member.handle
-        if handle == old:
-            return
-        # keep join order: rebuild the dict with the new key in the same place
-        self.members = {(key if k == member.key else k): m for k, m in self.members.items()}
-        member.handle, member.key = handle, key
-        self.broadcast(f"{old} is now known as {handle}.")
-        log.info("%s is now known as %s", old, handle)
+        if not self.room.rename(member, handle):
+            member.term.say("That handle is already taken.")
+        elif member.handle != old:
+            log.info("%s is now known as %s", old, member.handle)
 
     def cmd_help(self, member, rest):
         member.term.say("Commands:")
         for _function, usage in self.commands.values():
             member.term.say(usage)
 
-    def online_line(self):
-        handles = [m.handle for m in self.members.values()]
-        return f"Online ({len(handles)}): {', '.join(handles)}"
-
     # ------------------------------------------------------------ shutdown
 
     def shutdown(self):
-        """Tell every member, flush (bounded), close every socket, stop serving."""
-        if self.closing or self.server is None:
+        """Close the room, tell every member, flush (bounded), close every
+        socket, stop serving."""
+        if self.server is None:     # still opening the room: do not start serving
+            self._stop_early = True
+            return
+        if self.closing:
             return
         self.closing = True
-        log.info("shutting down: %d members", len(self.members))
+        log.info("shutting down: %d members", len(self.room.audience))
         self.server.listener.close()
-        self.broadcast("Server is shutting down.")
-        self.flush_broadcasts()
+        self.room.close()           # a shared room: the others see them leave now
+        self.room.announce("Server is shutting down.")
+        self.room.flush()
         hub = microthreads.get_hub()
         deadline = hub.clock() + self.options.shutdown_flush
         for conn in list(self.server.connections.values()):

@@ -42,19 +42,36 @@ def die_with_parent(parent_pid):
         sys.exit(1)
 
 
+#: Flags the supervisor does not pass on as given: its own, and those it sets.
+_NOT_PASSED_ON = {"help", "workers", "port", "worker_of"}
+
+
 def worker_argv(args, port):
-    """The command line of one worker: the supervisor's flags, less --workers."""
-    argv = [sys.executable, "-m", "chat", "--host", args.host, "--port", str(port),
-            "--max-clients", str(args.max_clients), "--rate", repr(args.rate),
-            "--max-line", str(args.max_line), "--login-timeout", repr(args.login_timeout),
-            "--max-backlog", str(args.max_backlog), "--stall-timeout",
-            repr(args.stall_timeout), "--log-level", args.log_level,
-            "--redis", args.redis, "--room", args.room, "--worker-of", str(os.getpid())]
-    if args.stream_bound:
-        argv += ["--stream-bound", str(args.stream_bound)]
-    if args.tls_cert:
-        argv += ["--tls-cert", args.tls_cert, "--tls-key", args.tls_key]
+    """The command line of one worker: every flag of the supervisor's (as the
+    parser read it, so a new flag is passed on without a change here), less
+    --workers, with the port resolved and --worker-of this process."""
+    from .__main__ import build_parser
+
+    argv = [sys.executable, "-m", "chat", "--port", str(port), "--worker-of", str(os.getpid())]
+    # argparse keeps its options in ``_actions``: no public way to list them
+    for action in build_parser()._actions:
+        value = getattr(args, action.dest, None)
+        if action.dest in _NOT_PASSED_ON or not action.option_strings or value is None:
+            continue
+        flag = action.option_strings[-1]
+        if action.nargs == 0:                   # store_true and the like
+            if value != action.default:
+                argv.append(flag)
+        elif isinstance(value, (list, tuple)):
+            argv += [flag, *map(_arg, value)]
+        else:
+            argv += [flag, _arg(value)]
     return argv
+
+
+def _arg(value):
+    """A value as the parser will read it back (repr keeps a float exact)."""
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 def _hold_port(host, port):

@@ -1,0 +1,3 @@
+-- The Online line, in join order.
+reap()
+return {'ok', online()}

@@ -1,0 +1,106 @@
+"""This node's membership in Redis: the heartbeat, and what it reconciles.
+
+Every ``HEARTBEAT`` seconds the node refreshes its ``alive`` key (expiry
+``EXPIRY``) and lists its members; Redis then holds exactly those for this
+node (see ``lua/heartbeat.lua``). Redis restarted empty: the members are put
+back in their join order, except one whose handle a newcomer took in the
+gap, which is told and disconnected. Cut off from Redis for longer than the
+expiry (less a margin for the trip), the node lets all its members go: the
+others have seen them leave.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Sequence
+
+import microthreads
+
+from ..room import Member
+from .link import Link, Request, RoomUnavailable
+
+log = logging.getLogger("chat.federation")
+
+HEARTBEAT = 2.0         # seconds between a node's heartbeats
+EXPIRY = 6.0            # a node silent this long is dead; its members leave
+MARGIN = 0.5            # for the trip: cut off after EXPIRY - MARGIN
+
+
+class Membership:
+    """The members Redis holds for this node (``registered``, uid -> Member,
+    in join order), kept true by a heartbeat tasklet (``run``).
+
+    ``drop(member, text)`` tells one member ``text`` and disconnects it.
+    ``refreshing``: the scripts that refresh this node's expiry.
+    """
+
+    def __init__(self, link: Link, scripts: dict[str, Any],
+                 drop: Callable[[Member, str], None], lost_text: str) -> None:
+        self.registered: dict[str, Member] = {}
+        self._link = link
+        self._heartbeat = scripts["heartbeat"]
+        self._refreshing = {scripts[name] for name in ("join", "nick", "heartbeat")}
+        self._drop = drop
+        self._lost_text = lost_text
+        self._clock = microthreads.get_hub().clock
+        # the hub clock when the last refreshing call that worked was sent
+        # (Redis refreshed the expiry no earlier)
+        self.last_contact = self._clock()
+        link.before_batch = self.check_contact
+        link.on_lost = self.queue_heartbeat
+        link.after_batch = self._after_batch
+
+    def run(self) -> None:
+        """Every HEARTBEAT seconds: refresh this node in Redis, reconcile its
+        members. Runs until killed."""
+        while True:
+            microthreads.sleep(HEARTBEAT)
+            self.check_contact(self._clock())
+            try:
+                self._link.call(self._heartbeat, self._args, limit=HEARTBEAT, urgent=True,
+                                on_reply=self._reply)
+            except RoomUnavailable:
+                pass
+
+    def queue_heartbeat(self) -> None:
+        """A heartbeat first in the queue (once): after an outage it puts back
+        what Redis may have lost before any other call needs it."""
+        self._link.send(self._heartbeat, self._args, on_reply=self._reply, first=True)
+
+    def check_contact(self, now: float) -> None:
+        """Cut off for longer than the expiry (less a margin for the trip)?
+        Then the others have seen this node's members leave: let them go."""
+        if now - self.last_contact > EXPIRY - MARGIN:
+            self.drop_all(self._lost_text)
+
+    def drop_all(self, text: str) -> None:
+        """Fail every pending call (its member is told first), then tell every
+        registered member ``text`` and disconnect it."""
+        if self.registered:
+            log.warning("cut off from the room for %gs or more: disconnecting %d members",
+                        EXPIRY - MARGIN, len(self.registered))
+        members, self.registered = list(self.registered.values()), {}
+        if members:             # what waits to be sent will not be: say so first
+            self._link.fail_all()
+        for member in members:
+            self._drop(member, text)
+
+    def _after_batch(self, batch: Sequence[Request], sent: float) -> None:
+        if any(request.script in self._refreshing for request in batch):
+            self.last_contact = max(self.last_contact, sent)
+
+    def _reply(self, reply: list[Any]) -> None:
+        """In the writer, in order with the other replies of its pipeline."""
+        if reply[0] == "expired":
+            self.drop_all(self._lost_text)
+        for uid in reply[1:]:
+            member = self.registered.pop(uid, None)
+            if member is not None:
+                self._drop(member, f"Your handle {member.handle} was taken while the"
+                                   " room was unavailable; please reconnect.")
+
+    def _args(self) -> list[Any]:
+        args: list[Any] = []
+        for member in self.registered.values():
+            args += (member.uid, member.key, member.handle, member.seq)
+        return args

@@ -1,0 +1,16 @@
+"""The ``--redis`` URL: what is accepted, and how it is written in a log."""
+
+from __future__ import annotations
+
+
+def check(url: str) -> None:
+    """Raise ValueError (naming the URL without its password) unless ``url``
+    is one this client can use."""
+    if not url.startswith("redis://"):
+        raise ValueError(f"--redis takes a redis://HOST:PORT/DB URL, not {redact(url)!r}")
+
+
+def redact(url: str) -> str:
+    """The URL without a password, for the log."""
+    _head, sep, tail = url.rpartition("@")
+    return f"redis://***@{tail}" if sep else url

@@ -1,0 +1,270 @@
+"""The room: who is in the chat, and every line they say, in one order.
+
+``ChatServer`` (server.py) owns sockets, logins and commands; it asks a
+``Room`` for everything that concerns other members. Two rooms keep the
+same promises:
+
+- ``LocalRoom`` (here): the room lives in this process.
+- ``RedisRoom`` (``chat.federation.room``): the room lives in Redis and is
+  shared by many processes (``--redis``).
+
+Either way, what a process delivers goes to the members it holds, through
+one ``Audience``: the lines the room hands over during one hub turn are
+joined into one piece and written once to every member, so a member with
+nothing pending gets them with one non-blocking send.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Iterable
+
+import microthreads
+from microthreads.net import NetworkError
+
+from .text import handle_key
+
+if TYPE_CHECKING:
+    from .terminal import Terminal
+
+log = logging.getLogger("chat")
+
+
+class RoomError(Exception):
+    """The room could not do what a member asked.
+
+    ``str(exc)`` is what the member is to be told; empty when it has been
+    told already (a member the room disconnected).
+    """
+
+
+class Member:
+    """One logged-in person: a handle and the terminal it types on.
+
+    ``uid`` names it to the room (unique among a room's members, past and
+    present, within one process); ``seq`` is its place in the join order.
+    """
+
+    __slots__ = ("handle", "key", "seq", "term", "uid", "write")
+
+    def __init__(self, handle: str, term: Terminal, uid: str = "") -> None:
+        self.handle = handle
+        self.key = handle_key(handle)
+        self.term = term
+        self.uid = uid
+        self.seq = 0
+        self.write = term.conn.write
+
+    def deliver(self, data: bytes) -> None:
+        """Hand encoded lines to its bounded output; over the bound, it is dropped."""
+        try:
+            self.write(data)
+        except NetworkError:
+            pass            # closed: its own tasklet wakes with the error and leaves
+
+    def tell(self, text: str) -> None:
+        """Say one line to this member alone; a closed connection is ignored
+        (its own tasklet wakes with the error and leaves)."""
+        try:
+            self.term.say(text)
+        except NetworkError:
+            pass
+
+    def __repr__(self) -> str:
+        return f"<Member {self.handle!r}>"
+
+
+class Audience:
+    """The members this process delivers to, and the lines pending for them.
+
+    ``broadcast`` never yields: lines join one batch, which goes to every
+    member at the hub's next turn (``flush``), or sooner, before any member's
+    own line is written (``add`` makes ``flush`` the terminal's
+    ``before_write``), so nothing overtakes it. One order for everyone here.
+    """
+
+    __slots__ = ("_batch", "_hub", "_members")
+
+    def __init__(self) -> None:
+        self._hub = microthreads.get_hub()
+        self._members: dict[Member, None] = {}     # an ordered set: join order
+        self._batch: list[bytes] = []
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __contains__(self, member: object) -> bool:
+        return member in self._members
+
+    def add(self, member: Member) -> None:
+        """From now on ``member`` gets every broadcast; what is pending is not its."""
+        self.flush()
+        self._members[member] = None
+        member.term.before_write = self.flush
+
+    def discard(self, member: Member) -> None:
+        self._members.pop(member, None)
+
+    def broadcast(self, text: str) -> None:
+        """Queue one line for every member; it goes out with this turn's batch.
+
+        A member whose backlog passes its bound is disconnected (and its own
+        tasklet announces it leaving).
+        """
+        batch = self._batch
+        batch.append(text.encode("utf-8", "replace") + b"\r\n")
+        if len(batch) == 1:
+            self._hub.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Deliver the pending lines to every member now, as one piece."""
+        batch = self._batch
+        if not batch:
+            return
+        data = batch[0] if len(batch) == 1 else b"".join(batch)
+        batch.clear()
+        for member in list(self._members):
+            member.deliver(data)
+
+
+class Room:
+    """What a chat server asks of the room it serves.
+
+    Every method is called from a member's own tasklet (``open`` and
+    ``close`` from the listener's and the shutdown's), names the member it
+    acts for, and keeps these promises:
+
+    - Every member sees the room's lines (joins, leaves, renames, what
+      members say) in one order, the same for every member, including its
+      own lines: a line reaches its sender the way it reaches the others.
+    - A handle belongs to at most one member at a time (compared after
+      ``handle_key``: casefolded).
+    - The room delivers to the members it holds (``audience``): the server
+      writes only replies to one member's own commands.
+
+    Methods that talk to another process may wait; they raise ``RoomError``
+    when the room cannot be reached in time.
+    """
+
+    #: The members this process holds and delivers to.
+    audience: Audience
+
+    def open(self) -> None:
+        """Before the first login; may wait (a shared room connects)."""
+
+    def close(self) -> None:
+        """At shutdown, before the members are told and disconnected.
+
+        Idempotent. Afterwards nothing is published; ``leave`` is silent.
+        """
+
+    def claim(self, handle: str, term: Terminal) -> Member | None:
+        """A new member holding ``handle``, or None if it is taken.
+
+        Whatever happens next, the caller must ``leave`` the member it got
+        (a finish hook): that frees the handle.
+        """
+        raise NotImplementedError
+
+    def join(self, member: Member) -> None:
+        """Announce ``member`` (``X has joined the chat.`` to everyone, it too)
+        and tell it the Online line; from here on it gets every line."""
+        raise NotImplementedError
+
+    def publish(self, member: Member, line: str) -> None:
+        """``line`` (as everyone will read it) from ``member``, to everyone."""
+        raise NotImplementedError
+
+    def leave(self, member: Member) -> None:
+        """``member`` is gone: free its handle, and if it had joined and the
+        room is open, tell the others ``X has left the chat.``. Never waits."""
+        raise NotImplementedError
+
+    def who(self, member: Member) -> str:
+        """The Online line: ``Online (N): a, b`` in join order."""
+        raise NotImplementedError
+
+    def message(self, member: Member, to_key: str, text: str) -> str | None:
+        """Tell the member whose handle key is ``to_key``
+        ``[private] FROM: text``; its handle, or None if there is nobody."""
+        raise NotImplementedError
+
+    def rename(self, member: Member, handle: str) -> bool:
+        """Give ``member`` the valid ``handle`` and tell everyone
+        ``OLD is now known as NEW.`` (nothing if it is the same handle);
+        False if another member holds it."""
+        raise NotImplementedError
+
+    def announce(self, text: str) -> None:
+        """A line from the server to the members this process holds."""
+        self.audience.broadcast(text)
+
+    def flush(self) -> None:
+        """Hand this process's pending lines to its members now."""
+        self.audience.flush()
+
+
+class LocalRoom(Room):
+    """The room, in this process: every member's line goes straight to the
+    audience, so one order is the order of the calls."""
+
+    def __init__(self) -> None:
+        self.audience = Audience()
+        self.members: dict[str, Member] = {}      # handle key -> Member, in join order
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+    def claim(self, handle: str, term: Terminal) -> Member | None:
+        if handle_key(handle) in self.members:
+            return None
+        return Member(handle, term)
+
+    def join(self, member: Member) -> None:
+        self.audience.add(member)                  # lines before the join: not its
+        self.members[member.key] = member
+        self.audience.broadcast(f"{member.handle} has joined the chat.")
+        member.term.say(self.who(member))
+
+    def publish(self, member: Member, line: str) -> None:
+        self.audience.broadcast(line)
+
+    def leave(self, member: Member) -> None:
+        if member not in self.audience:
+            return                                 # never joined
+        self.audience.discard(member)
+        if self.members.get(member.key) is member:
+            del self.members[member.key]
+        if not self.closed:
+            self.audience.broadcast(f"{member.handle} has left the chat.")
+
+    def who(self, member: Member) -> str:
+        return online_line(m.handle for m in self.members.values())
+
+    def message(self, member: Member, to_key: str, text: str) -> str | None:
+        target = self.members.get(to_key)
+        if target is None:
+            return None
+        target.tell(f"[private] {member.handle}: {text}")
+        return target.handle
+
+    def rename(self, member: Member, handle: str) -> bool:
+        key = handle_key(handle)
+        holder = self.members.get(key)
+        if holder is not None and holder is not member:
+            return False
+        old = member.handle
+        if handle == old:
+            return True
+        # keep join order: rebuild the dict with the new key in the same place
+        self.members = {(key if k == member.key else k): m for k, m in self.members.items()}
+        member.handle, member.key = handle, key
+        self.audience.broadcast(f"{old} is now known as {handle}.")
+        return True
+
+
+def online_line(handles: Iterable[str]) -> str:
+    """``Online (N): a, b``: the handles given, in their order."""
+    listed = list(handles)
+    return f"Online ({len(listed)}): {', '.join(listed)}"

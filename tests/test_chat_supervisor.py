@@ -1,0 +1,29 @@
+"""The --workers supervisor: what it passes to its workers, how it restarts them."""
+
+from __future__ import annotations
+
+from chat.__main__ import parse_args
+from chat.supervisor import worker_argv
+
+
+def test_a_worker_gets_every_flag_of_the_supervisor_but_workers():
+    given = ["--host", "127.0.0.1", "--port", "0", "--workers", "3", "--rate", "2.5",
+             "--max-line", "100", "--login-timeout", "0.1", "--max-backlog", "4096",
+             "--stall-timeout", "7", "--log-level", "debug", "--room", "den",
+             "--max-clients", "9", "--stream-bound", "10", "--redis", "redis://h:1/0"]
+    supervisor = parse_args(given)
+    argv = worker_argv(supervisor, 4321)
+    assert argv[1:3] == ["-m", "chat"]
+    worker = parse_args(argv[3:])
+    assert (worker.workers, worker.port) == (None, 4321)
+    assert worker.worker_of is not None
+    unchanged = {"workers", "port", "worker_of"}
+    assert ({k: v for k, v in vars(worker).items() if k not in unchanged}
+            == {k: v for k, v in vars(supervisor).items() if k not in unchanged})
+
+
+def test_a_worker_gets_the_defaults_too():
+    supervisor = parse_args(["--workers", "2", "--redis", "redis://h:1/0"])
+    worker = parse_args(worker_argv(supervisor, 1)[3:])
+    assert vars(worker) == {**vars(supervisor), "workers": None, "port": 1,
+                            "worker_of": worker.worker_of}
