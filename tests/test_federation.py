@@ -12,22 +12,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 from chat_helpers import GREETING, ROOT, TAKEN, chat_servers
-
-try:
-    import redis
-except ImportError:             # the tests skip, saying why
-    redis = None
-
-REDIS_SERVER = shutil.which("redis-server")
+from redis_helpers import REDIS_SERVER, RedisServer, redis
 
 pytestmark = [
     pytest.mark.slow,
@@ -43,61 +35,11 @@ UNAVAILABLE = "Not delivered: the room is unavailable."
 LOST = "Connection to the room was lost; please reconnect."
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class RedisServer:
-    """A throwaway ``redis-server`` on loopback, no persistence; stopped by PID."""
-
-    def __init__(self):
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = None
-        self.start()
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.stop()
-                    raise AssertionError(f"redis-server did not start on {self.port}")
-                time.sleep(0.05)
-        client.close()
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-    def restart(self):
-        """Stop it and start it again on the same port: everything in it is lost."""
-        self.stop()
-        self.start()
-
-
 @pytest.fixture
 def redis_server():
     server = RedisServer()
     yield server
-    if server.proc.poll() is None:
-        os.kill(server.proc.pid, signal.SIGCONT)    # in case a test left it stopped
-    server.stop()
+    server.stop()                             # SIGCONT first, in case a test left it stopped
 
 
 @pytest.fixture
