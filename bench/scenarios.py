@@ -235,7 +235,7 @@ def wait_for_log(proc, text, count, timeout=20.0):
 @contextlib.contextmanager
 def redis_server(ctx, log_name):
     """A throwaway redis-server on a free loopback port, no persistence,
-    not pinned; killed by its PID at the end. Yields its URL."""
+    not pinned; killed by its PID at the end. Yields its URL and PID."""
     port = runner.free_port()
     proc = ctx.procs.start(
         ["redis-server", "--port", port, "--bind", runner.HOST, "--save", "",
@@ -243,7 +243,7 @@ def redis_server(ctx, log_name):
         None, log_name)
     try:
         runner.wait_listening(proc, port)
-        yield f"redis://{runner.HOST}:{port}/0"
+        yield f"redis://{runner.HOST}:{port}/0", proc.pid
         if proc.poll() is not None and not proc.killed:
             raise RunError(f"redis-server died: {runner.failure_reason(proc)}")
     finally:
@@ -262,39 +262,77 @@ def stop_gracefully(ctx, proc, timeout=8.0):
     ctx.procs.kill(proc)
 
 
+def cpu_seconds(pids):
+    """User + system CPU seconds used so far by the processes ``pids``
+    (those gone are left out)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid):
+    """The PIDs whose parent is ``pid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
 def run_cluster(row, settings, ctx):
     """chat100's load against one `python -m chat` or against `--workers 2
     --redis`: nothing pinned (2 workers + Redis + the load generator cannot
-    each have a core of 2), the same for both rows."""
+    each have a core of 2), the same for both rows. CPU per delivered line:
+    the CPU time of the server processes (the workers and Redis; the
+    supervisor too, which idles) over the load generator's whole run,
+    divided by every says-line it received in that run (warm-up and drain
+    included, so both figures cover the same span)."""
     members, senders = 100, 10
     port = runner.free_port()
     with contextlib.ExitStack() as stack:
         cmd = [PYTHON, "-m", "chat", "--host", runner.HOST, "--port", port, "--rate", "0",
                "--max-clients", "20000"]
+        pids = []
         if row is CHAT_WORKERS:
             missing = redis_missing()
             if missing:
                 raise RunError(missing)
-            url = stack.enter_context(redis_server(ctx, "cluster-redis"))
+            url, redis_pid = stack.enter_context(redis_server(ctx, "cluster-redis"))
+            pids.append(redis_pid)
             cmd += ["--workers", "2", "--redis", url]
         proc = ctx.procs.start(cmd, None, f"cluster-server-{row.key}")
         stack.callback(stop_gracefully, ctx, proc)  # before Redis: workers deregister
         # both workers listening, so SO_REUSEPORT spreads members over both
         wait_for_log(proc, "chat listening on", 2 if row is CHAT_WORKERS else 1)
         runner.wait_listening(proc, port)
+        pids += [proc.pid, *children(proc.pid)]
         limit = (login_seconds(members) + settings.chat_warmup + settings.chat_duration
                  + settings.chat_drain + 10)
+        cpu_before = cpu_seconds(pids)
         result = ctx.procs.run(
             [ctx.loadgen, "chat", "--port", port, "--members", members,
              "--senders", senders, "--window", settings.chat_window,
              "--warmup", settings.chat_warmup, "--duration", settings.chat_duration,
              "--drain", settings.chat_drain, "--timeout", limit],
             None, f"cluster-loadgen-{row.key}", timeout=limit + 10)
+        cpu = cpu_seconds(pids) - cpu_before
         if proc.poll() is not None and not proc.killed:
             raise RunError(f"the server died: {runner.failure_reason(proc)}")
     return {"lines_s": result["lines_s"], "p50_ms": result["p50_us"] / 1000,
             "p99_ms": result["p99_us"] / 1000, "lost": result["lost"],
-            "misordered": result["misordered"], "raw": result}
+            "misordered": result["misordered"],
+            "cpu_us_line": cpu / max(result["received"], 1) * 1e6, "raw": result}
 
 
 def run_bridge(row, settings, ctx):
@@ -431,12 +469,15 @@ def tables(settings):
          Figure("p50_ms", "p50 ms", "lower", -1),
          Figure("p99_ms", "p99 ms", "lower", -1),
          Figure("lost", "lost", "zero"),
-         Figure("misordered", "misordered", "zero")],
+         Figure("misordered", "misordered", "zero"),
+         Figure("cpu_us_line", "CPU us/line", "lower", 2)],
         [CHAT_ONE, CHAT_WORKERS], run_cluster, needs="chat",
         note="vs mt = divided by the 1-process row. Not pinned: the load generator, "
              "Redis and the chat process(es) all share the machine's CPUs (2 workers + "
              "Redis + the load generator cannot each have a core of 2), in both rows; "
-             "redis-server --save '' --appendonly no, started and killed for each run"))
+             "redis-server --save '' --appendonly no, started and killed for each run; "
+             "CPU us/line: CPU time of the chat process(es) and Redis per says-line "
+             "delivered, over the load generator's whole run"))
     found.append(Table(
         "bridge", "bridge",
         "7. tasklets and asyncio on one loop (microthreads.aio): ns per operation",
