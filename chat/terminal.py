@@ -11,6 +11,8 @@ from __future__ import annotations
 from .text import TOO_LONG, LineSplitter, RateLimiter, TelnetFilter, decode, sanitize
 
 READ_SIZE = 16384
+#: A pending item: lines after the ones before it were dropped over the rate.
+_OVER_RATE = object()
 
 
 class Terminal:
@@ -50,14 +52,26 @@ class Terminal:
 
         An overlong line is answered with ``Line too long (limit N bytes).``
         and skipped; lines over the rate limit are dropped, with a warning at
-        most once a second. Raises NetworkError if the connection fails.
+        most once a second: once the bucket is empty, the rest of a read is
+        dropped through its last line ending without being framed. Work on
+        the items of a read (each line, each telnet command) is charged to
+        the connection's eager budget, so a read packed with thousands of
+        them yields to the other tasklets like thousands of reads would.
+        Raises NetworkError if the connection fails.
         """
+        charge = self.conn.charge
         while True:
             pending = self._pending              # the items of one read, last first
             while pending:
+                charge(1)                        # a flood of short lines yields too
                 item = pending.pop()
                 if item is TOO_LONG:
                     self.say(f"Line too long (limit {self.max_line} bytes).")
+                    continue
+                if item is _OVER_RATE:           # after the lines that passed
+                    self._limiter.refuse()
+                    if self._limiter.warn_due(self._clock()):
+                        self.say("You are sending too fast; slow down.")
                     continue
                 if self._limiter is not None:
                     now = self._clock()
@@ -74,10 +88,16 @@ class Terminal:
                     continue
                 return None
             payload, replies = self._telnet.feed(data)
+            if payload is not data:              # telnet commands: a Python step each
+                charge(data.count(b"\xff"))
             if replies:
                 self.send_raw(replies)
             if payload:
-                items = self._lines.feed(payload)
+                limiter = self._limiter
+                allowance = None if limiter is None else limiter.available(self._clock())
+                items = self._lines.feed(payload, allowance)
+                if self._lines.dropped:          # past the rate: dropped unread
+                    items.append(_OVER_RATE)
                 items.reverse()
                 self._pending = items
 

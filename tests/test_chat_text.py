@@ -1,5 +1,6 @@
 """The chat service's input path (chat/text.py), as PROTOCOL.md's "Transport" states it."""
 
+import re
 import sys
 import unicodedata
 
@@ -276,6 +277,54 @@ def test_flush_drops_a_pending_cr_and_a_too_long_rest():
     assert splitter.flush() == b"abc"
     splitter.feed(b"abcdefgh")
     assert splitter.flush() == b""
+
+
+def test_past_max_lines_a_feed_drops_everything_through_its_last_line_ending():
+    splitter = LineSplitter()
+    assert splitter.feed(b"a\nb\r\nc\r\0d\ne", max_lines=2) == [b"a", b"b"]
+    assert splitter.dropped == 2
+    assert splitter.feed(b"f\n") == [b"ef"]       # the unfinished line is kept
+    assert splitter.dropped == 0
+
+
+def test_a_feed_with_max_lines_zero_drops_the_line_in_progress_with_the_rest():
+    splitter = LineSplitter(limit=4)
+    splitter.feed(b"abcdefg")                     # too long: being discarded
+    assert splitter.feed(b"\n\n\nok", max_lines=0) == []
+    assert splitter.dropped == 3
+    assert splitter.feed(b"\n") == [b"ok"]
+
+
+def test_a_feed_within_max_lines_or_without_line_endings_drops_nothing():
+    splitter = LineSplitter()
+    assert splitter.feed(b"a\nb\n", max_lines=2) == [b"a", b"b"]
+    assert splitter.feed(b"no ending yet", max_lines=0) == []
+    assert splitter.dropped == 0
+    assert splitter.flush() == b"no ending yet"
+
+
+def test_a_pending_cr_completed_by_the_next_feed_counts_toward_max_lines():
+    splitter = LineSplitter()
+    splitter.feed(b"one\r")
+    assert splitter.feed(b"\ntwo\nthree\n", max_lines=1) == [b"one"]
+    assert splitter.dropped == 2
+
+
+@PROPERTY
+@given(telnetish_bytes, st.integers(1, 12), st.integers(0, 8))
+def test_max_lines_keeps_the_first_items_and_the_unfinished_tail(data, limit, max_lines):
+    whole = LineSplitter(limit)
+    expected = whole.feed(data)
+    splitter = LineSplitter(limit)
+    items = splitter.feed(data, max_lines)
+    if not splitter.dropped:
+        assert items == expected
+        assert splitter.flush() == whole.flush()
+    else:
+        tail = re.split(rb"\r\0|\n", data)[-1]   # after the last line ending
+        fresh = LineSplitter(limit)
+        assert items == expected[:max_lines] + fresh.feed(tail)
+        assert splitter.flush() == fresh.flush()
 
 
 def test_a_limit_below_one_byte_is_refused():
@@ -595,6 +644,24 @@ def test_no_warning_is_due_once_lines_pass_again():
     allowed(limiter, 0.0, 41)
     assert limiter.allow(5.0)
     assert not limiter.warn_due(5.0)
+
+
+def test_available_counts_whole_tokens_without_taking_any():
+    limiter = RateLimiter(20)
+    assert limiter.available(0.0) == 40
+    allowed(limiter, 0.0, 39)
+    assert limiter.available(0.0) == limiter.available(0.0) == 1
+    assert allowed(limiter, 0.0, 5) == 1
+    assert limiter.available(0.5) == 10
+    assert RateLimiter(0).available(0.0) is None
+
+
+def test_lines_dropped_unasked_make_a_warning_due():
+    limiter = RateLimiter(20)
+    limiter.refuse()
+    assert limiter.warn_due(0.0)
+    limiter.refuse()
+    assert not limiter.warn_due(0.5)                # at most once a second
 
 
 def test_rate_zero_never_refuses_and_never_warns():

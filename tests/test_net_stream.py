@@ -546,3 +546,25 @@ def test_a_connection_dropped_without_close_leaves_its_descriptor_number_clean()
         return line
 
     assert run(main, seconds=5) == b"two\n"
+
+
+# ------------------------------------------------------------------ the eager budget
+
+
+def test_charging_a_budgets_worth_of_work_yields_once_to_the_other_tasklets():
+    events = []
+
+    def main():
+        conn, raw = connection_and_socket()
+        microthreads.spawn(events.append, "the other ran")
+        conn.charge(net.stream.EAGER_BUDGET - 1)
+        events.append("under the budget")
+        conn.charge(1)
+        events.append("the budget spent")
+        conn.charge(net.stream.EAGER_BUDGET - 1)
+        events.append("a fresh budget")
+        conn.close()
+        raw.close()
+
+    run(main)
+    assert events == ["under the budget", "the other ran", "the budget spent", "a fresh budget"]

@@ -24,6 +24,7 @@ import time
 import unicodedata
 
 import pytest
+from attacks import NEWLINES, NOPS, Flood, Pinger
 from chat_helpers import GREETING, INVALID, TAKEN, TIMEOUT, chat_servers
 
 FULL = "Server is full, try again later."
@@ -388,6 +389,32 @@ def test_a_flooder_at_full_speed_cannot_starve_another_members_lines(chat_server
     # at most a full bucket (40) and then 20 a second, plus a line of slack
     assert flooded <= 40 + 20 * (time.monotonic() - started) + 1, flooded
     flooder.lines_until(TOO_FAST, limit=10000)      # it was told, and read nothing else
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("payload", [NEWLINES, NOPS], ids=["bare newlines", "IAC NOP pairs"])
+def test_reads_packed_with_lines_or_telnet_commands_cannot_stall_the_others(chat_server,
+                                                                            payload):
+    """Issue 19, item 1. Four clients at the login prompt send 16 KiB reads
+    of bare newlines (16,384 lines each) or of ``IAC NOP`` (8,192 commands
+    each) for 3 s; a member pings itself every 0.1 s meanwhile. Before the
+    fix the server framed and checked every line of a read, parsed every
+    command, and yielded only every 64 reads: the member's first echo came
+    back after ~3 s, so at most one or two arrived while the attack ran. Now
+    lines past the rate limit are dropped unframed and each line or command
+    counts toward the yield: at least 6 of
+    the ~30 echoes must arrive while the attack is still under way (an
+    average round trip under 0.5 s, a wide margin over the ~10 ms seen)."""
+    server = chat_server()
+    (watcher,) = server.room("watcher")
+    pinger = Pinger(watcher, interval=0.1)
+    with Flood(server.port, payload, attackers=4) as attack:
+        pinger.start()
+        time.sleep(3.0)                         # the attack's length, not a wait for an event
+        ended = attack.stop()
+    pinger.stop()
+    assert attack.sent >= 1 << 20               # 64 reads' worth: it did flood
+    assert pinger.echoed_between(attack.started, ended) >= 6, pinger.latencies
 
 
 # ------------------------------------------------------------------ listening address

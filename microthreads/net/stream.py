@@ -150,6 +150,19 @@ class Connection:
             self._hub._poll_soon()
             sleep(0)
 
+    def charge(self, cost: int) -> None:
+        """Count ``cost`` more operations against the eager budget (see
+        ``_spend_budget``), yielding once if that spends it.
+
+        For a protocol layer that does work per item of what one ``recv``
+        returned (a line, a telnet command): one read of 16 KiB can hold
+        16,384 of them, and counted as one operation they would run unbroken.
+        Call it before taking the next item, never between taking and keeping
+        one: a kill or Timeout raised in the yield must lose nothing.
+        """
+        self._eager += cost - 1
+        self._spend_budget()
+
     def _read_chunk(self, size: int) -> bytes:
         """The next bytes from the socket (b"" at EOF), waiting if needed.
 
