@@ -17,7 +17,7 @@ nothing pending gets them with one non-blocking send.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any
 
 import microthreads
 from microthreads.net import NetworkError
@@ -81,14 +81,24 @@ class Audience:
     member at the hub's next turn (``flush``), or sooner, before any member's
     own line is written (``add`` makes ``flush`` the terminal's
     ``before_write``), so nothing overtakes it. One order for everyone here.
+
+    Joins are batched too: a member added during a turn gets, with that
+    turn's batch, only the lines from its own join on, and a line ``tell``
+    hands it in its place among them (its ``Online`` line after its own join
+    line, before later joiners'). So a crowd logging in within one turn
+    costs one write per member, not one per member per join.
     """
 
-    __slots__ = ("_batch", "_hub", "_members")
+    __slots__ = ("_batch", "_flush_due", "_hub", "_members", "_own")
 
     def __init__(self) -> None:
         self._hub = microthreads.get_hub()
         self._members: dict[Member, None] = {}     # an ordered set: join order
         self._batch: list[bytes] = []
+        # members whose share of the batch is not all of it: the batch position
+        # where their share begins, then (position, line) for each line for them alone
+        self._own: dict[Member, list[Any]] = {}
+        self._flush_due = False
 
     def __len__(self) -> int:
         return len(self._members)
@@ -98,12 +108,30 @@ class Audience:
 
     def add(self, member: Member) -> None:
         """From now on ``member`` gets every broadcast; what is pending is not its."""
-        self.flush()
         self._members[member] = None
+        self._own[member] = [len(self._batch)]
         member.term.before_write = self.flush
 
     def discard(self, member: Member) -> None:
         self._members.pop(member, None)
+        self._own.pop(member, None)
+
+    def tell(self, member: Member, text: str) -> None:
+        """Queue one line for ``member`` alone, after every line pending for
+        it and before any broadcast after this call; it goes out with this
+        turn's batch. Ignored if ``member`` is not here."""
+        if member not in self._members:
+            return
+        own = self._own.get(member)
+        if own is None:
+            own = self._own[member] = [0]
+        own.append((len(self._batch), text.encode("utf-8", "replace") + b"\r\n"))
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        if not self._flush_due:
+            self._flush_due = True
+            self._hub.call_soon(self.flush)
 
     def broadcast(self, text: str) -> None:
         """Queue one line for every member; it goes out with this turn's batch.
@@ -111,20 +139,37 @@ class Audience:
         A member whose backlog passes its bound is disconnected (and its own
         tasklet announces it leaving).
         """
-        batch = self._batch
-        batch.append(text.encode("utf-8", "replace") + b"\r\n")
-        if len(batch) == 1:
-            self._hub.call_soon(self.flush)
+        self._batch.append(text.encode("utf-8", "replace") + b"\r\n")
+        self._flush_soon()
 
     def flush(self) -> None:
-        """Deliver the pending lines to every member now, as one piece."""
-        batch = self._batch
-        if not batch:
+        """Deliver the pending lines to every member now, one piece each: the
+        whole batch, or a joiner's share of it with its own lines in place."""
+        self._flush_due = False
+        batch, own = self._batch, self._own
+        if not batch and not own:
             return
+        self._batch, self._own = [], {}           # what delivering adds waits a turn
         data = batch[0] if len(batch) == 1 else b"".join(batch)
-        batch.clear()
         for member in list(self._members):
-            member.deliver(data)
+            share = own.get(member)
+            if share is None:
+                if data:
+                    member.deliver(data)
+            else:
+                member.deliver(_share(batch, share))
+
+
+def _share(batch: list[bytes], share: list[Any]) -> bytes:
+    """``batch`` from ``share[0]`` on, with each ``(position, line)`` of
+    ``share[1:]`` before the batch line at that position."""
+    parts, at = [], share[0]
+    for position, line in share[1:]:
+        parts += batch[at:position]
+        parts.append(line)
+        at = position
+    parts += batch[at:]
+    return b"".join(parts)
 
 
 class Room:
@@ -212,6 +257,8 @@ class LocalRoom(Room):
         self.audience = Audience()
         self.members: dict[str, Member] = {}      # handle key -> Member, in join order
         self.closed = False
+        self._listing: str | None = ""            # "a, b": the handles in join order; None:
+                                                  # to be made again (after a leave, a rename)
 
     def close(self) -> None:
         self.closed = True
@@ -224,8 +271,11 @@ class LocalRoom(Room):
     def join(self, member: Member) -> None:
         self.audience.add(member)                  # lines before the join: not its
         self.members[member.key] = member
+        if self._listing is not None:             # the Online line grows by one handle
+            self._listing = f"{self._listing}, {member.handle}" if self._listing \
+                else member.handle
         self.audience.broadcast(f"{member.handle} has joined the chat.")
-        member.term.say(self.who(member))
+        self.audience.tell(member, self.who(member))  # batched: no flush per join
 
     def publish(self, member: Member, line: str) -> None:
         self.audience.broadcast(line)
@@ -236,11 +286,14 @@ class LocalRoom(Room):
         self.audience.discard(member)
         if self.members.get(member.key) is member:
             del self.members[member.key]
+            self._listing = None
         if not self.closed:
             self.audience.broadcast(f"{member.handle} has left the chat.")
 
     def who(self, member: Member) -> str:
-        return online_line(m.handle for m in self.members.values())
+        if self._listing is None:
+            self._listing = ", ".join(m.handle for m in self.members.values())
+        return f"Online ({len(self.members)}): {self._listing}"
 
     def message(self, member: Member, to_key: str, text: str) -> str | None:
         target = self.members.get(to_key)
@@ -260,11 +313,6 @@ class LocalRoom(Room):
         # keep join order: rebuild the dict with the new key in the same place
         self.members = {(key if k == member.key else k): m for k, m in self.members.items()}
         member.handle, member.key = handle, key
+        self._listing = None
         self.audience.broadcast(f"{old} is now known as {handle}.")
         return True
-
-
-def online_line(handles: Iterable[str]) -> str:
-    """``Online (N): a, b``: the handles given, in their order."""
-    listed = list(handles)
-    return f"Online ({len(listed)}): {', '.join(listed)}"

@@ -202,6 +202,29 @@ def test_a_join_is_told_to_everyone_then_the_newcomer_gets_the_online_line_in_jo
         client.expect_nothing_more()
 
 
+def test_a_crowd_logging_in_at_once_gets_one_join_order_and_each_its_online_line_in_place(
+        chat_server):
+    """Handles sent back to back mostly reach the server in one turn, where joins
+    are batched: each newcomer still reads its own join line, then the Online
+    line as of its join, then exactly the joins after it, as everyone else."""
+    server = chat_server()
+    alice = server.join("alice")
+    crowd = {f"m{i}": server.connect(name=f"m{i}") for i in range(12)}
+    for client in crowd.values():
+        client.expect(GREETING)
+    for handle, client in crowd.items():
+        client.say(handle)
+    joins = alice.lines(len(crowd))
+    order = [line.removesuffix(" has joined the chat.") for line in joins]
+    assert sorted(order) == sorted(crowd) and all(line.endswith(" has joined the chat.")
+                                                  for line in joins), joins
+    for place, handle in enumerate(order):
+        online = f"Online ({place + 2}): " + ", ".join(["alice", *order[:place + 1]])
+        crowd[handle].expect(joins[place], online, *joins[place + 1:])
+    for client in (alice, *crowd.values()):
+        client.expect_nothing_more()
+
+
 def test_a_message_is_delivered_to_every_member_the_sender_included(chat_server):
     alice, bob, carol = chat_server().room("alice", "bob", "carol")
     bob.say("hello, world")

@@ -216,7 +216,7 @@ class RedisRoom(Room):
                 return
             self.audience.add(member)            # lines before the join: not its
             self.audience.broadcast(text)
-            member.tell(fields.get("o", ""))
+            self.audience.tell(member, fields.get("o", ""))   # in its place, batched
             joined.set()
         elif kind == "p":
             member = self._here.get(fields.get("u", ""))
