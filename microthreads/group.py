@@ -70,7 +70,7 @@ class Group:
 
     def _member_ended(self, tasklet: Tasklet) -> None:
         self._members.pop(tasklet, None)
-        exc = tasklet._exception
+        exc = tasklet.exception
         if exc is not None and self._entered:
             if self._error is None:
                 self._error = exc

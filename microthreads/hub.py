@@ -1,38 +1,48 @@
 """The hub: one greenlet per OS thread that runs the loop.
 
-The hub owns three things and knows nothing else: a poller (epoll, or a
-``selectors`` selector elsewhere), a heap of timers and a FIFO of ready
-callbacks. Everything that waits (sleep, locks, queues, sockets) is built from
-two verbs: ``park()`` the current tasklet, and ``schedule_wakeup()`` another.
+The hub owns three things and knows nothing else: a poller (``poller.py``:
+epoll, or a ``selectors`` selector elsewhere), a heap of timers
+(``timers.py``) and a FIFO of ready entries. Everything that waits (sleep,
+locks, queues, sockets) is built from two verbs: ``park()`` the current
+tasklet, and ``schedule_wakeup()`` another. The ready FIFO's entry format is
+this module's alone: other modules go through the verbs (``start``,
+``yield_now``, ``schedule_kill``, ``wait_for_thread``, ...).
 
 A wake-up is stamped with the number of the wait it was meant for: each time
 the hub resumes a greenlet that number goes up, so a wake-up that arrives
 after its wait already ended (the tasklet was killed, timed out, or woken by
 something else first) is dropped instead of resuming a later, unrelated wait.
+
+The per-greenlet wait state is two attributes the hub keeps on every greenlet
+that parks: ``_seq`` (the number of its current wait) and ``_kill_exc`` (a
+kill not yet delivered). ``Tasklet`` declares them as slots; any other
+greenlet (the thread's main greenlet) gets them from ``_wait_number()`` on
+its first wait.
 """
 
 from __future__ import annotations
 
-import errno
-import heapq
 import logging
 import os
-import selectors
 import signal
 import threading
 import time
 from _signal import getsignal as _getsignal  # signal.getsignal's enum wrapping costs ~1 µs
 from collections import deque
-from itertools import count
+from typing import TYPE_CHECKING, Any, Callable
 
 from greenlet import getcurrent, greenlet
 
 from .errors import DeadlockError
+from .poller import READING, SIDES, VERB, WRITING, FdWatch, make_poller
+from .stacks import Watchdog, describe_wait
+from .timers import Timer, TimerHeap
+
+if TYPE_CHECKING:
+    from .tasklet import Tasklet
+    from .testing import VirtualClock
 
 log = logging.getLogger("microthreads")
-
-READ = selectors.EVENT_READ
-WRITE = selectors.EVENT_WRITE
 
 
 class _TimedOut:
@@ -40,7 +50,7 @@ class _TimedOut:
 
     __slots__ = ()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "TIMED_OUT"
 
 
@@ -57,10 +67,15 @@ _SIGINT = int(signal.SIGINT)
 def get_hub() -> Hub:
     """This OS thread's hub, made on first use."""
     try:
-        return _local.hub
+        return _local.hub  # type: ignore[no-any-return]
     except AttributeError:
         hub = _local.hub = Hub()
         return hub
+
+
+def current_hub() -> Hub | None:
+    """This OS thread's hub if it has one; never makes one (for finalizers)."""
+    return getattr(_local, "hub", None)
 
 
 def _forget_hub(hub: Hub) -> None:
@@ -68,208 +83,15 @@ def _forget_hub(hub: Hub) -> None:
         del _local.hub
 
 
-# --------------------------------------------------------------------- timers
-
-
-class Timer:
-    """A callback due at an absolute ``deadline`` on the hub's clock.
-
-    ``cancel()`` is O(1): the entry stays in the heap, marked dead, and is
-    dropped when it reaches the top or when dead entries outnumber live ones.
-    """
-
-    __slots__ = ("_hub", "active", "args", "callback", "deadline")
-
-    def __init__(self, hub, deadline, callback, args):
-        self._hub = hub
-        self.deadline = deadline
-        self.callback = callback
-        self.args = args
-        self.active = True
-
-    def cancel(self) -> None:
-        if self.active:
-            self.active = False
-            self._hub._timer_cancelled()
-
-    def __repr__(self):
-        state = "active" if self.active else "cancelled"
-        return f"<Timer at {self.deadline:.6f} {self.callback!r} {state}>"
-
-
-class _TimerHeap:
-    """A binary heap of timers with lazy deletion.
-
-    Pushing and popping cost O(log n); a cancelled timer costs nothing until
-    it surfaces, and the heap is compacted when dead entries pass half of it,
-    so 100,000 cancelled timeouts cannot pile up.
-    """
-
-    __slots__ = ("_dead", "_heap", "_seq")
-
-    def __init__(self):
-        self._heap = []          # (deadline, seq, timer): seq keeps FIFO order on ties
-        self._seq = count()
-        self._dead = 0
-
-    def __len__(self):
-        return len(self._heap) - self._dead
-
-    def push(self, timer):
-        heapq.heappush(self._heap, (timer.deadline, next(self._seq), timer))
-
-    def cancelled(self):
-        self._dead += 1
-        heap = self._heap
-        if self._dead > 64 and self._dead * 2 > len(heap):
-            self._heap = [entry for entry in heap if entry[2].active]
-            heapq.heapify(self._heap)
-            self._dead = 0
-
-    def next_deadline(self):
-        """The earliest live deadline, or None."""
-        heap = self._heap
-        while heap:
-            timer = heap[0][2]
-            if timer.active:
-                return timer.deadline
-            heapq.heappop(heap)
-            self._dead -= 1
-        return None
-
-    def pop_due(self, now):
-        """Remove and return the next live timer due at ``now``, or None."""
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            timer = heapq.heappop(heap)[2]
-            if timer.active:
-                timer.active = False
-                return timer
-            self._dead -= 1
-        return None
-
-
-# -------------------------------------------------------------------- pollers
-
-
-class _FdWatch:
-    """What waits on one file descriptor: at most one reader, one writer.
-
-    A waiter is either a parked greenlet (with the number of its wait) or a
-    persistent callback. ``mask`` is what the poller is told to watch; it
-    grows when a waiter needs it and shrinks only when an event arrives that
-    nobody waits for.
-    """
-
-    __slots__ = ("callback", "fd", "mask", "registered", "seq", "waiter")
-
-    def __init__(self, fd):
-        self.fd = fd
-        self.mask = 0
-        self.registered = False
-        # Each indexed by side: _READING (0) or _WRITING (1).
-        self.waiter = [None, None]            # a parked greenlet ...
-        self.seq = [0, 0]                     # ... and the number of its wait
-        self.callback = [None, None]          # or a persistent callback
-
-    def busy(self):
-        return self.waiter != [None, None] or self.callback != [None, None]
-
-
-_READING, _WRITING = 0, 1
-_SIDES = ((_READING, READ), (_WRITING, WRITE))
-_VERB = ("read", "write")
-
-
-class _EpollPoller:
-    """Direct ``select.epoll``: one registration per descriptor for its life."""
-
-    def __init__(self):
-        import select
-        self._epoll = select.epoll()
-        self._in = select.EPOLLIN | select.EPOLLPRI
-        self._out = select.EPOLLOUT
-        self._err = select.EPOLLERR | select.EPOLLHUP | select.EPOLLRDHUP
-        self._rdhup = select.EPOLLRDHUP
-
-    def fileno(self):
-        return self._epoll.fileno()
-
-    def _flags(self, mask):
-        flags = 0
-        if mask & READ:
-            flags |= self._in | self._rdhup
-        if mask & WRITE:
-            flags |= self._out
-        return flags
-
-    def register(self, fd, mask):
-        self._epoll.register(fd, self._flags(mask))
-
-    def modify(self, fd, mask):
-        self._epoll.modify(fd, self._flags(mask))
-
-    def unregister(self, fd):
-        self._epoll.unregister(fd)
-
-    @property
-    def sides(self):
-        """(side, the event flags that wake it, its READ/WRITE bit): an error or a
-        hang-up wakes both sides, so the next system call reports it."""
-        return ((_READING, self._in | self._err, READ), (_WRITING, self._out | self._err, WRITE))
-
-    def poll(self, timeout):
-        """[(fd, epoll flags)], as epoll gives them (no copy per event)."""
-        try:
-            return self._epoll.poll(-1 if timeout is None else timeout)
-        except InterruptedError:
-            return []
-
-    def close(self):
-        self._epoll.close()
-
-
-class _SelectorPoller:
-    """The portable fallback over ``selectors.DefaultSelector``."""
-
-    def __init__(self):
-        self._selector = selectors.DefaultSelector()
-
-    def fileno(self):
-        return self._selector.fileno()
-
-    def register(self, fd, mask):
-        self._selector.register(fd, mask)
-
-    def modify(self, fd, mask):
-        self._selector.modify(fd, mask)
-
-    def unregister(self, fd):
-        self._selector.unregister(fd)
-
-    sides = ((0, READ, READ), (1, WRITE, WRITE))
-
-    def poll(self, timeout):
-        """[(fd, READ|WRITE bits)]."""
-        return [(key.fd, mask) for key, mask in self._selector.select(timeout)]
-
-    def close(self):
-        self._selector.close()
-
-
-def _make_poller():
-    if os.environ.get("MICROTHREADS_POLLER", "").lower() == "selectors":
-        return _SelectorPoller()
+def _wait_number(g: Any) -> int:
+    """The number of ``g``'s current wait; a greenlet new to the hub gets its
+    wait state here (the one place it is made for non-tasklets)."""
     try:
-        return _EpollPoller()
-    except (ImportError, AttributeError):
-        return _SelectorPoller()
-
-
-# ------------------------------------------------------------------------ hub
-
-# What the caller of run()/tick() asked the hub greenlet to do.
-_TICK, _RUN_UNTIL, _RUN_ALL, _SERVE = "tick", "run until", "run all", "serve"
+        return g._seq  # type: ignore[no-any-return]
+    except AttributeError:
+        g._seq = 0
+        g._kill_exc = None
+        return 0
 
 
 class Hub:
@@ -278,42 +100,47 @@ class Hub:
     User code never runs in the hub's own greenlet: it runs in tasklets, which
     switch to the hub when they wait. Public verbs for embedding: ``tick()``,
     ``fileno()``, ``next_deadline()``, ``clock()``, ``call_soon_threadsafe()``,
-    ``watchdog()``. Verbs for building primitives: ``park()``,
-    ``schedule_wakeup()``, ``schedule_throw()``, ``call_soon()``,
-    ``call_later()``, ``call_at()``, ``wait_readable()``, ``wait_writable()``,
-    ``forget_fd()``.
+    ``watchdog()``, ``close()``. Verbs for building primitives: ``park()``,
+    ``schedule_wakeup()``, ``schedule_throw()``, ``schedule_kill()``,
+    ``yield_now()``, ``call_soon()``, ``call_later()``, ``call_at()``,
+    ``wait_readable()``, ``wait_writable()``, ``close_fd()``, ``forget_fd()``,
+    ``poll_soon()``, ``wait_for_thread()``. Verbs for the runtime's own
+    modules: ``start()``, ``start_later()``, ``retire()``, ``interrupt()``,
+    ``install_virtual_clock()``.
     """
 
-    def __init__(self, clock=None):
+    def __init__(self, clock: Callable[[], float] | None = None) -> None:
         #: The hub's clock: absolute seconds, monotonic. Injectable for tests
         #: (``microthreads.testing.VirtualClock`` replaces it).
         self.clock = clock or time.monotonic
-        self._thread_id = threading.get_ident()
-        self._ready = deque()              # (callback, args), run in FIFO order
-        self._threadsafe = deque()         # appended from other threads
-        self._timers = _TimerHeap()
-        self._poller = _make_poller()
+        #: The OS thread this hub belongs to.
+        self.thread_id = threading.get_ident()
+        # (seq, greenlet, value): a wake-up for wait number seq of greenlet;
+        # (None, callback, args): a call. Run in FIFO order; private to this module.
+        self._ready: deque[tuple[Any, Any, Any]] = deque()
+        self._threadsafe: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._timers = TimerHeap()
+        self._poller = make_poller()
         self._poller_sides = self._poller.sides
-        self._fds = {}                     # fd -> _FdWatch
+        self._fds: dict[int, FdWatch] = {}
         self._fd_waiters = 0               # parked greenlets and callbacks on fds
         self._threads_at_work = 0          # run_in_thread jobs not yet returned
-        self._live = set()                 # tasklets started or scheduled, not ended
-        self._autojump = None              # a VirtualClock, when one drives this hub
-        self._mode = None
-        self._target = None
-        self._tick_timeout = 0
-        self._caller = None                # the greenlet that handed control to the hub
-        self._interrupt = None             # an exception to raise in the caller
+        self._live: set[Tasklet] = set()   # tasklets started or scheduled, not ended
+        self._virtual_clock: VirtualClock | None = None   # auto-jumps when all wait
+        self._mode: str | None = None
+        self._target: Tasklet | None = None
+        self._tick_timeout: float | None = 0
+        self._caller: Any = None           # the greenlet that handed control to the hub
+        self._interrupt: BaseException | None = None   # to raise in the caller
         self._switches = 0                 # resumes so far: the watchdog watches it
         self._polled_at = -POLL_EVERY      # _switches at the last poll
         self._in_poll = False
-        self._watchdog = None
+        self._watchdog: Watchdog | None = None
+        self._closed = False
         root = getcurrent()
         while root.parent is not None:
             root = root.parent
-        if not hasattr(root, "_seq"):
-            root._seq = 0                  # the main greenlet can park too
-            root._kill_exc = None
+        _wait_number(root)                 # the main greenlet can park too
         self._greenlet = greenlet(self._main, parent=root)
         self._switch = self._greenlet.switch
         self._wake_r, self._wake_w = os.pipe()
@@ -322,7 +149,7 @@ class Hub:
         self._wake_pending = False
         self.add_reader(self._wake_r, self._drain_waker)
         self._fd_waiters -= 1              # the waker alone never keeps the loop alive
-        self._old_wakeup_fd = None
+        self._old_wakeup_fd: int | None = None
         if threading.current_thread() is threading.main_thread():
             try:
                 self._old_wakeup_fd = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
@@ -332,13 +159,18 @@ class Hub:
         if ms:
             self.watchdog(float(ms))
 
-    def __repr__(self):
-        return (f"<Hub thread={self._thread_id} tasklets={len(self._live)} "
+    def __repr__(self) -> str:
+        return (f"<Hub thread={self.thread_id} tasklets={len(self._live)} "
                 f"ready={len(self._ready)} timers={len(self._timers)} fds={len(self._fds)}>")
+
+    @property
+    def greenlet(self) -> greenlet:
+        """The hub's own greenlet: every tasklet's parent. It never waits."""
+        return self._greenlet
 
     # ------------------------------------------------------------ the loop
 
-    def _main(self):
+    def _main(self) -> None:
         """The hub greenlet's body: iterate, and hand control back when asked."""
         while True:
             try:
@@ -353,36 +185,93 @@ class Hub:
             elif self._done():
                 self._return_to_caller(self._has_work())
 
-    def _iterate(self):
-        """One loop iteration.
+    def _iterate(self) -> None:
+        """One loop iteration: the phases, in this order (docs/DESIGN.md, "A loop turn").
 
-        1. run the callbacks that were ready when this iteration began
-        2. wait for I/O, no longer than the earliest deadline (0 if work is queued;
-           while tasklets keep yielding, a zero-wait poll is made once per
-           POLL_EVERY wake-ups rather than once per iteration: I/O still waits
-           for at most that many switches; with nothing queued it always polls)
-        3. wake the greenlets whose file descriptors are ready
-        4. fire the timers whose deadline has passed
+        1. run the entries that were ready when this iteration began (wake-ups
+           and callbacks, FIFO); what they schedule waits for the next turn
+        2. decide how long I/O may wait: 0 if work is queued or the caller is
+           to be given control back; else until the earliest timer, within a
+           tick()'s budget; else without limit. Then, when nothing is left
+           that could ever end that wait:
+           2a. deadlock detection (run() only): every blocked tasklet gets
+               DeadlockError, and the wait is 0;
+           2b. a VirtualClock jumps to the earliest deadline instead of
+               waiting for it (after one poll of real I/O);
+        3. poll, and wake the greenlets and callbacks whose descriptors are
+           ready. While tasklets keep yielding, a zero-wait poll is made once
+           per POLL_EVERY wake-ups rather than every turn (I/O waits for at
+           most that many switches); with nothing queued it always polls
+        4. fire the timers whose deadline has passed, in deadline order
         """
-        self._run_ready()
-        timeout = self._seconds_to_wait()
+        self._run_ready()                                    # 1
+        limit, deadline = self._wait_bounds()                # 2
+        if limit == 0:
+            timeout: float | None = 0
+        elif deadline is None:
+            timeout = limit
+            if self._mode != _TICK and not self._fd_waiters and not self._threads_at_work:
+                timeout = self._nothing_can_wake()           # 2a
+        elif self._virtual_clock is not None:
+            timeout = self._jump_virtual_clock(deadline, limit)   # 2b
+        else:
+            timeout = _min_wait(deadline - self.clock(), limit)
         # Thread-safe callbacks reach _ready only through the waker's fd: poll
         # for them, or a signal handler's call_soon_threadsafe() spins forever.
         # Nothing queued (a tick(0), a due timer): poll, or I/O is never seen.
         if timeout != 0 or not self._ready or self._threadsafe or \
                 self._switches - self._polled_at >= POLL_EVERY:
             self._polled_at = self._switches
-            self._dispatch_io(self._poll(timeout))
-        self._fire_due_timers()
+            self._dispatch_io(self._poll(timeout))           # 3
+        self._fire_due_timers()                              # 4
 
-    def _poll_soon(self):
-        """Make the next iteration poll for I/O even with work queued. For a
-        tasklet yielding after a long run of work (net's EAGER_BUDGET of a
-        flooding peer's input): the others' I/O gets in after that run, not
-        after POLL_EVERY such runs."""
+    def _wait_bounds(self) -> tuple[float | None, float | None]:
+        """Phase 2: (the longest I/O may wait, None for no limit; the earliest
+        timer's deadline or None). A limit of 0 means "do not wait"."""
+        if self._ready or self._threadsafe or self._interrupt is not None:
+            return 0, None
+        if self._mode == _TICK:
+            limit = self._tick_timeout         # the host's budget for this iteration
+        elif self._done():
+            return 0, None
+        else:
+            limit = None
+        return limit, self._timers.next_deadline()
+
+    def _jump_virtual_clock(self, deadline: float, limit: float | None) -> float | None:
+        """Phase 2b: with a VirtualClock, time does not pass while all wait.
+
+        If the earliest deadline is what bounds this wait, poll real I/O
+        once (for up to the clock's ``autojump_threshold`` real seconds) and,
+        if nothing came, move the clock to that deadline: its timers fire in
+        phase 4 of this turn. While a ``run_in_thread`` job is at work the
+        thread's end comes in real time, so the hub waits for it instead.
+        """
+        clock = self._virtual_clock
+        assert clock is not None
+        wait = max(0.0, deadline - self.clock())
+        if wait == 0 or (limit is not None and wait > limit):
+            return _min_wait(wait, limit)
+        if self._threads_at_work:
+            return limit                       # a thread's end comes in real time
+        if self._fd_waiters:                   # 0: one poll that does not wait
+            events = self._poll(clock.autojump_threshold)
+            if events:
+                self._dispatch_io(events)
+                return 0
+        clock.jump_to(deadline)
+        return 0
+
+    def poll_soon(self) -> None:
+        """Make the next iteration poll for I/O even with work queued.
+
+        For a tasklet yielding after a long run of work (net's EAGER_BUDGET of
+        a flooding peer's input): the others' I/O gets in after that run, not
+        after POLL_EVERY such runs.
+        """
         self._polled_at = self._switches - POLL_EVERY
 
-    def _run_ready(self):
+    def _run_ready(self) -> None:
         """Phase 1. An entry is ``(seq, greenlet, value)``, a wake-up for wait
         number ``seq`` of that greenlet, or ``(None, callback, args)``."""
         ready = self._ready
@@ -394,6 +283,7 @@ class Hub:
                     target(*arg)
                 except Exception:
                     log.exception("microthreads: callback %r failed", target)
+            # The rest is _resume(target, seq, arg) inlined: this is the hottest path.
             elif target._seq == seq:         # else a stale wake-up: that wait is over
                 target._seq = seq + 1
                 self._switches += 1
@@ -403,34 +293,15 @@ class Hub:
                     exc, target._kill_exc = target._kill_exc, None
                     target.throw(exc)
 
-    def _seconds_to_wait(self):
-        if self._ready or self._threadsafe or self._interrupt is not None:
-            return 0
-        deadline = self._timers.next_deadline()
-        if self._mode == _TICK:
-            limit = self._tick_timeout         # the host's budget for this iteration
-        elif self._done():
-            return 0
-        elif deadline is None and not self._fd_waiters and not self._threads_at_work:
-            return self._nothing_can_wake()
-        else:
-            limit = None
-        if deadline is not None:
-            wait = max(0.0, deadline - self.clock())
-            if self._autojump is not None and wait > 0 and (limit is None or wait <= limit):
-                wait = self._autojump._wait_before_jump(self, deadline)   # None: a thread works
-            if wait is not None:
-                limit = wait if limit is None else min(wait, limit)
-        return limit
-
-    def _poll(self, timeout):
+    def _poll(self, timeout: float | None) -> list[tuple[int, int]]:
         self._in_poll = True
         try:
             return self._poller.poll(timeout)
         finally:
             self._in_poll = False
 
-    def _dispatch_io(self, events):
+    def _dispatch_io(self, events: list[tuple[int, int]]) -> None:
+        """Phase 3: wake each side of each ready descriptor; narrow what nobody wants."""
         fds = self._fds
         sides = self._poller_sides
         for fd, flags in events:
@@ -450,11 +321,12 @@ class Hub:
                     else:
                         unwanted |= bit
             if unwanted & watch.mask and fds.get(fd) is watch:
-                self._set_mask(watch, watch.mask & ~unwanted, hangup=unwanted == fired)
+                self._poller.set_mask(watch, watch.mask & ~unwanted, hangup=unwanted == fired)
 
-    def _fire_due_timers(self):
+    def _fire_due_timers(self) -> None:
+        """Phase 4: every timer due by now, earliest first (ties: oldest first)."""
         timers = self._timers
-        heap = timers._heap
+        heap = timers.heap
         if not heap:
             return
         now = self.clock()
@@ -466,7 +338,7 @@ class Hub:
                 return
             self._call(timer.callback, *timer.args)
 
-    def _call(self, callback, *args):
+    def _call(self, callback: Callable[..., Any], *args: Any) -> None:
         try:
             callback(*args)
         except Exception:
@@ -474,25 +346,26 @@ class Hub:
 
     # ---------------------------------------------- when to hand control back
 
-    def _done(self):
+    def _done(self) -> bool:
         mode = self._mode
         if mode == _TICK:
             return True
         if mode == _RUN_UNTIL:
-            return self._target._finished
+            assert self._target is not None
+            return self._target.finished
         if mode == _RUN_ALL:
             return not self._has_work()
         return False                       # _SERVE: the parked caller is woken directly
 
-    def _has_work(self):
+    def _has_work(self) -> bool:
         return bool(self._ready or self._threadsafe or self._live or len(self._timers)
                     or self._fd_waiters or self._threads_at_work)
 
-    def _return_to_caller(self, value):
+    def _return_to_caller(self, value: Any) -> None:
         caller, self._caller = self._caller, None
         caller.switch(value)
 
-    def _throw_to_caller(self, exc):
+    def _throw_to_caller(self, exc: BaseException) -> None:
         caller, self._caller = self._caller, None
         if caller is None:                   # nobody is waiting for control: keep it
             log.warning("microthreads: %r with nobody to raise it to", exc)
@@ -501,13 +374,14 @@ class Hub:
             caller._seq += 1                 # its pending wake-ups are stale now
         caller.throw(exc)
 
-    def _enter(self, mode, target=None, tick_timeout=0):
+    def _enter(self, mode: str, target: Tasklet | None = None,
+               tick_timeout: float | None = 0) -> Any:
         """Hand control to the hub greenlet from outside it (run, tick, park)."""
         current = getcurrent()
         if current is self._greenlet:
             raise RuntimeError("the hub cannot wait: a callback or finish hook tried to block"
                                " (spawn a tasklet for blocking work)")
-        self._check_thread()
+        self.check_thread()
         if self._caller is not None:
             raise RuntimeError("the hub is already running in this thread")
         self._mode, self._target, self._tick_timeout = mode, target, tick_timeout
@@ -521,7 +395,7 @@ class Hub:
             if restore is not None:
                 signal.signal(signal.SIGINT, restore)
 
-    def _install_sigint(self):
+    def _install_sigint(self) -> Any:
         """While the hub has control, Ctrl-C is raised to run()'s caller."""
         if self._old_wakeup_fd is None or _getsignal(_SIGINT) is not \
                 signal.default_int_handler:
@@ -529,28 +403,33 @@ class Hub:
         signal.signal(signal.SIGINT, self._on_sigint)
         return signal.default_int_handler
 
-    def _on_sigint(self, signum, frame):
+    def _on_sigint(self, signum: int, frame: Any) -> None:
         # Raised to the caller at the end of this iteration, whether or not it
         # polls; a poll in progress has already been woken by the wakeup fd.
         self._interrupt = KeyboardInterrupt()
 
+    def interrupt(self, exc: BaseException) -> None:
+        """Raise ``exc`` to the caller of run()/tick() at the end of this
+        iteration (a tasklet that died of KeyboardInterrupt or SystemExit)."""
+        self._interrupt = exc
+
     # ------------------------------------------------------------ deadlock
 
-    def _nothing_can_wake(self, host_handlers=()):
-        """Called when no timer, descriptor, thread or callback is left.
+    def _nothing_can_wake(self, host_handlers: tuple[Any, ...] = ()) -> float | None:
+        """Phase 2a: no timer, descriptor, thread or callback is left.
 
         Returns how long to poll: 0 if deadlock errors were scheduled, or None
         (block on signals) when the hub is simply out of work.
         """
         if self._signal_handlers_installed(host_handlers):
             return None
-        blocked = [t for t in self._live if t._started and not t._ended]
+        blocked: list[Any] = [t for t in self._live if t.started and not t.dead]
         if self._mode == _SERVE:
             blocked.append(self._caller)
         if not blocked:
             return 0                         # nothing left at all: _done() decides
         message = "nothing left can wake these tasklets:\n" + "\n".join(
-            "  " + _describe_wait(g) for g in blocked)
+            "  " + describe_wait(g) for g in blocked)
         for g in blocked:
             if g is self._caller:
                 self._interrupt = DeadlockError(message)
@@ -558,7 +437,7 @@ class Hub:
                 self.schedule_throw(g, DeadlockError(message))
         return 0
 
-    def detect_deadlock(self, host_handlers=()) -> bool:
+    def detect_deadlock(self, host_handlers: tuple[Any, ...] = ()) -> bool:
         """For a host loop that itself has nothing left that could act.
 
         If tasklets are blocked and nothing the hub knows of could wake them
@@ -576,7 +455,7 @@ class Hub:
         "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGCHLD", "SIGQUIT",
         "SIGWINCH", "SIGINT") if hasattr(signal, name))
 
-    def _signal_handlers_installed(self, host_handlers=()):
+    def _signal_handlers_installed(self, host_handlers: tuple[Any, ...] = ()) -> bool:
         """A Python signal handler could still wake someone (main thread only)."""
         if self._old_wakeup_fd is None:
             return False
@@ -587,9 +466,31 @@ class Hub:
                 return True
         return False
 
+    # ----------------------------------------------------- verbs: tasklets
+
+    def start(self, tasklet: Tasklet) -> None:
+        """Count ``tasklet`` as live and switch into it in the next iteration
+        (after the entries already ready). Used by ``spawn()``."""
+        self._live.add(tasklet)
+        self._ready.append((0, tasklet, None))
+
+    def start_later(self, seconds: float, tasklet: Tasklet) -> Timer:
+        """Count ``tasklet`` as live and switch into it ``seconds`` from now;
+        the Timer, which ``cancel()`` disarms. Used by ``spawn_later()``."""
+        self._live.add(tasklet)
+        return self.call_later(seconds, self._resume, tasklet, 0, None)
+
+    def retire(self, tasklet: Tasklet) -> None:
+        """``tasklet`` has ended: it no longer keeps ``run()`` going."""
+        self._live.discard(tasklet)
+
+    def live_tasklets(self) -> list[Tasklet]:
+        """The tasklets started or scheduled on this hub that have not ended."""
+        return list(self._live)
+
     # ----------------------------------------------------- verbs: waiting
 
-    def park(self, timeout=None):
+    def park(self, timeout: float | None = None) -> Any:
         """Suspend the current greenlet until a wake-up resumes it.
 
         Returns the value the wake-up carried, or ``TIMED_OUT`` when
@@ -601,52 +502,79 @@ class Hub:
         current = getcurrent()
         if timeout is None:
             return self._suspend(current)
-        try:
-            seq = current._seq
-        except AttributeError:
-            seq = current._seq = 0
-            current._kill_exc = None
-        timer = self.call_later(timeout, self._resume, current, seq, TIMED_OUT)
+        timer = self.call_later(timeout, self._resume, current, _wait_number(current), TIMED_OUT)
         try:
             return self._suspend(current)
         finally:
             timer.cancel()
 
-    def _suspend(self, current):
+    def _suspend(self, current: Any) -> Any:
         if current.parent is self._greenlet:          # a tasklet: the fast path
             return self._switch()
-        if not hasattr(current, "_seq"):
-            current._seq = 0
-            current._kill_exc = None
+        _wait_number(current)
         return self._enter(_SERVE)
 
-    def wait_readable(self, fd, timeout=None):
+    def yield_now(self) -> None:
+        """Let every other ready tasklet run once, then go on (``sleep(0)``).
+
+        From the main greenlet, runs the hub until the others have had their
+        turn. From the hub itself it is an error (``park()``'s).
+        """
+        current = getcurrent()
+        if current.parent is self._greenlet:          # the fast path: a tasklet yields once
+            self._ready.append((current._seq, current, None))
+            self._switch()
+        else:                                         # the main greenlet; the hub's own may
+            if current is not self._greenlet:         # not wait (park() raises its error)
+                self._ready.append((_wait_number(current), current, None))
+            self.park()
+
+    def wait_for_thread(self, arm: Callable[[Callable[[], None]], None]) -> None:
+        """Park the current greenlet until a job in another OS thread is done.
+
+        ``arm(done)`` is called at once; ``done()`` must then be called exactly
+        once, from any thread, when the job ends. Meanwhile the job counts as
+        work (``run()`` does not return, no DeadlockError, a VirtualClock
+        waits in real time). A kill or Timeout ends the wait early; the job's
+        later ``done()`` is then dropped. Used by ``run_in_thread``.
+        """
+        waiter = getcurrent()
+        seq = _wait_number(waiter)
+        self._threads_at_work += 1
+
+        def finished() -> None:                       # back on the hub
+            self._threads_at_work -= 1
+            self._resume(waiter, seq, None)
+
+        arm(lambda: self.call_soon_threadsafe(finished))
+        self.park()
+
+    def wait_readable(self, fd: int, timeout: float | None = None) -> bool:
         """Park until ``fd`` is readable (or has an error); False on timeout.
 
         The descriptor stays registered after the wait (its mask changes only
         when it must). One reader at a time: a second raises RuntimeError.
         """
-        return self._wait_fd(fd, _READING, timeout)
+        return self._wait_fd(fd, READING, timeout)
 
-    def wait_writable(self, fd, timeout=None):
+    def wait_writable(self, fd: int, timeout: float | None = None) -> bool:
         """Park until ``fd`` is writable (or has an error); False on timeout.
 
         One writer at a time: a second raises RuntimeError.
         """
-        return self._wait_fd(fd, _WRITING, timeout)
+        return self._wait_fd(fd, WRITING, timeout)
 
-    def _wait_fd(self, fd, side, timeout):
+    def _wait_fd(self, fd: int, side: int, timeout: float | None) -> bool:
         watch = self._fds.get(fd) or self._watch(fd)
         self._check_free(watch, side)
         current = getcurrent()
-        try:
+        try:                                  # _wait_number(current), inlined: a hot path
             seq = current._seq
-        except AttributeError:                # a greenlet new to the hub
-            seq = current._seq = 0
-            current._kill_exc = None
-        bit = _SIDES[side][1]
+        except AttributeError:
+            seq = _wait_number(current)
+        bit = SIDES[side][1]
         if not watch.mask & bit:
-            self._set_mask(watch, watch.mask | bit)
+            self._poller.set_mask(watch, watch.mask | bit)
         watch.waiter[side] = current
         watch.seq[side] = seq
         self._fd_waiters += 1
@@ -661,167 +589,136 @@ class Hub:
                 watch.waiter[side] = None
 
     @staticmethod
-    def _check_free(watch, side):
+    def _check_free(watch: FdWatch, side: int) -> None:
         taken = watch.waiter[side] or watch.callback[side]
         if taken is not None:
-            verb = _VERB[side]
+            verb = VERB[side]
             raise RuntimeError(f"fd {watch.fd}: {taken!r} is already waiting to {verb} it"
                                f" (one {verb}er at a time)")
 
-    def add_reader(self, fd, callback):
+    def add_reader(self, fd: int, callback: Callable[[], Any]) -> None:
         """Call ``callback()`` on the hub whenever ``fd`` is readable, until removed."""
-        self._add_callback(fd, _READING, callback)
+        self._add_callback(fd, READING, callback)
 
-    def add_writer(self, fd, callback):
+    def add_writer(self, fd: int, callback: Callable[[], Any]) -> None:
         """Call ``callback()`` on the hub whenever ``fd`` is writable, until removed."""
-        self._add_callback(fd, _WRITING, callback)
+        self._add_callback(fd, WRITING, callback)
 
-    def _add_callback(self, fd, side, callback):
+    def _add_callback(self, fd: int, side: int, callback: Callable[[], Any]) -> None:
         watch = self._fds.get(fd) or self._watch(fd)
         self._check_free(watch, side)
         watch.callback[side] = callback
         self._fd_waiters += 1
-        self._set_mask(watch, watch.mask | _SIDES[side][1])
+        self._poller.set_mask(watch, watch.mask | SIDES[side][1])
 
-    def remove_reader(self, fd):
-        self._remove_callback(fd, _READING)
+    def remove_reader(self, fd: int) -> None:
+        self._remove_callback(fd, READING)
 
-    def remove_writer(self, fd):
-        self._remove_callback(fd, _WRITING)
+    def remove_writer(self, fd: int) -> None:
+        self._remove_callback(fd, WRITING)
 
-    def _remove_callback(self, fd, side):
+    def _remove_callback(self, fd: int, side: int) -> None:
         watch = self._fds.get(fd)
         if watch is not None and watch.callback[side] is not None:
             watch.callback[side] = None
             self._fd_waiters -= 1
 
-    def forget_fd(self, fd):
+    def forget_fd(self, fd: int) -> list[Any]:
         """Unregister ``fd`` before it is closed; return the greenlets waiting on it.
 
-        Call it, close the descriptor, then ``schedule_throw()`` an error into
-        each returned greenlet: a reused descriptor number then never inherits
-        a stale registration. Callbacks added with add_reader/add_writer are
-        dropped.
+        Callbacks added with add_reader/add_writer are dropped. Most callers
+        want ``close_fd()``, which also wakes those greenlets; this is for a
+        descriptor handed elsewhere (``socket.detach()``) or a finalizer.
         """
         watch = self._fds.pop(fd, None)
         if watch is None:
             return []
-        if watch.registered:
-            try:
-                self._poller.unregister(fd)
-            except (OSError, KeyError, ValueError):
-                pass
+        self._poller.forget(watch)
         waiters = [g for g in watch.waiter if g is not None]
         self._fd_waiters -= sum(callback is not None for callback in watch.callback)
         watch.waiter = [None, None]
         watch.callback = [None, None]
         return waiters
 
-    def _watch(self, fd):
-        watch = self._fds[fd] = _FdWatch(fd)
-        return watch
+    def close_fd(self, fd: int, exc: BaseException) -> None:
+        """Forget ``fd`` and raise ``exc`` in every greenlet waiting on it (trio's
+        ``notify_closing``).
 
-    def _set_mask(self, watch, mask, hangup=False):
-        """Tell the poller what to watch; unregister when nothing is wanted.
-
-        ``hangup``: an event came that nobody waits for; a level-triggered
-        poller would repeat a hang-up forever, so an idle descriptor leaves
-        the poller until it is waited on again.
+        Call it just before closing the descriptor, with no wait in between: a
+        reused descriptor number then never inherits a stale registration,
+        and every waiter (but the caller) gets ``exc`` at its wait in the
+        next iteration. The same ``exc`` instance goes to each.
         """
-        fd = watch.fd
-        try:
-            if mask == 0 or (hangup and not watch.busy()):
-                if watch.registered:
-                    self._poller.unregister(fd)
-                    watch.registered = False
-                mask = 0
-            elif watch.registered:
-                self._poller.modify(fd, mask)
-            else:
-                self._poller.register(fd, mask)
-                watch.registered = True
-        except FileNotFoundError:            # closed behind our back (no forget_fd) ...
-            watch.registered = False
-            if mask:                         # ... and the number reused: watch the new file
-                self._poller.register(fd, mask)
-                watch.registered = True
-        except OSError as exc:
-            if exc.errno == errno.EBADF and mask == 0:
-                watch.registered = False     # closed behind our back: the kernel forgot it
-            elif exc.errno == errno.EEXIST:
-                self._poller.modify(fd, mask)
-                watch.registered = True
-            elif exc.errno == errno.EPERM:   # a regular file: always ready
-                raise OSError(exc.errno, f"fd {fd} cannot be polled (a regular file?);"
-                              " use run_in_thread for file I/O") from None
-            else:
-                raise
-        watch.mask = mask
+        current = getcurrent()
+        for waiter in self.forget_fd(fd):
+            if waiter is not current:
+                self.schedule_throw(waiter, exc)
+
+    def _watch(self, fd: int) -> FdWatch:
+        watch = self._fds[fd] = FdWatch(fd)
+        return watch
 
     # ---------------------------------------------------- verbs: waking
 
-    def schedule_wakeup(self, g, value=None):
+    def schedule_wakeup(self, g: Any, value: Any = None) -> None:
         """Resume the parked greenlet ``g`` soon, its ``park()`` returning ``value``.
 
         Ignored if that wait has ended by the time the hub gets to it.
         """
         self._ready.append((g._seq, g, value))
 
-    def schedule_throw(self, g, exc):
+    def schedule_throw(self, g: Any, exc: BaseException) -> None:
         """Raise ``exc`` in the parked greenlet ``g`` soon, at its ``park()``."""
-        self._ready.append((None, self._resume_throw, (g, g._seq, exc)))
+        self._ready.append((None, self._resume, (g, g._seq, None, exc)))
 
-    def throw_now(self, g, exc):
+    def schedule_kill(self, g: Any, exc: BaseException) -> None:
+        """Deliver ``exc`` to the parked greenlet ``g`` at its next resumption.
+
+        Whatever wakes it first (this call's own wake-up, an I/O event, a
+        timer) raises ``exc`` instead of returning; every other wake-up it
+        had registered becomes stale. Used by ``Tasklet.kill``.
+        """
+        g._kill_exc = exc
+        self._ready.append((g._seq, g, None))
+
+    def throw_now(self, g: Any, exc: BaseException) -> None:
         """From the hub only: raise ``exc`` in the parked greenlet ``g`` at once."""
         if g.dead:
             return
-        self._resume_throw(g, g._seq, exc)
+        self._resume(g, g._seq, None, exc)
 
-    def _resume(self, g, seq, value):
+    def _resume(self, g: Any, seq: int, value: Any, exc: BaseException | None = None) -> None:
+        """The one resume path: drop a stale wake-up, bump the wait number,
+        then deliver a pending kill, else ``exc``, else ``value``.
+        (_run_ready inlines it for wake-ups without ``exc``.)"""
         if g._seq != seq:                    # that wait is over: a stale wake-up
-            return
-        g._seq = seq + 1
-        self._switches += 1
-        exc = g._kill_exc
-        if exc is not None:
-            g._kill_exc = None
-            g.throw(exc)
-        else:
-            g.switch(value)
-
-    def _resume_throw(self, g, seq, exc):
-        if g._seq != seq:
             return
         g._seq = seq + 1
         self._switches += 1
         kill = g._kill_exc
         if kill is not None:
             g._kill_exc = None
-            exc = kill
-        g.throw(exc)
+            g.throw(kill)
+        elif exc is not None:
+            g.throw(exc)
+        else:
+            g.switch(value)
 
-    def call_soon(self, callback, *args):
+    def call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
         """Run ``callback(*args)`` on the hub in its next iteration (FIFO)."""
         self._ready.append((None, callback, args))
 
-    def call_at(self, deadline, callback, *args):
+    def call_at(self, deadline: float, callback: Callable[..., Any], *args: Any) -> Timer:
         """Run ``callback(*args)`` on the hub at ``deadline`` (hub clock); a Timer."""
-        timer = Timer(self, deadline, callback, args)
-        self._timers.push(timer)
-        return timer
+        return self._timers.add(deadline, callback, args)
 
-    def call_later(self, seconds, callback, *args):
+    def call_later(self, seconds: float, callback: Callable[..., Any], *args: Any) -> Timer:
         """Run ``callback(*args)`` on the hub ``seconds`` from now; a Timer."""
-        timer = Timer(self, self.clock() + seconds, callback, args)
-        self._timers.push(timer)
-        return timer
-
-    def _timer_cancelled(self):
-        self._timers.cancelled()
+        return self._timers.add(self.clock() + seconds, callback, args)
 
     # ---------------------------------------------------- other threads
 
-    def call_soon_threadsafe(self, callback, *args):
+    def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
         """From any OS thread: run ``callback(*args)`` on this hub soon.
 
         Wakes a hub that is sleeping in its poll. Safe from signal handlers.
@@ -870,7 +767,7 @@ class Hub:
             callback, args = pending.popleft()
             self._ready.append((None, callback, args))
 
-    def report_error(self, tasklet, exc):
+    def report_error(self, tasklet: Tasklet, exc: BaseException) -> None:
         """Report a tasklet that died of ``exc`` with nobody joining it.
 
         Called once, at its death. Replace it (on the instance or a subclass)
@@ -879,15 +776,16 @@ class Hub:
         log.error("Tasklet %r crashed with %s (nobody joined it):", tasklet.name,
                   type(exc).__name__, exc_info=(type(exc), exc, exc.__traceback__))
 
-    def _check_thread(self):
-        if threading.get_ident() != self._thread_id:
+    def check_thread(self) -> None:
+        """Raise RuntimeError unless called from the hub's own OS thread."""
+        if threading.get_ident() != self.thread_id:
             raise RuntimeError(
-                f"this hub belongs to thread {self._thread_id}, not to thread "
+                f"this hub belongs to thread {self.thread_id}, not to thread "
                 f"{threading.get_ident()}: use hub.call_soon_threadsafe() from other threads")
 
     # ---------------------------------------------------- embedding
 
-    def run(self, tasklet=None):
+    def run(self, tasklet: Tasklet | None = None) -> None:
         """Run the loop until ``tasklet`` has finished (hooks included) or,
         with None, until nothing is left. Use ``microthreads.run()``."""
         current = getcurrent()
@@ -896,10 +794,10 @@ class Hub:
                                " a tasklet (spawn() and join() instead)")
         if tasklet is None:
             self._enter(_RUN_ALL)
-        elif not tasklet._finished:
+        elif not tasklet.finished:
             self._enter(_RUN_UNTIL, tasklet)
 
-    def tick(self, timeout=0):
+    def tick(self, timeout: float | None = 0) -> bool:
         """One loop iteration, for a foreign main loop (a game loop, a GUI).
 
         Runs the ready callbacks, waits for I/O at most ``timeout`` seconds
@@ -912,16 +810,16 @@ class Hub:
         current = getcurrent()
         if current.parent is self._greenlet:
             raise RuntimeError("Hub.tick() was called from inside a tasklet")
-        return self._enter(_TICK, tick_timeout=timeout)
+        return bool(self._enter(_TICK, tick_timeout=timeout))
 
-    def fileno(self):
+    def fileno(self) -> int:
         """A descriptor that is readable when the hub has I/O or a thread wake-up.
 
         A host loop waits on it (and on ``next_deadline()``) instead of polling.
         """
         return self._poller.fileno()
 
-    def next_deadline(self):
+    def next_deadline(self) -> float | None:
         """When the hub next needs a tick, as an absolute ``clock()`` time.
 
         Now if work is ready; the earliest timer; None if it waits only on I/O.
@@ -930,14 +828,36 @@ class Hub:
             return self.clock()
         return self._timers.next_deadline()
 
-    def watchdog(self, milliseconds):
+    def install_virtual_clock(self, clock: VirtualClock) -> Callable[[], float]:
+        """Run this hub on ``clock`` (its ``now`` and ``jump_to``); returns the
+        clock it replaces, for ``remove_virtual_clock``. RuntimeError if a
+        timer is already set (its deadline is on the old clock) or another
+        VirtualClock is installed."""
+        if len(self._timers):
+            raise RuntimeError("VirtualClock must be installed before any timer is set")
+        if self._virtual_clock is not None:
+            raise RuntimeError("this hub already runs on a VirtualClock")
+        saved, self.clock = self.clock, clock.now
+        self._virtual_clock = clock
+        return saved
+
+    def remove_virtual_clock(self, saved: Callable[[], float]) -> None:
+        """Back to the clock ``install_virtual_clock`` returned."""
+        self.clock = saved
+        self._virtual_clock = None
+
+    def activity(self) -> tuple[int, bool, bool]:
+        """(resumes so far, waiting in its poll now, a caller has handed it
+        control): what the watchdog samples from its own thread."""
+        return self._switches, self._in_poll, self._caller is not None
+
+    def watchdog(self, milliseconds: float | None) -> Watchdog | None:
         """Report, from a monitor thread, a tasklet holding the hub too long.
 
         When the hub has not resumed anything nor polled for longer than
         ``milliseconds``, the stack of the code that holds it is logged as a
         warning (once per stall). ``None`` or 0 turns it off.
         """
-        from .debug import Watchdog
         if self._watchdog is not None:
             self._watchdog.stop()
             self._watchdog = None
@@ -946,12 +866,12 @@ class Hub:
             self._watchdog.start()
         return self._watchdog
 
-    def close(self):
+    def close(self) -> None:
         """Release the hub's descriptors; this thread gets a new hub on next use.
 
         Tasklets still alive are abandoned (they never resume).
         """
-        self._check_thread()
+        self.check_thread()
         if self._watchdog is not None:
             self._watchdog.stop()
         if self._old_wakeup_fd is not None:
@@ -967,7 +887,11 @@ class Hub:
         _forget_hub(self)
 
 
-def _describe_wait(g):
-    """``<Tasklet 'x'> waits on Queue.get() at app.py:42`` from a parked stack."""
-    from .debug import describe_wait
-    return describe_wait(g)
+# What the caller of run()/tick() asked the hub greenlet to do.
+_TICK, _RUN_UNTIL, _RUN_ALL, _SERVE = "tick", "run until", "run all", "serve"
+
+
+def _min_wait(wait: float, limit: float | None) -> float:
+    """``wait`` (never below 0) within ``limit`` (None: no limit)."""
+    wait = max(0.0, wait)
+    return wait if limit is None else min(wait, limit)

@@ -128,7 +128,7 @@ def _hub_that_can_wait() -> Hub | None:
     """This thread's hub if the caller may park on it; None for the hub itself
     (its own poll, a callback), which must get the real, blocking call."""
     hub = get_hub()
-    return None if getcurrent() is hub._greenlet else hub
+    return None if getcurrent() is hub.greenlet else hub
 
 
 def sleep(seconds: float) -> None:

@@ -84,7 +84,7 @@ class _WaitQueue:
         """
         entries = self._entries
         hub = self._hub                      # None: only values queued, nobody ever waited
-        if entries and hub is not None and hub._thread_id != get_ident():   # before any change
+        if entries and hub is not None and hub.thread_id != get_ident():   # before any change
             raise RuntimeError("a waiter of this object belongs to another thread's hub:"
                                " call it through hub.call_soon_threadsafe()")
         while entries:

@@ -37,14 +37,14 @@ class Tasklet(greenlet):
 
     def __init__(self, fn, args=(), kwargs=None, hub=None):
         hub = hub or get_hub()
-        greenlet.__init__(self, None, hub._greenlet)
+        greenlet.__init__(self, None, hub.greenlet)
         self.gr_context = _copy_context()
         self._fn = fn
         self._args = args
         self._kwargs = kwargs or _NO_KWARGS
         self._hub = hub
-        self._seq = 0                 # number of the current wait (see hub.py)
-        self._kill_exc = None         # a kill that has not been delivered yet
+        self._seq = 0                 # the hub's wait state (see hub.py): this wait's number,
+        self._kill_exc = None         # and a kill that has not been delivered yet
         self._started = False
         self._ended = False           # dead: run() is over, or killed before it began
         self._finished = False        # dead and every hook and joiner has been served
@@ -73,14 +73,14 @@ class Tasklet(greenlet):
         """The tasklet is dead: report, then schedule hooks for the next iteration."""
         self._ended = True
         hub = self._hub
-        hub._live.discard(self)
+        hub.retire(self)
         exc = self._exception
         if exc is not None:
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                hub._interrupt = exc          # raised to the caller of run()
+                hub.interrupt(exc)            # raised to the caller of run()
             elif not self._links and (self._group is None or not self._group._entered):
                 hub.report_error(self, exc)
-        hub._ready.append((None, self._finish, ()))
+        hub.call_soon(self._finish)
 
     def _finish(self):
         """Runs on the hub: finish hooks in order, global hooks, then joiners."""
@@ -107,6 +107,11 @@ class Tasklet(greenlet):
     def dead(self) -> bool:
         """True once it has ended (returned, raised, or was killed)."""
         return self._ended
+
+    @property
+    def finished(self) -> bool:
+        """True once it has ended and its finish hooks and joiners have been served."""
+        return self._finished
 
     @property
     def started(self) -> bool:
@@ -174,7 +179,7 @@ class Tasklet(greenlet):
         if self._finished:
             return True
         hub = self._hub
-        hub._check_thread()
+        hub.check_thread()
         waiter = _getcurrent()
         if waiter is self:
             raise RuntimeError(f"{self!r} cannot join itself")
@@ -248,7 +253,7 @@ class Tasklet(greenlet):
         if self._ended:
             return
         hub = self._hub
-        hub._check_thread()
+        hub.check_thread()
         if isinstance(exc, type):
             exc = exc()
         if not self._started:
@@ -265,8 +270,7 @@ class Tasklet(greenlet):
             return
         if self is _getcurrent():
             raise exc
-        self._kill_exc = exc
-        hub.schedule_wakeup(self)
+        hub.schedule_kill(self, exc)
         if block:
             self.join(timeout)
 
@@ -281,8 +285,7 @@ def spawn(fn, *args, **kwargs) -> Tasklet:
     """
     hub = get_hub()
     tasklet = Tasklet(fn, args, kwargs, hub)
-    hub._live.add(tasklet)
-    hub._ready.append((0, tasklet, None))
+    hub.start(tasklet)
     if _hooks.spawn_hooks:
         _hooks.fire_spawn(tasklet)
     return tasklet
@@ -292,8 +295,7 @@ def spawn_later(seconds, fn, *args, **kwargs) -> Tasklet:
     """Like ``spawn()``, but the tasklet starts ``seconds`` from now."""
     hub = get_hub()
     tasklet = Tasklet(fn, args, kwargs, hub)
-    hub._live.add(tasklet)
-    tasklet._start_timer = hub.call_later(seconds, hub._resume, tasklet, 0, None)
+    tasklet._start_timer = hub.start_later(seconds, tasklet)
     if _hooks.spawn_hooks:
         _hooks.fire_spawn(tasklet)
     return tasklet
@@ -331,7 +333,7 @@ def run(fn=None, *args, **kwargs):
         hub.run()
         return None
     current = _getcurrent()
-    if current.parent is hub._greenlet:
+    if current.parent is hub.greenlet:
         raise RuntimeError("microthreads.run() is not re-entrant: it was called from inside"
                            " a tasklet (spawn() and join() instead)")
     tasklet = spawn(fn, *args, **kwargs)
@@ -359,7 +361,7 @@ def joinall(tasklets, timeout=None, raise_error=False):
     pending = [tasklet for tasklet in tasklets if not tasklet._finished]
     if pending:
         hub = get_hub()
-        hub._check_thread()
+        hub.check_thread()
         waiter = _getcurrent()
         left = len(pending)
 

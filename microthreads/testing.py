@@ -38,34 +38,21 @@ class VirtualClock:
             raise ValueError("time cannot go backwards")
         self._now += seconds
 
-    def _wait_before_jump(self, hub, deadline):
-        """Called by the hub instead of sleeping until ``deadline``."""
-        if hub._threads_at_work:
-            return None                      # a thread's end comes in real time
-        if hub._fd_waiters:                  # 0: one poll that does not wait
-            events = hub._poller.poll(self.autojump_threshold)
-            if events:
-                hub._dispatch_io(events)
-                return 0
+    def jump_to(self, deadline: float) -> None:
+        """Called by the hub when every tasklet waits: time moves to ``deadline``
+        (never backwards)."""
         if deadline > self._now:
             self._now = deadline
-        return 0
 
-    def __enter__(self):
+    def __enter__(self) -> VirtualClock:
         hub = get_hub()
-        if len(hub._timers):
-            raise RuntimeError("VirtualClock must be installed before any timer is set")
-        if hub._autojump is not None:
-            raise RuntimeError("this hub already runs on a VirtualClock")
+        self._saved = hub.install_virtual_clock(self)
         self._hub = hub
-        self._saved = hub.clock
-        hub.clock = self.now
-        hub._autojump = self
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> bool:
         hub = self._hub
-        hub.clock = self._saved
-        hub._autojump = None
+        if hub is not None and self._saved is not None:
+            hub.remove_virtual_clock(self._saved)
         self._hub = None
         return False

@@ -6,8 +6,6 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from greenlet import getcurrent
-
 from .hub import get_hub
 
 _executor = None
@@ -34,19 +32,6 @@ def run_in_thread(fn, *args, **kwargs):
     to its end and the result is dropped. DNS, file I/O and CPU-heavy work
     belong here: the hub must never block.
     """
-    hub = get_hub()
-    waiter = getcurrent()
-    seq = getattr(waiter, "_seq", 0)
     future = _get_executor().submit(fn, *args, **kwargs)
-    hub._threads_at_work += 1
-
-    def done(_future):                        # in the worker thread
-        hub.call_soon_threadsafe(finished)
-
-    def finished():                           # back on the hub
-        hub._threads_at_work -= 1
-        hub._resume(waiter, seq, None)
-
-    future.add_done_callback(done)
-    hub.park()
+    get_hub().wait_for_thread(lambda done: future.add_done_callback(lambda _future: done()))
     return future.result()

@@ -102,24 +102,14 @@ def with_timeout(seconds, fn, *args, timeout_value=_unset, **kwargs):
         timeout.cancel()
 
 
-def sleep(seconds=0):
+def sleep(seconds: float = 0) -> None:
     """Suspend the current tasklet for ``seconds``; the hub runs others meanwhile.
 
     ``sleep(0)`` yields once: every other tasklet that is ready runs before
     this one resumes, so tasklets looping on ``sleep(0)`` interleave in order.
     A kill or a Timeout interrupts it.
     """
-    current = getcurrent()
-    try:
-        hub = current._hub                   # a tasklet knows its hub
-    except AttributeError:
-        hub = get_hub()
     if seconds > 0:
-        hub.park(seconds)
-    elif current.parent is hub._greenlet:    # the fast path: a tasklet yields once
-        hub._ready.append((current._seq, current, None))
-        hub._switch()
-    else:                                    # the main greenlet; the hub's own may not wait
-        if current is not hub._greenlet:     # (park() raises the hub's clear error for it)
-            hub._ready.append((getattr(current, "_seq", 0), current, None))
-        hub.park()
+        get_hub().park(seconds)
+    else:
+        get_hub().yield_now()

@@ -26,8 +26,7 @@ from socket import *  # noqa: F403  (constants and helpers, re-exported as they 
 
 from greenlet import getcurrent
 
-from .. import hub as _hub_module
-from ..hub import get_hub
+from ..hub import current_hub, get_hub
 from ..threads import run_in_thread
 from .errors import NetworkError
 
@@ -196,7 +195,7 @@ class socket(_std.socket):
     def __del__(self):
         # Dropped without close(): drop the hub's registration before the
         # descriptor closes, so a reused number starts clean.
-        hub = getattr(_hub_module._local, "hub", None)
+        hub = current_hub()
         if hub is not None:
             fd = self.fileno()
             if fd >= 0:

@@ -172,7 +172,7 @@ class SSLSocket(_std.SSLSocket, _coop.socket):
         try:
             return cast(bytes, self._sslobj.read(size))
         except (_std.SSLWantReadError, _std.SSLWantWriteError):
-            raise BlockingIOError(_coop._EAGAIN, "TLS: would block") from None
+            raise BlockingIOError(_errno.EAGAIN, "TLS: would block") from None
         except _std.SSLError as exc:
             if exc.args[0] in _EOF_CODES:
                 return b""
@@ -190,7 +190,7 @@ class SSLSocket(_std.SSLSocket, _coop.socket):
         try:
             return cast(int, self._sslobj.write(data))
         except (_std.SSLWantReadError, _std.SSLWantWriteError):
-            raise BlockingIOError(_coop._EAGAIN, "TLS: would block") from None
+            raise BlockingIOError(_errno.EAGAIN, "TLS: would block") from None
 
 
 class SSLContext(_std.SSLContext):

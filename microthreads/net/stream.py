@@ -50,7 +50,7 @@ _CLOSED_ERRNOS = (errno.EBADF, errno.ENOTCONN, errno.ESHUTDOWN, errno.EPIPE,
 
 def _forget_on_its_thread(hub, fd):
     """``hub.forget_fd(fd)`` from a finalizer, if it runs on the hub's own thread."""
-    if hub is not None and fd >= 0 and hub._thread_id == threading.get_ident():
+    if hub is not None and fd >= 0 and hub.thread_id == threading.get_ident():
         hub.forget_fd(fd)
 
 
@@ -147,7 +147,7 @@ class Connection:
         self._eager += 1
         if self._eager >= EAGER_BUDGET:
             self._eager = 0
-            self._hub._poll_soon()
+            self._hub.poll_soon()
             sleep(0)
 
     def charge(self, cost: int) -> None:

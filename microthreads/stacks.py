@@ -1,0 +1,116 @@
+"""Reading parked stacks: what a blocked greenlet waits on, and who holds the hub.
+
+This module imports nothing of the runtime (the hub imports it): it reads
+frames and asks the hub only through ``Hub.activity()`` and ``thread_id``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import traceback
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Iterator
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+log = logging.getLogger("microthreads")
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_GREENLET_DIR = os.path.dirname(os.path.abspath(sys.modules["greenlet"].__file__ or "")) + os.sep
+
+__all__ = ["Watchdog", "describe_wait"]
+
+
+def _is_ours(filename: str) -> bool:
+    return filename.startswith(_PACKAGE_DIR) or filename.startswith(_GREENLET_DIR)
+
+
+def _frames(frame: FrameType | None) -> Iterator[FrameType]:
+    """Innermost first."""
+    while frame is not None:
+        yield frame
+        frame = frame.f_back
+
+
+def describe_wait(g: Any) -> str:
+    """``<Tasklet 'x'> waits on Queue.get() at app.py:42``, from its parked stack.
+
+    What it waits on is the outermost runtime call on the stack (the public
+    API the user called); where is the user's frame that called it. The
+    walk stops at the greenlet's bottom frame (a tasklet's ``run``, which
+    has no caller): a tasklet spawned on the API itself waits "at its start".
+    """
+    what, where = "something", "an unknown place"
+    api = None
+    for frame in _frames(getattr(g, "gr_frame", None)):
+        filename = os.path.abspath(frame.f_code.co_filename)
+        if frame.f_back is None and _is_ours(filename):   # its bottom: Tasklet.run
+            if api is not None:
+                where = "its start (spawned on it directly)"
+            break
+        if _is_ours(filename):
+            api = frame
+            continue
+        if api is not None:
+            where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
+            break
+    if api is not None:
+        owner = api.f_locals.get("self")
+        name = api.f_code.co_name
+        if owner is None:
+            what = f"{name}()"
+        else:
+            what = f"{type(owner).__name__}.{name}()"
+            if hasattr(owner, "_hub") and hasattr(owner, "gr_frame"):   # a Tasklet
+                what += f" on {owner!r}"
+    label = repr(g) if hasattr(g, "_hub") else f"<main greenlet {id(g):#x}>"
+    return f"{label} waits on {what} at {where}"
+
+
+class Watchdog(threading.Thread):
+    """A monitor thread that logs the stack of code holding the hub too long.
+
+    Every ``threshold / 2`` seconds it checks whether the hub has resumed
+    anything or polled since last time; if it has done neither for longer
+    than ``threshold`` and is not waiting in its poll, the offender's stack
+    (the hub thread's running frame) is logged once per stall. Between
+    calls of ``run()`` or ``tick()`` the thread runs its own code: that is not watched.
+    """
+
+    def __init__(self, hub: Hub, threshold: float) -> None:
+        super().__init__(name="microthreads-watchdog", daemon=True)
+        self.hub = hub
+        self.threshold = threshold
+        self._stop_event = threading.Event()
+        self.reports = 0
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def run(self) -> None:
+        hub = self.hub
+        last = None
+        stalled_since: float | None = None
+        reported = False
+        interval = self.threshold / 2
+        while not self._stop_event.wait(interval):
+            switches, in_poll, running = hub.activity()
+            mark = (switches, in_poll)
+            if mark != last or in_poll or not running:   # moving, or not running
+                last, stalled_since, reported = mark, None, False
+                continue
+            if stalled_since is None:
+                stalled_since = interval
+                continue
+            stalled_since += interval
+            if stalled_since >= self.threshold and not reported:
+                reported = True
+                self.reports += 1
+                frame = sys._current_frames().get(hub.thread_id)
+                stack = "".join(traceback.format_stack(frame)) if frame else "(no frame)"
+                log.warning("microthreads watchdog: the hub has been held for over %.0f ms by:\n%s",
+                            self.threshold * 1000, stack)

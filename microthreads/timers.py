@@ -1,0 +1,97 @@
+"""Timers: callbacks due at an absolute deadline, kept in a heap with lazy deletion."""
+
+from __future__ import annotations
+
+import heapq
+from itertools import count
+from typing import Any, Callable
+
+__all__ = ["Timer", "TimerHeap"]
+
+
+class Timer:
+    """A callback due at an absolute ``deadline`` on the hub's clock.
+
+    Made by ``Hub.call_at``/``call_later``. ``cancel()`` is O(1): the entry
+    stays in the heap, marked dead, and is dropped when it reaches the top or
+    when dead entries outnumber live ones.
+    """
+
+    __slots__ = ("_heap", "active", "args", "callback", "deadline")
+
+    def __init__(self, heap: TimerHeap, deadline: float, callback: Callable[..., Any],
+                 args: tuple[Any, ...]) -> None:
+        self._heap = heap
+        self.deadline = deadline
+        self.callback = callback
+        self.args = args
+        self.active = True
+
+    def cancel(self) -> None:
+        """It will not fire; idempotent, and a no-op once it has fired."""
+        if self.active:
+            self.active = False
+            self._heap.cancelled()
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "cancelled"
+        return f"<Timer at {self.deadline:.6f} {self.callback!r} {state}>"
+
+
+class TimerHeap:
+    """A binary heap of timers with lazy deletion.
+
+    Pushing and popping cost O(log n); a cancelled timer costs nothing until
+    it surfaces, and the heap is compacted when dead entries pass half of it,
+    so 100,000 cancelled timeouts cannot pile up. Timers due at the same
+    deadline fire in the order they were made.
+    """
+
+    __slots__ = ("_dead", "_seq", "heap")
+
+    def __init__(self) -> None:
+        #: (deadline, seq, timer) entries, a heap; others only read ``heap[0][0]``.
+        self.heap: list[tuple[float, int, Timer]] = []
+        self._seq = count()                  # keeps FIFO order on equal deadlines
+        self._dead = 0
+
+    def __len__(self) -> int:
+        """The number of live (not cancelled, not fired) timers."""
+        return len(self.heap) - self._dead
+
+    def add(self, deadline: float, callback: Callable[..., Any], args: tuple[Any, ...]) -> Timer:
+        """A new live Timer for ``callback(*args)`` at ``deadline``."""
+        timer = Timer(self, deadline, callback, args)
+        heapq.heappush(self.heap, (deadline, next(self._seq), timer))
+        return timer
+
+    def cancelled(self) -> None:
+        """Count one dead entry (Timer.cancel); compact when they pass half."""
+        self._dead += 1
+        heap = self.heap
+        if self._dead > 64 and self._dead * 2 > len(heap):
+            self.heap = [entry for entry in heap if entry[2].active]
+            heapq.heapify(self.heap)
+            self._dead = 0
+
+    def next_deadline(self) -> float | None:
+        """The earliest live deadline, or None."""
+        heap = self.heap
+        while heap:
+            timer = heap[0][2]
+            if timer.active:
+                return timer.deadline
+            heapq.heappop(heap)
+            self._dead -= 1
+        return None
+
+    def pop_due(self, now: float) -> Timer | None:
+        """Remove and return the next live timer due at ``now``, or None."""
+        heap = self.heap
+        while heap and heap[0][0] <= now:
+            timer = heapq.heappop(heap)[2]
+            if timer.active:
+                timer.active = False
+                return timer
+            self._dead -= 1
+        return None

@@ -1,0 +1,161 @@
+"""Count reaches into another object's private state across microthreads/ modules.
+
+A reach is an attribute access ``obj._name`` (one leading underscore, not a
+dunder) where ``obj`` is not ``self`` or ``cls`` and the same module does not
+define ``_name``: as a method, a class attribute, a ``__slots__`` entry, or
+by assigning it (``self._name = ...``, or ``g._seq = 0``: the hub keeps its
+per-greenlet wait state on the greenlets it parks). So a module may use its
+own private state freely, through any object; what it may not do is read or
+drive another module's.
+Also checks that the modules of the package import no circle among themselves
+(imports at module level only: a function-level import is a deliberate break).
+
+    python tools/private_access.py            # the count and every reach
+    python tools/private_access.py --quiet    # the count only
+
+Exit status 1 if the count is over ``LIMIT`` or an import circle exists.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+#: The most reaches the package may have (issue 11: at most 10).
+LIMIT = 10
+PACKAGE = Path(__file__).resolve().parent.parent / "microthreads"
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _owned(tree: ast.Module) -> set[str]:
+    """The private names this module defines for its own objects."""
+    owned: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            owned.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            owned.add(node.attr)          # set here (on self, or on greenlets: the hub's)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if isinstance(target, ast.Name):
+                    owned.add(target.id)
+                    if target.id == "__slots__" and node.value is not None:
+                        for elt in ast.walk(node.value):
+                            if isinstance(elt, ast.Constant) and isinstance(elt.value, str):
+                                owned.add(elt.value)
+    return {name for name in owned if _is_private(name)}
+
+
+def reaches(path: Path) -> list[tuple[int, str]]:
+    """(line, source text) of each reach into another module's private state."""
+    tree = ast.parse(path.read_text(), str(path))
+    owned = _owned(tree)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _is_private(node.attr) \
+                and node.attr not in owned:
+            base = node.value
+            if isinstance(base, ast.Name) and base.id in ("self", "cls"):
+                continue
+            found.append((node.lineno, ast.unparse(node)))
+    return sorted(found)
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports(path: Path) -> set[str]:
+    """The package modules this module imports at module level."""
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if not target.startswith("microthreads"):
+                continue
+            names = [f"{target}.{alias.name}" for alias in node.names]
+            found.update(name for name in names if _exists(name))
+            found.add(target)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names
+                         if alias.name.startswith("microthreads"))
+    found.discard(module)
+    return {name for name in found if _exists(name)}
+
+
+def _exists(module: str) -> bool:
+    path = PACKAGE.parent.joinpath(*module.split("."))
+    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
+
+
+def import_cycles() -> list[list[str]]:
+    """Every circle of module-level imports among the package's modules.
+
+    A package's ``__init__`` importing its submodules is not a circle: the
+    edges from a submodule to its own package are left out.
+    """
+    graph = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        graph[module] = {target for target in imports(path)
+                         if not module.startswith(target + ".")}
+    cycles, seen = [], set()
+
+    def visit(node: str, stack: list[str]) -> None:
+        if node in stack:
+            cycle = stack[stack.index(node):]
+            key = frozenset(cycle)
+            if key not in seen:
+                seen.add(key)
+                cycles.append(cycle + [node])
+            return
+        for target in sorted(graph.get(node, ())):
+            visit(target, stack + [node])
+
+    for module in graph:
+        visit(module, [])
+    return cycles
+
+
+def count() -> dict[str, list[tuple[int, str]]]:
+    """{module path: its reaches}, for every module with at least one."""
+    result = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        found = reaches(path)
+        if found:
+            result[str(path.relative_to(PACKAGE.parent))] = found
+    return result
+
+
+def main(argv: list[str]) -> int:
+    found = count()
+    total = sum(len(items) for items in found.values())
+    if "--quiet" not in argv:
+        for path, items in found.items():
+            for line, text in items:
+                print(f"{path}:{line}: {text}")
+    print(f"private reaches across modules: {total} (limit {LIMIT})")
+    cycles = import_cycles()
+    for cycle in cycles:
+        print("import circle: " + " -> ".join(cycle))
+    print(f"import circles: {len(cycles)}")
+    return 1 if total > LIMIT or cycles else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
