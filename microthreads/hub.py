@@ -22,6 +22,7 @@ its first wait.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import signal
@@ -647,12 +648,14 @@ class Hub:
         Call it just before closing the descriptor, with no wait in between: a
         reused descriptor number then never inherits a stale registration,
         and every waiter (but the caller) gets ``exc`` at its wait in the
-        next iteration. The same ``exc`` instance goes to each.
+        next iteration: the first waiter ``exc`` itself, a second (a reader
+        and a writer) a ``copy.copy`` of it, so their tracebacks never mix.
         """
         current = getcurrent()
         for waiter in self.forget_fd(fd):
             if waiter is not current:
                 self.schedule_throw(waiter, exc)
+                exc = copy.copy(exc)
 
     def _watch(self, fd: int) -> FdWatch:
         watch = self._fds[fd] = FdWatch(fd)

@@ -1,5 +1,7 @@
 """Networking errors: one for everything the peer does, one for overlong lines."""
 
+from __future__ import annotations
+
 
 class NetworkError(ConnectionError):
     """The peer went away or the connection is unusable.
@@ -17,3 +19,15 @@ class LineTooLong(ValueError):
     The bytes of that line read so far are dropped, and so is the rest of it
     up to its newline: the next ``recv_line`` returns the line after it.
     """
+
+
+def network_error(message: str, code: int | None = None) -> NetworkError:
+    """The one way the package makes a NetworkError.
+
+    ``str()`` is ``message`` (which names the peer), and ``errno`` is the
+    operating system's code when there was one (None for "connection
+    closed", an output backlog or an early EOF).
+    """
+    error = NetworkError(message)
+    error.errno = code
+    return error

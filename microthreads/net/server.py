@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
 import os
 import socket as _socket
 
-from ..errors import TaskletExit
 from ..hub import get_hub
 from ..sync import Event
 from ..tasklet import getcurrent, joinall, killall, spawn
 from ..timeout import Timeout, sleep
 from . import socket as _coop
 from . import ssl as _tls
-from .errors import NetworkError
+from .errors import NetworkError, network_error
 from .stream import Connection, _describe, _forget_on_its_thread
 
 log = logging.getLogger("microthreads.net")
@@ -30,11 +28,9 @@ def _family_of(address):
     if isinstance(address, (str, bytes, os.PathLike)):
         return _socket.AF_UNIX
     host = address[0]
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0]) if host else None
-    except ValueError:
-        return None                       # a hostname: resolve it
-    return _socket.AF_INET6 if ip is not None and ip.version == 6 else _socket.AF_INET
+    if not host:
+        return _socket.AF_INET                # "" binds every IPv4 address
+    return _coop.ip_family(host)              # None: a hostname, resolved off the hub
 
 
 def _sockaddr(address, family):
@@ -77,7 +73,7 @@ class Listener:
         """The next ``(socket, peer)``: waits for one. OSError (EMFILE, ...) as raised."""
         while True:
             if self._closed:                  # else accept() on a closed socket: EBADF
-                raise NetworkError(f"listener {_describe(self.address)} is closed")
+                raise network_error(f"listener {_describe(self.address)} is closed")
             try:
                 return self._sock.accept()
             except BlockingIOError:
@@ -125,16 +121,14 @@ class Listener:
         if self._closed:
             return
         self._closed = True
-        waiters = self._hub.forget_fd(self._fd)
+        error = network_error(f"listener {_describe(self.address)} was closed")
+        self._hub.close_fd(self._fd, error)
         self._sock.close()
         if isinstance(self.address, str) and self.address and not self.address.startswith("\0"):
             try:
                 os.unlink(self.address)
             except OSError:
                 pass
-        for waiter in waiters:
-            self._hub.schedule_throw(waiter, NetworkError(
-                f"listener {_describe(self.address)} was closed"))
 
     def __enter__(self):
         return self
@@ -220,29 +214,14 @@ def connect(address, timeout=None, *, ssl=None, server_hostname=None,
     raise error
 
 
-#: A Unix listener whose backlog is full refuses with EAGAIN: retry this often.
-UNIX_CONNECT_RETRY = 0.01
-
-
 def _dial(hub, family, sockaddr, deadline):
+    """A connected, non-blocking plain socket to ``sockaddr`` (``socket.dial``)."""
     sock = _socket.socket(family, _socket.SOCK_STREAM)
     sock.setblocking(False)
     try:
-        while True:
-            code = sock.connect_ex(sockaddr)
-            if code != errno.EAGAIN or family != _socket.AF_UNIX:
-                break
-            # a Unix socket does not wait in the backlog as TCP does: ask again
-            if deadline is not None and hub.clock() >= deadline:
-                raise TimeoutError(f"connect to {_describe(sockaddr)} timed out")
-            sleep(UNIX_CONNECT_RETRY)
-        if code in (errno.EINPROGRESS, errno.EAGAIN):
-            remaining = None if deadline is None else max(0.0, deadline - hub.clock())
-            if not hub.wait_writable(sock.fileno(), remaining):
-                raise TimeoutError(f"connect to {_describe(sockaddr)} timed out")
-            code = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+        code = _coop.dial(sock, sockaddr, deadline)
         if code:
-            raise NetworkError(code, f"connect to {_describe(sockaddr)}: {os.strerror(code)}")
+            raise network_error(f"connect to {_describe(sockaddr)}: {os.strerror(code)}", code)
         if family in (_socket.AF_INET, _socket.AF_INET6):
             sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
     except BaseException:
@@ -375,8 +354,6 @@ class StreamServer:
             self.handler(conn)
         except NetworkError as exc:
             log.debug("%s", exc)               # the message names the peer already
-        except TaskletExit:
-            raise
         except Exception:
             log.exception("handler for %s failed", _describe(conn.peer))
         finally:

@@ -23,12 +23,12 @@ import socket as _std_module
 import sys
 import types
 from socket import *  # noqa: F403  (constants and helpers, re-exported as they are)
-
-from greenlet import getcurrent
+from typing import Any, Callable
 
 from ..hub import current_hub, get_hub
 from ..threads import run_in_thread
-from .errors import NetworkError
+from ..timeout import sleep
+from .errors import network_error
 
 # The stdlib's names as they are now: microthreads.monkey.patch_socket() replaces the
 # module's attributes later, and this module must keep calling the originals.
@@ -84,7 +84,7 @@ class socket(_std.socket):
     def _wait(self, writable, deadline):
         """Wait for readiness; raise BlockingIOError (timeout 0) or TimeoutError."""
         if self._mt_timeout == 0.0:
-            raise BlockingIOError(11, "Resource temporarily unavailable")
+            raise BlockingIOError(_errno.EAGAIN, "Resource temporarily unavailable")
         hub = get_hub()
         remaining = None
         if deadline is not None:
@@ -158,17 +158,9 @@ class socket(_std.socket):
 
     def connect_ex(self, address):
         address = _resolve_for(self.family, address)
-        deadline = self._deadline()
-        error = _std.socket.connect_ex(self, address)
-        if error in (_EINPROGRESS, _EAGAIN, _EALREADY):
-            if self._mt_timeout == 0.0:
-                return error
-            try:
-                self._wait(True, deadline)
-            except _std.timeout:
-                raise
-            error = self.getsockopt(_std.SOL_SOCKET, _std.SO_ERROR)
-        return error
+        if self._mt_timeout == 0.0:              # non-blocking: one attempt, as the stdlib's
+            return _std.socket.connect_ex(self, address)
+        return dial(self, address, self._deadline(), _std.timeout)
 
     def getsockopt(self, *args):
         if args[:2] == (_std.SOL_SOCKET, _std.SO_TYPE):   # the stdlib ssl's first question
@@ -205,13 +197,9 @@ class socket(_std.socket):
     def _real_close(self, _ss=_std._socket.socket):
         # _ss is the C type, as in the stdlib: socket.socket.close() would call us again
         fd = self.fileno()
-        hub = get_hub()
-        waiters = hub.forget_fd(fd) if fd >= 0 else []
+        if fd >= 0:
+            get_hub().close_fd(fd, network_error(f"socket fd {fd} was closed"))
         _ss.close(self)
-        current = getcurrent()
-        for waiter in waiters:
-            if waiter is not current:
-                hub.schedule_throw(waiter, NetworkError(f"socket fd {fd} was closed"))
 
 
 SocketType = socket
@@ -241,12 +229,54 @@ def _refuse_blocking_tls(caller):
                     " wrap_with) or call microthreads.monkey.patch_ssl() first")
 
 
-def _is_ip(host):
+def ip_family(host: Any) -> int | None:
+    """AF_INET or AF_INET6 for an IP literal (an IPv6 one may carry a ``%zone``);
+    None for anything else (a hostname, "", None): the one IP-literal parser."""
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    if not isinstance(host, str) or not host:
+        return None
     try:
-        ipaddress.ip_address(host.split("%", 1)[0])
-        return True
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
-        return False
+        return None
+    return _std.AF_INET6 if ip.version == 6 else _std.AF_INET
+
+
+def _is_ip(host: Any) -> bool:
+    return ip_family(host) is not None
+
+
+#: A Unix listener whose backlog is full refuses with EAGAIN: retry this often.
+UNIX_CONNECT_RETRY = 0.01
+
+
+def dial(sock: _std.socket, sockaddr: Any, deadline: float | None,
+         timeout_error: Callable[[str], BaseException] = TimeoutError) -> int:
+    """The one dial: connect the non-blocking ``sock`` to ``sockaddr``, cooperatively.
+
+    Returns 0 once connected, or the errno of the failure (refused,
+    unreachable). Waits for the connection at most until ``deadline`` (hub
+    clock; None: no limit), then raises ``timeout_error(message)``. A Unix
+    listener whose backlog is full answers EAGAIN at once instead of letting
+    the caller wait in its backlog, as TCP does: the attempt is repeated every
+    UNIX_CONNECT_RETRY seconds until the deadline. Works on a plain stdlib
+    socket (``connect()``) and on this module's (``socket.connect``).
+    """
+    hub = get_hub()
+    while True:
+        code = _std.socket.connect_ex(sock, sockaddr)
+        if code != _EAGAIN or sock.family != getattr(_std, "AF_UNIX", None):
+            break
+        if deadline is not None and hub.clock() >= deadline:
+            raise timeout_error(f"connect to {sockaddr!r} timed out")
+        sleep(UNIX_CONNECT_RETRY)
+    if code in (_EINPROGRESS, _EAGAIN, _EALREADY):
+        remaining = None if deadline is None else max(0.0, deadline - hub.clock())
+        if not hub.wait_writable(sock.fileno(), remaining):
+            raise timeout_error(f"connect to {sockaddr!r} timed out")
+        code = sock.getsockopt(_std.SOL_SOCKET, _std.SO_ERROR)
+    return code
 
 
 def _resolve_for(family, address):

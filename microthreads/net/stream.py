@@ -18,18 +18,15 @@ closes the connection (a slow reader must not hold memory forever).
 
 from __future__ import annotations
 
-import errno
 import logging
 import socket as _socket
 import threading
 from collections import deque
 
-from greenlet import getcurrent
-
 from ..hub import get_hub
 from ..sync import Event
 from ..timeout import sleep
-from .errors import LineTooLong, NetworkError
+from .errors import LineTooLong, NetworkError, network_error
 
 log = logging.getLogger("microthreads.net")
 
@@ -42,10 +39,6 @@ READ_SIZE = 65536
 READ_PROBE = 8
 #: At most this much queued output is joined into one send.
 SEND_CHUNK = 256 * 1024
-
-_CLOSED_ERRNOS = (errno.EBADF, errno.ENOTCONN, errno.ESHUTDOWN, errno.EPIPE,
-                  errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT, errno.EHOSTUNREACH,
-                  errno.ENETUNREACH)
 
 
 def _forget_on_its_thread(hub, fd):
@@ -130,7 +123,7 @@ class Connection:
 
     def _wait_readable(self):
         if self._closed:
-            raise NetworkError(f"{_describe(self.peer)}: connection closed")
+            raise self._closed_error()
         self._eager = 0
         if not self._hub.wait_readable(self._fd, self.timeout):
             raise TimeoutError(f"{_describe(self.peer)}: receive timed out")
@@ -186,10 +179,7 @@ class Connection:
                 # the exception and its traceback alive (0.5 KiB per idle connection)
                 data = None
             except OSError as exc:
-                self._mark_lost()
-                if self._closed:
-                    raise NetworkError(f"{_describe(self.peer)}: connection closed") from None
-                raise NetworkError(f"{_describe(self.peer)}: {exc.strerror or exc}") from exc
+                raise self._failed(exc, "receive") from exc
             if data is None:
                 self._wait_readable()
                 continue
@@ -220,7 +210,7 @@ class Connection:
         while missing:
             data = self.recv(missing)
             if not data:
-                raise NetworkError(f"{_describe(self.peer)}: EOF after {n - missing} of"
+                raise network_error(f"{_describe(self.peer)}: EOF after {n - missing} of"
                                    f" {n} bytes")
             parts.append(data)
             missing -= len(data)
@@ -290,7 +280,7 @@ class Connection:
             except BlockingIOError:
                 self._wait_writable()
             except OSError as exc:
-                raise self._write_failed(exc) from exc
+                raise self._failed(exc, "send") from exc
 
     def sendall(self, data):
         """Send all of ``data``, waiting as needed; queued output goes first."""
@@ -302,7 +292,7 @@ class Connection:
         except BlockingIOError:
             sent = 0
         except OSError as exc:
-            raise self._write_failed(exc) from exc
+            raise self._failed(exc, "send") from exc
         if sent == len(data):
             return
         view = memoryview(data)
@@ -313,20 +303,32 @@ class Connection:
             except BlockingIOError:
                 self._wait_writable()
             except OSError as exc:
-                raise self._write_failed(exc) from exc
+                raise self._failed(exc, "send") from exc
 
     def _wait_writable(self):
         if self._closed:
-            raise NetworkError(f"{_describe(self.peer)}: connection closed")
+            raise self._closed_error()
         self._eager = 0
         if not self._hub.wait_writable(self._fd, self.timeout):
             raise TimeoutError(f"{_describe(self.peer)}: send timed out")
 
-    def _write_failed(self, exc):
-        self._mark_lost()
+    def _failed(self, exc: OSError, doing: str) -> NetworkError:
+        """The failure policy (DESIGN.md, "Failures"): an OSError from the socket
+        ends the connection, whichever operation met it.
+
+        Closes it (``close_reason`` says what failed and why; every other
+        waiter gets NetworkError) and returns the NetworkError to raise,
+        which names the peer and carries the errno. Closed already (by
+        another tasklet, or the hub's writer): "connection closed".
+        """
         if self._closed:
-            return NetworkError(f"{_describe(self.peer)}: connection closed")
-        return NetworkError(f"{_describe(self.peer)}: {exc.strerror or exc}")
+            return network_error(f"{_describe(self.peer)}: connection closed", exc.errno)
+        reason = exc.strerror or str(exc)
+        self.close(f"{doing} failed: {reason}")
+        return network_error(f"{_describe(self.peer)}: {reason}", exc.errno)
+
+    def _closed_error(self) -> NetworkError:
+        return network_error(f"{_describe(self.peer)}: connection closed")
 
     def write(self, data):
         """Queue ``data`` (bytes) for sending; the hub sends it in order.
@@ -341,16 +343,14 @@ class Connection:
         from a broadcast loop or a finish hook.
         """
         if self._closed:
-            raise NetworkError(f"{_describe(self.peer)}: connection closed")
+            raise self._closed_error()
         if not self._out:
             try:
                 sent = self._send(data)
             except BlockingIOError:
                 sent = 0
             except OSError as exc:
-                error = self._write_failed(exc)
-                self.close(f"write failed: {exc.strerror or exc}")
-                raise error from exc
+                raise self._failed(exc, "write") from exc
             if sent == len(data):
                 return
             data = data[sent:]
@@ -365,7 +365,7 @@ class Connection:
         if self._out_size > self.max_output:
             if self.on_full == "close":
                 self.close(f"output backlog over {self.max_output} bytes")
-                raise NetworkError(f"{_describe(self.peer)}: output backlog over"
+                raise network_error(f"{_describe(self.peer)}: output backlog over"
                                    f" {self.max_output} bytes; connection closed")
             self._wait_for_room()
 
@@ -392,9 +392,8 @@ class Connection:
                 sent = self._send(data)
             except BlockingIOError:
                 break
-            except OSError as exc:
-                self._mark_lost()
-                self.close(f"write failed: {exc.strerror or exc}")
+            except OSError as exc:               # nobody to raise it to: close only
+                self._failed(exc, "write")
                 return
             self._out_size -= sent
             self._out_moved += sent
@@ -429,7 +428,7 @@ class Connection:
             if not self._room.wait(self.timeout):
                 raise TimeoutError(f"{_describe(self.peer)}: no room for output in time")
             if self._closed:
-                raise NetworkError(f"{_describe(self.peer)}: connection closed")
+                raise self._closed_error()
 
     def flush(self, timeout=None) -> bool:
         """Wait until queued output is sent; False if ``timeout`` passed first.
@@ -438,14 +437,14 @@ class Connection:
         """
         while self._out:
             if self._closed:
-                raise NetworkError(f"{_describe(self.peer)}: connection closed")
+                raise self._closed_error()
             if self._drained is None:
                 self._drained = Event()
             self._drained.clear()
             if not self._drained.wait(timeout):
                 return False
         if self._closed and self._out_size:
-            raise NetworkError(f"{_describe(self.peer)}: connection closed")
+            raise self._closed_error()
         return True
 
     def _arm_stall_timer(self):
@@ -487,7 +486,7 @@ class Connection:
         try:
             self._sock.shutdown(_socket.SHUT_WR)
         except OSError as exc:
-            raise self._write_failed(exc) from exc
+            raise self._failed(exc, "shutdown") from exc
 
     def set_keepalive(self, idle=60, interval=10, count=5):
         """Turn TCP keepalive on, so a peer that vanished is noticed."""
@@ -504,15 +503,15 @@ class Connection:
     def close(self, reason=None):
         """Close now (queued output is dropped; ``flush()`` first to send it).
 
-        Idempotent. Unregisters the descriptor, closes it, then wakes every
-        tasklet waiting on this connection with NetworkError.
+        Idempotent. Wakes every tasklet waiting on this connection with
+        NetworkError and forgets the descriptor (``hub.close_fd``), then
+        closes it.
         """
         if self._closed:
             return
         self._closed = True
         self.close_reason = reason or self.close_reason or "closed"
-        hub = self._hub
-        waiters = hub.forget_fd(self._fd)
+        self._hub.close_fd(self._fd, self._closed_error())
         if self._stall_timer is not None:
             self._stall_timer.cancel()
         if self._out:
@@ -522,11 +521,6 @@ class Connection:
             self._sock.close()
         except OSError:
             pass
-        error = f"{_describe(self.peer)}: connection closed"
-        current = getcurrent()
-        for waiter in waiters:
-            if waiter is not current:
-                hub.schedule_throw(waiter, NetworkError(error))
         self._mark_lost()
         for event in (self._room, self._drained):
             if event is not None:
