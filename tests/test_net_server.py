@@ -1,5 +1,6 @@
 """listen, connect, Listener and StreamServer: addresses, failures, serving many."""
 
+import gc
 import logging
 import os
 import socket
@@ -553,3 +554,71 @@ def test_accept_out_of_descriptors_closes_the_excess_clients_and_recovers():
     warnings = [line for line in err.decode().splitlines() if line.startswith("WARNING")]
     assert len(warnings) == 1, err.decode()      # once per burst
     assert "Too many open files" in warnings[0]
+
+
+def test_an_accept_flood_yields_so_handlers_run_before_the_backlog_is_drained():
+    # Issue 19, item 8: the accept loop never yielded while accept() kept
+    # succeeding, so a backlog of connections was drained in one run of the
+    # hub before any handler (or any other tasklet) ran.
+    clients = 200
+    seen_at_start = []
+    served = []
+
+    def handler(conn):
+        seen_at_start.append(len(server.connections))
+        conn.sendall(b"hi\n")
+        served.append(1)
+
+    server = net.StreamServer(("127.0.0.1", 0), handler, backlog=clients + 16)
+
+    def main():
+        server.start()
+        socks = []
+        try:
+            for _ in range(clients):                 # all queued before the server runs
+                sock = socket.socket()
+                sock.connect(server.address)          # loopback: completes in the backlog
+                socks.append(sock)
+            while len(served) < clients:
+                microthreads.sleep(0.001)
+        finally:
+            for sock in socks:
+                sock.close()
+            server.stop()
+
+    microthreads.run(main)
+    assert len(seen_at_start) == clients
+    # the first handler ran after one batch of accepts, not after the whole flood
+    assert seen_at_start[0] <= net.server.ACCEPT_BUDGET < clients
+
+
+def test_an_unknown_connection_option_is_refused_where_it_is_given(monkeypatch):
+    unraisable = []                                # what __del__ methods would print
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with pytest.raises(TypeError, match="unknown Connection option 'max_ouput'"):
+        net.StreamServer(("127.0.0.1", 0), echo_lines, max_ouput=10)
+    with pytest.raises(TypeError, match="unknown Connection option 'tiemout'"):
+        net.listen(("127.0.0.1", 0), tiemout=1)
+
+    def main():
+        with net.listen(("127.0.0.1", 0)) as listener, \
+                pytest.raises(TypeError, match="unknown Connection option 'bogus'"):
+            net.connect(listener.address, bogus=True)
+
+    microthreads.run(main)
+    gc.collect()
+    assert unraisable == []
+
+
+def test_a_connection_whose_construction_failed_is_dropped_silently(monkeypatch):
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    a, b = socket.socketpair()
+    try:
+        with pytest.raises(ValueError, match="on_full"):
+            net.Connection(a, on_full="explode")
+        gc.collect()
+    finally:
+        a.close()
+        b.close()
+    assert unraisable == []

@@ -6,6 +6,7 @@ import errno
 import logging
 import os
 import socket as _socket
+from typing import Any
 
 from ..hub import get_hub
 from ..sync import Event
@@ -14,10 +15,15 @@ from ..timeout import Timeout, sleep
 from . import socket as _coop
 from . import ssl as _tls
 from .errors import NetworkError, network_error
-from .stream import Connection, _describe, _forget_on_its_thread
+from .stream import Connection, _describe, _forget_on_its_thread, check_options
 
 log = logging.getLogger("microthreads.net")
 
+#: Accepts in a row that did not wait, after which the accepting tasklet yields
+#: once (issue 19, item 8): the handlers just spawned and every other tasklet
+#: run, and the hub polls, before the next batch. 32 matches the hub's
+#: POLL_EVERY: at most that many connections are taken per turn of a flood.
+ACCEPT_BUDGET = 32
 #: After EMFILE/ENFILE on accept, how long the server backs off.
 EMFILE_BACKOFF = 0.1
 #: How long a TLS client may take over its handshake (seconds), unless told.
@@ -56,6 +62,7 @@ class Listener:
 
     def __init__(self, sock, *, ssl=None, handshake_timeout=HANDSHAKE_TIMEOUT,
                  **connection_options):
+        check_options(connection_options)
         sock.setblocking(False)
         self._sock = sock
         self._fd = sock.fileno()
@@ -65,19 +72,33 @@ class Listener:
         self.handshake_timeout = handshake_timeout
         self.connection_options = connection_options
         self._closed = False
+        self._eager = 0                       # accepts in a row that did not wait
 
     def fileno(self):
         return self._fd
 
-    def accept_socket(self):
-        """The next ``(socket, peer)``: waits for one. OSError (EMFILE, ...) as raised."""
+    def accept_socket(self) -> tuple[_socket.socket, Any]:
+        """The next ``(socket, peer)``: waits for one. OSError (EMFILE, ...) as raised.
+
+        After ACCEPT_BUDGET accepts in a row that did not wait, the caller
+        yields once before the next (the hub polls first): a flood of
+        connections keeps the accept loop busy, never the hub.
+        """
+        if self._eager >= ACCEPT_BUDGET:
+            self._eager = 0
+            self._hub.poll_soon()
+            sleep(0)
         while True:
             if self._closed:                  # else accept() on a closed socket: EBADF
                 raise network_error(f"listener {_describe(self.address)} is closed")
             try:
-                return self._sock.accept()
+                accepted = self._sock.accept()
             except BlockingIOError:
-                pass
+                accepted = None
+            if accepted is not None:
+                self._eager += 1
+                return accepted
+            self._eager = 0
             self._hub.wait_readable(self._fd)
 
     def accept(self) -> Connection:
@@ -154,6 +175,7 @@ def listen(address, backlog=128, reuse_port=False, **connection_options) -> List
     processes can accept on one port. ``ssl=context`` (and
     ``handshake_timeout``) make every accepted Connection TLS: see Listener.
     """
+    check_options(connection_options, also=("ssl", "handshake_timeout"))
     family, sockaddr = _sockaddr(address, _family_of(address))
     sock = _socket.socket(family, _socket.SOCK_STREAM)
     try:
@@ -191,6 +213,7 @@ def connect(address, timeout=None, *, ssl=None, server_hostname=None,
     the context says; a certificate or name it refuses raises the stdlib's
     ``ssl.SSLCertVerificationError``, any other TLS failure NetworkError.
     """
+    check_options(connection_options)
     family = _family_of(address)
     if family is not None:
         candidates = [(family, address)]
@@ -254,6 +277,7 @@ class StreamServer:
 
     def __init__(self, address, handler, max_connections=None, refuse=None, *,
                  backlog=128, reuse_port=False, refuse_timeout=5.0, **connection_options):
+        check_options(connection_options, also=("ssl", "handshake_timeout"))
         self._address = address
         self.handler = handler
         self.max_connections = max_connections

@@ -47,6 +47,16 @@ def _forget_on_its_thread(hub, fd):
         hub.forget_fd(fd)
 
 
+def check_options(options: dict[str, object], also: tuple[str, ...] = ()) -> None:
+    """Refuse, where they are given, keywords that ``Connection()`` would refuse
+    later (at each accept): TypeError naming them and the ones it takes."""
+    known = CONNECTION_OPTIONS + also
+    unknown = sorted(name for name in options if name not in known)
+    if unknown:
+        raise TypeError(f"unknown Connection option{'s' if len(unknown) > 1 else ''}"
+                        f" {', '.join(map(repr, unknown))} (it takes {', '.join(known)})")
+
+
 def _describe(peer):
     if isinstance(peer, tuple) and len(peer) >= 2:
         host = peer[0]
@@ -535,9 +545,16 @@ class Connection:
     def __del__(self):
         # Dropped without close(): its socket is about to close the descriptor;
         # drop the hub's registration first, so a reused number starts clean.
-        if not self._closed:
+        # A Connection whose __init__ failed has no _closed (its slots are
+        # unset) and registered nothing: nothing to do.
+        if not getattr(self, "_closed", True):
             _forget_on_its_thread(self._hub, self._fd)
 
     def __repr__(self):
         state = "closed" if self._closed else "open"
         return f"<Connection {_describe(self.peer)} {state} fd={self._fd}>"
+
+
+#: The keyword options ``Connection`` takes, which listen(), connect(), Listener
+#: and StreamServer pass on to each Connection they make.
+CONNECTION_OPTIONS = ("timeout", "max_output", "on_full", "stall_timeout")
