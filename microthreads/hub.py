@@ -786,6 +786,18 @@ class Hub:
                 f"this hub belongs to thread {self.thread_id}, not to thread "
                 f"{threading.get_ident()}: use hub.call_soon_threadsafe() from other threads")
 
+    def _kill_the_living(self) -> None:
+        """close()'s first step: TaskletExit to every live tasklet, and their ends run."""
+        current = getcurrent()
+        if not self._live or self._caller is not None or current is self._greenlet \
+                or current.parent is self._greenlet:
+            return                             # nobody to kill, or the hub cannot run now
+        living = list(self._live)
+        for tasklet in living:
+            tasklet.kill(block=False)
+        while self._ready and not all(tasklet.finished for tasklet in living):
+            self.tick(0)
+
     # ---------------------------------------------------- embedding
 
     def run(self, tasklet: Tasklet | None = None) -> None:
@@ -870,11 +882,18 @@ class Hub:
         return self._watchdog
 
     def close(self) -> None:
-        """Release the hub's descriptors; this thread gets a new hub on next use.
+        """Kill the tasklets still alive, then release the hub's descriptors;
+        this thread gets a new hub on next use.
 
-        Tasklets still alive are abandoned (they never resume).
+        Each live tasklet gets TaskletExit where it waits (one not yet started
+        never runs), so its ``finally`` blocks and finish hooks run, as
+        greenlet does for a greenlet it collects. The hub runs only while
+        that work is ready: a tasklet that waits again (catching TaskletExit,
+        or a ``finally`` that blocks on I/O) is abandoned, as is everything
+        when ``close()`` is called from inside a tasklet or a callback.
         """
         self.check_thread()
+        self._kill_the_living()
         if self._watchdog is not None:
             self._watchdog.stop()
         if self._old_wakeup_fd is not None:

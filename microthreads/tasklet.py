@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from contextvars import copy_context as _copy_context
 
 from greenlet import getcurrent as _getcurrent
@@ -223,8 +224,14 @@ class Tasklet(greenlet):
 
     def __await__(self):
         """``await tasklet`` in a coroutine: ``microthreads.aio.wait_tasklet``."""
-        from .aio import wait_tasklet
-        return wait_tasklet(self).__await__()
+        # Only a loop that microthreads.aio drives can await a tasklet, so that
+        # module is loaded by then: looked up, not imported, tasklet never
+        # depends on aio (aio imports tasklet: no import circle).
+        aio = sys.modules.get("microthreads.aio")
+        if aio is None:
+            raise RuntimeError("no asyncio loop drives this thread's hub: start it with"
+                               " microthreads.aio.run(main)")
+        return aio.wait_tasklet(self).__await__()  # type: ignore[no-any-return]
 
     def get(self, timeout=None):
         """Wait for the result: return the value, or raise the exception it ended with.

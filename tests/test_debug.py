@@ -78,3 +78,33 @@ def test_the_watchdog_reports_the_stack_of_a_tasklet_holding_the_hub(caplog):
 
 def test_watchdog_zero_turns_it_off():
     assert microthreads.get_hub().watchdog(0) is None
+
+
+def test_the_watchdog_leaves_the_hosts_own_code_between_runs_alone(caplog):
+    caplog.set_level(logging.WARNING, logger="microthreads")
+    hub = microthreads.get_hub()
+
+    def reports():
+        return [r for r in caplog.records if "watchdog" in r.getMessage()]
+
+    def busy(seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            sum(range(1000))
+
+    def hog_until_reported():
+        give_up = time.monotonic() + 5            # a bound, should the watchdog fail
+        while not reports() and time.monotonic() < give_up:
+            sum(range(1000))
+
+    watchdog = hub.watchdog(20)
+    try:
+        microthreads.run(lambda: None)
+        busy(0.2)                                 # the host's code: 10 thresholds long
+        microthreads.run(lambda: None)
+        assert reports() == []
+        microthreads.run(hog_until_reported)      # the same watchdog still sees a tasklet
+    finally:
+        hub.watchdog(0)
+    assert watchdog.reports == 1
+    assert "in hog_until_reported" in reports()[0].getMessage()

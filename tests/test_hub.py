@@ -417,3 +417,49 @@ def test_a_tasklet_waiting_on_a_descriptor_is_not_a_deadlock(socket_pair):
         return a.recv(10)
 
     assert microthreads.run(reader) == b"late"
+
+
+def test_close_kills_the_tasklets_still_alive_so_their_finally_blocks_and_hooks_run():
+    events = []
+    hub = microthreads.get_hub()
+
+    def waits_forever(name):
+        microthreads.on_finish(events.append, f"{name}: finish hook")
+        try:
+            microthreads.Event().wait()
+        finally:
+            events.append(f"{name}: finally")
+
+    def main():
+        microthreads.spawn(waits_forever, "a")
+        microthreads.spawn(waits_forever, "b")
+        microthreads.spawn_later(60, events.append, "never started, never runs")
+        microthreads.sleep(0)                    # a and b are waiting now
+
+    microthreads.run(main)
+    hub.close()
+    assert sorted(events) == ["a: finally", "a: finish hook", "b: finally", "b: finish hook"]
+    for name in "ab":                            # the hub kills them in no set order
+        assert events.index(f"{name}: finally") < events.index(f"{name}: finish hook")
+    assert microthreads.get_hub() is not hub
+
+
+def test_close_abandons_a_tasklet_that_waits_again_after_its_kill():
+    events = []
+    hub = microthreads.get_hub()
+
+    def stubborn():
+        try:
+            microthreads.Event().wait()
+        except microthreads.TaskletExit:
+            events.append("killed, waits again")
+            microthreads.Event().wait()          # nothing can wake it: close() goes on
+        events.append("never")
+
+    def main():
+        microthreads.spawn(stubborn)
+        microthreads.sleep(0)
+
+    microthreads.run(main)
+    hub.close()
+    assert events == ["killed, waits again"]

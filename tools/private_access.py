@@ -7,8 +7,9 @@ by assigning it (``self._name = ...``, or ``g._seq = 0``: the hub keeps its
 per-greenlet wait state on the greenlets it parks). So a module may use its
 own private state freely, through any object; what it may not do is read or
 drive another module's.
-Also checks that the modules of the package import no circle among themselves
-(imports at module level only: a function-level import is a deliberate break).
+Also checks that the modules of the package import no circle among themselves,
+counting imports inside functions too (a deferred import hides a circle, it
+does not break it); imports under ``if TYPE_CHECKING:`` do not count.
 
     python tools/private_access.py            # the count and every reach
     python tools/private_access.py --quiet    # the count only
@@ -74,11 +75,11 @@ def _module_name(path: Path) -> str:
 
 
 def imports(path: Path) -> set[str]:
-    """The package modules this module imports at module level."""
+    """The package modules this module imports, wherever the import runs."""
     module = _module_name(path)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = set()
-    for node in ast.parse(path.read_text(), str(path)).body:
+    for node in _runtime_imports(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
@@ -96,6 +97,20 @@ def imports(path: Path) -> set[str]:
                          if alias.name.startswith("microthreads"))
     found.discard(module)
     return {name for name in found if _exists(name)}
+
+
+def _runtime_imports(tree: ast.AST) -> list[ast.stmt]:
+    """Every import statement that runs, at module level or inside a function;
+    not those under ``if TYPE_CHECKING:`` (annotations only)."""
+    found: list[ast.stmt] = []
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            found.extend(_runtime_imports(ast.Module(body=node.orelse, type_ignores=[])))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.append(node)
+        else:
+            found.extend(_runtime_imports(node))
+    return found
 
 
 def _exists(module: str) -> bool:
