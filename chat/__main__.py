@@ -86,7 +86,8 @@ def build_parser():
                         help="logging level (default %(default)s)")
     parser.add_argument("--redis", metavar="URL",
                         help="make this process a node of a chat room shared through Redis,"
-                             " e.g. redis://127.0.0.1:6379/0 (default: no Redis, one process)")
+                             " e.g. redis://127.0.0.1:6379/0, or rediss://...?ssl_ca_certs=FILE"
+                             " for TLS (default: no Redis, one process)")
     parser.add_argument("--workers", type=_within(int, 1), metavar="N",
                         help="run N worker processes on the same port (SO_REUSEPORT),"
                              " restarted if they die; needs --redis")

@@ -17,6 +17,8 @@ import subprocess
 import tempfile
 import time
 
+import pytest
+
 try:
     import redis
 except ImportError:             # the tests that need it skip, saying why
@@ -24,6 +26,11 @@ except ImportError:             # the tests that need it skip, saying why
 
 REDIS_SERVER = shutil.which("redis-server")
 REDIS_CLI = shutil.which("redis-cli")
+#: For a test module: skip, saying why, without redis-server or redis-py.
+needs_redis = pytest.mark.skipif(REDIS_SERVER is None or redis is None,
+                                 reason="needs the redis-server binary and redis-py: run `make"
+                                        " system-deps` (Debian's redis-server) and install"
+                                        " '.[test]' (redis>=5)")
 #: Seconds to wait for a server to start or a cluster to settle.
 PATIENCE = 30.0
 #: A cluster node this long unreachable is failed; its replica is promoted

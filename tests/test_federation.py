@@ -19,15 +19,9 @@ import time
 
 import pytest
 from chat_helpers import GREETING, ROOT, TAKEN, chat_servers
-from redis_helpers import REDIS_SERVER, RedisServer, redis
+from redis_helpers import RedisServer, needs_redis
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(REDIS_SERVER is None or redis is None,
-                       reason="needs the redis-server binary and redis-py: run `make"
-                              " system-deps` (Debian's redis-server) and install"
-                              " '.[test]' (redis>=5)"),
-]
+pytestmark = [pytest.mark.slow, needs_redis]
 
 #: Crash detection is ~6 s expiry + ~2 s heartbeat: wait well beyond it.
 CRASH_TIMEOUT = 20.0

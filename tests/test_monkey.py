@@ -80,7 +80,7 @@ def test_http_client_overlaps(http_servers):
                     reason="needs redis-server (make system-deps)")
 def test_redis_py_without_an_adapter_overlaps(tmp_path):
     pytest.importorskip("redis")
-    from test_federation import RedisServer
+    from redis_helpers import RedisServer
     server = RedisServer()
     try:
         result = _helper("client", "redis", server.url, N)

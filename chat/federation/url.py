@@ -6,11 +6,13 @@ from __future__ import annotations
 def check(url: str) -> None:
     """Raise ValueError (naming the URL without its password) unless ``url``
     is one this client can use."""
-    if not url.startswith("redis://"):
-        raise ValueError(f"--redis takes a redis://HOST:PORT/DB URL, not {redact(url)!r}")
+    if not url.startswith(("redis://", "rediss://")):
+        raise ValueError(f"--redis takes a redis://HOST:PORT/DB URL (rediss:// for TLS),"
+                         f" not {redact(url)!r}")
 
 
 def redact(url: str) -> str:
     """The URL without a password, for the log."""
-    _head, sep, tail = url.rpartition("@")
-    return f"redis://***@{tail}" if sep else url
+    head, sep, tail = url.rpartition("@")
+    scheme = head.partition("://")[0] or "redis"
+    return f"{scheme}://***@{tail}" if sep else url
