@@ -10,6 +10,7 @@ import sys
 
 import microthreads
 
+from .federation import url as redis_url
 from .server import ChatServer, Options
 
 log = logging.getLogger("chat")
@@ -84,10 +85,13 @@ def build_parser():
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"],
                         help="logging level (default %(default)s)")
-    parser.add_argument("--redis", metavar="URL",
+    # The default comes from the environment, and is never shown: it may hold a password.
+    parser.add_argument("--redis", metavar="URL", default=os.environ.get(redis_url.ENV) or None,
                         help="make this process a node of a chat room shared through Redis,"
                              " e.g. redis://127.0.0.1:6379/0, or rediss://...?ssl_ca_certs=FILE"
-                             " for TLS (default: no Redis, one process)")
+                             " for TLS (default: the"
+                             f" {redis_url.ENV} environment variable, which keeps a password"
+                             " out of the process list; without either, one process)")
     parser.add_argument("--workers", type=_within(int, 1), metavar="N",
                         help="run N worker processes on the same port (SO_REUSEPORT),"
                              " restarted if they die; needs --redis")

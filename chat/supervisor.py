@@ -1,8 +1,9 @@
 """``python -m chat --workers N --redis URL``: N chat nodes on one port.
 
 The supervisor runs no chat itself: it starts N worker processes (each
-``python -m chat --redis URL`` with its listening socket set SO_REUSEPORT,
-so the kernel spreads new connections over them), restarts a worker that
+``python -m chat`` with the supervisor's flags, the Redis URL in its
+environment, and its listening socket set SO_REUSEPORT, so the kernel
+spreads new connections over them), restarts a worker that
 dies (at most once a second per worker), and on SIGTERM or SIGINT passes
 SIGTERM to every worker, waits for them (5 s, then SIGKILL) and exits 0.
 
@@ -42,8 +43,10 @@ def die_with_parent(parent_pid):
         sys.exit(1)
 
 
-#: Flags the supervisor does not pass on as given: its own, and those it sets.
-_NOT_PASSED_ON = {"help", "workers", "port", "worker_of"}
+#: Flags the supervisor does not pass on as given: its own, those it sets, and
+#: --redis, which goes in the environment (``worker_env``): a command line is
+#: readable by every local user (/proc/PID/cmdline), and the URL may hold a password.
+_NOT_PASSED_ON = {"help", "workers", "port", "worker_of", "redis"}
 
 
 def worker_argv(args, port):
@@ -67,6 +70,13 @@ def worker_argv(args, port):
         else:
             argv += [flag, _arg(value)]
     return argv
+
+
+def worker_env(args):
+    """The environment of one worker: the supervisor's, with the Redis URL."""
+    from .federation.url import ENV
+
+    return {**os.environ, ENV: args.redis}
 
 
 def _arg(value):
@@ -102,7 +112,7 @@ def supervise(args):
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    argv = worker_argv(args, port)
+    argv, env = worker_argv(args, port), worker_env(args)
     workers = [None] * args.workers          # Popen, or None while waiting to restart
     started = [0.0] * args.workers
     log.info("supervisor %d: %d workers on %s:%d, room %r", os.getpid(), args.workers,
@@ -116,7 +126,7 @@ def supervise(args):
                                 index, proc.pid, proc.returncode)
                     workers[index] = proc = None
                 if proc is None and now - started[index] >= RESTART_INTERVAL:
-                    workers[index] = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+                    workers[index] = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
                     started[index] = now
                     log.info("worker %d started (pid %d)", index, workers[index].pid)
             time.sleep(0.2)                  # ok-blocking: the supervisor runs no hub

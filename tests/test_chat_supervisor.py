@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from chat.__main__ import parse_args
-from chat.supervisor import worker_argv
+from chat.federation.url import ENV
+from chat.supervisor import worker_argv, worker_env
 
 
 def test_a_worker_gets_every_flag_of_the_supervisor_but_workers():
@@ -17,13 +18,23 @@ def test_a_worker_gets_every_flag_of_the_supervisor_but_workers():
     worker = parse_args(argv[3:])
     assert (worker.workers, worker.port) == (None, 4321)
     assert worker.worker_of is not None
-    unchanged = {"workers", "port", "worker_of"}
+    unchanged = {"workers", "port", "worker_of", "redis"}
     assert ({k: v for k, v in vars(worker).items() if k not in unchanged}
             == {k: v for k, v in vars(supervisor).items() if k not in unchanged})
 
 
-def test_a_worker_gets_the_defaults_too():
+def test_a_worker_gets_the_defaults_too(monkeypatch):
+    monkeypatch.delenv(ENV, raising=False)
     supervisor = parse_args(["--workers", "2", "--redis", "redis://h:1/0"])
-    worker = parse_args(worker_argv(supervisor, 1)[3:])
+    argv = worker_argv(supervisor, 1)
+    monkeypatch.setenv(ENV, worker_env(supervisor)[ENV])
+    worker = parse_args(argv[3:])
     assert vars(worker) == {**vars(supervisor), "workers": None, "port": 1,
                             "worker_of": worker.worker_of}
+
+
+def test_a_worker_gets_the_redis_url_in_its_environment_not_its_command_line():
+    url = "redis://alice:s3cret@h:1/0?password=s3cret"
+    supervisor = parse_args(["--workers", "2", "--redis", url])
+    assert not any("s3cret" in arg for arg in worker_argv(supervisor, 1))
+    assert worker_env(supervisor)[ENV] == url

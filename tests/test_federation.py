@@ -296,3 +296,51 @@ def test_a_node_that_fell_behind_the_stream_bound_says_lines_were_missed(nodes):
     assert said == sorted(said, key=lambda line: int(line.rsplit(" ", 1)[1]))
     bob.say("/who")                           # and it goes on
     bob.expect("Online (2): alice, bob")
+
+
+SECRET = "s3cr3t-pw"
+
+
+class _PrivateRedis(RedisServer):
+    """A Redis that asks for the password SECRET."""
+
+    def __init__(self):
+        super().__init__(args=["--requirepass", SECRET])
+
+    def client(self, **options):
+        return super().client(password=SECRET, **options)
+
+
+@pytest.fixture
+def private_redis():
+    server = _PrivateRedis()
+    yield server
+    server.stop()
+
+
+def test_workers_get_the_redis_password_but_no_command_line_or_log_shows_it(private_redis):
+    url = f"redis://default:{SECRET}@127.0.0.1:{private_redis.port}/0"
+    with chat_servers() as start:
+        supervisor = start(redis=url, workers=2, rate=0)
+        pids = [int(supervisor.wait_for_log(rf"worker {i} started \(pid (\d+)\)").group(1))
+                for i in range(2)]
+        for pid in pids:
+            supervisor.wait_for_log(rf"node \S+-{pid}-\w+ of room 'lobby' on"
+                                    rf" redis://default:\*\*\*@127\.0\.0\.1")
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                assert SECRET.encode() not in cmdline.read()
+        clients = supervisor.room("w1", "w2")     # the workers did authenticate
+        clients[0].say("hello")
+        for client in clients:
+            client.expect("w1 says: hello")
+        assert SECRET not in supervisor.log_text()
+
+
+def test_a_password_in_the_url_query_is_not_logged(private_redis):
+    with chat_servers() as start:
+        node = start(redis=f"{private_redis.url}?password={SECRET}", rate=0)
+        node.wait_for_log(r"of room 'lobby' on redis://127\.0\.0\.1:\d+/0\?password=\*\*\*")
+        alice = node.join("alice")
+        alice.say("/who")
+        alice.expect("Online (1): alice")
+        assert SECRET not in node.log_text()
