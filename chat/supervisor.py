@@ -3,9 +3,11 @@
 The supervisor runs no chat itself: it starts N worker processes (each
 ``python -m chat`` with the supervisor's flags, the Redis URL in its
 environment, and its listening socket set SO_REUSEPORT, so the kernel
-spreads new connections over them), restarts a worker that
-dies (at most once a second per worker), and on SIGTERM or SIGINT passes
-SIGTERM to every worker, waits for them (5 s, then SIGKILL) and exits 0.
+spreads new connections over them), restarts a worker that dies (after
+1 s, doubling for each quick death up to 30 s, back to 1 s once a worker
+stayed up a minute: a crash loop costs little and says so in the log), and
+on SIGTERM or SIGINT passes SIGTERM to every worker, waits for them (5 s,
+then SIGKILL) and exits 0.
 
 Workers never outlive it: each asks the kernel for SIGTERM when its parent
 dies (``prctl(PR_SET_PDEATHSIG)``, Linux), and checks at start that its
@@ -26,7 +28,10 @@ import time
 log = logging.getLogger("chat.supervisor")
 
 PR_SET_PDEATHSIG = 1
-RESTART_INTERVAL = 1.0
+RESTART_FIRST = 1.0     # seconds before a worker's first restart; doubles each time
+RESTART_CAP = 30.0      # up to this
+RESTART_RESET = 60.0    # a worker up this long starts again from RESTART_FIRST
+POLL = 0.2              # seconds between looks at the workers
 STOP_GRACE = 5.0
 
 
@@ -113,28 +118,64 @@ def supervise(args):
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     argv, env = worker_argv(args, port), worker_env(args)
-    workers = [None] * args.workers          # Popen, or None while waiting to restart
-    started = [0.0] * args.workers
+    workers = Workers(args.workers,
+                      lambda: subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL))
     log.info("supervisor %d: %d workers on %s:%d, room %r", os.getpid(), args.workers,
              args.host, port, args.room)
     try:
         while not stopping:
-            now = time.monotonic()
-            for index, proc in enumerate(workers):
-                if proc is not None and proc.poll() is not None:
-                    log.warning("worker %d (pid %d) exited with status %s; restarting",
-                                index, proc.pid, proc.returncode)
-                    workers[index] = proc = None
-                if proc is None and now - started[index] >= RESTART_INTERVAL:
-                    workers[index] = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
-                    started[index] = now
-                    log.info("worker %d started (pid %d)", index, workers[index].pid)
-            time.sleep(0.2)                  # ok-blocking: the supervisor runs no hub
+            workers.tick(time.monotonic())
+            time.sleep(POLL)                 # ok-blocking: the supervisor runs no hub
     finally:
-        _stop(w for w in workers if w is not None)
+        _stop(workers.running())
         holder.close()
     log.info("supervisor stopped")
     return 0
+
+
+class Workers:
+    """``count`` worker slots, each started, and restarted when it exits.
+
+    Restarts back off: a worker that exits waits ``first`` seconds, then
+    twice as long after each exit, up to ``cap``; one that stayed up
+    ``reset`` seconds or more starts again from ``first``. Each exit is
+    logged with the wait. ``spawn()`` starts one worker (a Popen, or
+    anything with ``poll``, ``pid`` and ``returncode``). The clock is the
+    caller's: ``tick(now)`` does what is due at ``now``.
+    """
+
+    def __init__(self, count, spawn, *, first=RESTART_FIRST, cap=RESTART_CAP,
+                 reset=RESTART_RESET):
+        self._spawn = spawn
+        self._first, self._cap, self._reset = first, cap, reset
+        self._procs = [None] * count         # Popen, or None while waiting to restart
+        self._started = [0.0] * count        # when each was started
+        self._due = [float("-inf")] * count  # when each may start (again)
+        self._delay = [first] * count        # its next wait
+
+    def tick(self, now):
+        """Note the workers that exited; start those whose wait is over."""
+        for index, proc in enumerate(self._procs):
+            if proc is not None and proc.poll() is not None:
+                self._exited(index, proc, now)
+                proc = None
+            if proc is None and now >= self._due[index]:
+                self._procs[index] = proc = self._spawn()
+                self._started[index] = now
+                log.info("worker %d started (pid %d)", index, proc.pid)
+
+    def running(self):
+        return [proc for proc in self._procs if proc is not None]
+
+    def _exited(self, index, proc, now):
+        if now - self._started[index] >= self._reset:
+            self._delay[index] = self._first
+        delay = self._delay[index]
+        self._due[index] = now + delay
+        self._delay[index] = min(delay * 2, self._cap)
+        self._procs[index] = None
+        log.warning("worker %d (pid %d) exited with status %s after %gs; restarting in %gs",
+                    index, proc.pid, proc.returncode, round(now - self._started[index], 2), delay)
 
 
 def _stop(workers):
