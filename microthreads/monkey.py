@@ -172,8 +172,8 @@ def _wait_any(hub: Hub, readers: list[int], writers: list[int],
                 watched.append((remove, fd))
         hub.park(timeout)
     finally:
-        for remove, fd in watched:
-            remove(fd)
+        for unwatch, fd in watched:
+            unwatch(fd)
 
 
 def select(rlist: Any, wlist: Any, xlist: Any, timeout: float | None = None) -> Any:
