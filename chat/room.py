@@ -16,8 +16,9 @@ nothing pending gets them with one non-blocking send.
 
 from __future__ import annotations
 
+import itertools
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 import microthreads
 from microthreads.net import NetworkError
@@ -225,8 +226,9 @@ class Room:
         room is open, tell the others ``X has left the chat.``. Never waits."""
         raise NotImplementedError
 
-    def who(self, member: Member) -> str:
-        """The Online line: ``Online (N): a, b`` in join order."""
+    def who(self, member: Member, page: int = 1) -> str:
+        """The Online line: ``Online (N): a, b`` in join order, at most
+        ONLINE_SHOWN handles: page ``page`` (from 1) of them."""
         raise NotImplementedError
 
     def message(self, member: Member, to_key: str, text: str) -> str | None:
@@ -271,7 +273,9 @@ class LocalRoom(Room):
     def join(self, member: Member) -> None:
         self.audience.add(member)                  # lines before the join: not its
         self.members[member.key] = member
-        if self._listing is not None:             # the Online line grows by one handle
+        if len(self.members) > ONLINE_SHOWN:      # past one page: who() pages, uncached
+            self._listing = None
+        elif self._listing is not None:           # the Online line grows by one handle
             self._listing = f"{self._listing}, {member.handle}" if self._listing \
                 else member.handle
         self.audience.broadcast(f"{member.handle} has joined the chat.")
@@ -290,10 +294,14 @@ class LocalRoom(Room):
         if not self.closed:
             self.audience.broadcast(f"{member.handle} has left the chat.")
 
-    def who(self, member: Member) -> str:
-        if self._listing is None:
-            self._listing = ", ".join(m.handle for m in self.members.values())
-        return f"Online ({len(self.members)}): {self._listing}"
+    def who(self, member: Member, page: int = 1) -> str:
+        if page == 1 and len(self.members) <= ONLINE_SHOWN:     # the usual case: cached
+            if self._listing is None:
+                self._listing = ", ".join(m.handle for m in self.members.values())
+            return f"Online ({len(self.members)}): {self._listing}"
+        first = (page - 1) * ONLINE_SHOWN
+        members = itertools.islice(self.members.values(), first, first + ONLINE_SHOWN)
+        return online_line((m.handle for m in members), len(self.members), first)
 
     def message(self, member: Member, to_key: str, text: str) -> str | None:
         target = self.members.get(to_key)
@@ -316,3 +324,21 @@ class LocalRoom(Room):
         self._listing = None
         self.audience.broadcast(f"{old} is now known as {handle}.")
         return True
+
+
+#: The Online line lists at most this many handles; ``/who N`` shows page N.
+ONLINE_SHOWN = 100
+
+
+def online_line(handles: Iterable[str], total: int | None = None, first: int = 0) -> str:
+    """``Online (N): a, b``: ``handles``, in join order, the members from
+    position ``first`` (0-based) of ``total`` (default: as many as given).
+    When more follow: ``..., and M more (/who P)``, P the next page."""
+    listed = list(handles)
+    total = first + len(listed) if total is None else total
+    head = f"Online ({total})" if first == 0 else f"Online ({total}), from {first + 1}"
+    line = f"{head}: {', '.join(listed)}"
+    rest = total - first - len(listed)
+    if rest > 0:
+        line += f", and {rest} more (/who {first // ONLINE_SHOWN + 2})"
+    return line

@@ -62,7 +62,7 @@ class ChatServer:
         self._stop_early = False   # shutdown asked while the room was opening
         self.commands = {
             "quit": (self.cmd_quit, "/quit - leave the chat"),
-            "who": (self.cmd_who, "/who - list who is online"),
+            "who": (self.cmd_who, "/who [page] - list who is online"),
             "me": (self.cmd_me, "/me <action> - act, e.g. /me waves"),
             "msg": (self.cmd_msg, "/msg <handle> <text> - a private message"),
             "nick": (self.cmd_nick, "/nick <handle> - change your handle"),
@@ -181,7 +181,11 @@ class ChatServer:
         return False
 
     def cmd_who(self, member, rest):
-        member.term.say(self.room.who(member))
+        page = int(rest) if rest.isascii() and rest.isdigit() and int(rest) > 0 else None
+        if rest and page is None:
+            member.term.say("Usage: /who [page]")
+            return
+        member.term.say(self.room.who(member, page or 1))
 
     def cmd_me(self, member, rest):
         if not rest:

@@ -384,3 +384,22 @@ class Client:
 
     def close(self):
         self.sock.close()
+
+
+def check_online_pages(*servers):
+    """102 members join, in turn on each of ``servers`` (one room): the last
+    one's Online line lists the first 100 and says how many more; ``/who 2``
+    lists the rest, and a page that is not a number is refused. Returns the
+    last member's client."""
+    handles = [f"m{number:03}" for number in range(101)] + ["last"]
+    members = [servers[index % len(servers)].join(handle)
+               for index, handle in enumerate(handles)]
+    last = members[-1]
+    assert last.online == f"Online (102): {', '.join(handles[:100])}, and 2 more (/who 2)"
+    last.say("/who 2")
+    last.expect("Online (102), from 101: m100, last")
+    last.say("/who")
+    last.expect(last.online)
+    last.say("/who two")
+    last.expect("Usage: /who [page]")
+    return last

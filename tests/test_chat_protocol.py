@@ -42,6 +42,7 @@ from chat_helpers import (
     WILL,
     WONT,
     chat_servers,
+    check_online_pages,
     iac,
 )
 
@@ -267,6 +268,10 @@ def test_who_lists_the_members_in_join_order_to_the_sender_only(chat_server):
     carol.expect("Online (3): alice, bob, carol")
     for client in (alice, bob, carol):
         client.expect_nothing_more()
+
+
+def test_the_online_line_and_who_list_at_most_100_members_a_page(chat_server):
+    check_online_pages(chat_server())
 
 
 def test_me_shows_an_action_to_everyone(chat_server):

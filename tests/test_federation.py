@@ -18,7 +18,7 @@ import sys
 import time
 
 import pytest
-from chat_helpers import GREETING, ROOT, TAKEN, chat_servers
+from chat_helpers import GREETING, ROOT, TAKEN, chat_servers, check_online_pages
 from redis_helpers import RedisServer, needs_redis
 
 pytestmark = [pytest.mark.slow, needs_redis]
@@ -344,3 +344,16 @@ def test_a_password_in_the_url_query_is_not_logged(private_redis):
         alice.say("/who")
         alice.expect("Online (1): alice")
         assert SECRET not in node.log_text()
+
+
+def test_the_online_list_goes_to_the_joiner_only_and_is_paged(nodes, redis_server):
+    a, b = nodes()
+    check_online_pages(a, b)
+    client = redis_server.client(decode_responses=True)
+    try:       # the log's join entries do not carry the list: a few dozen bytes each
+        joins = [fields for _id, fields in client.xrange("chat:{lobby}:log")
+                 if fields["k"] == "j"]
+    finally:
+        client.close()
+    assert len(joins) == 102
+    assert max(sum(len(k) + len(v) for k, v in fields.items()) for fields in joins) < 100

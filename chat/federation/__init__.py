@@ -1,8 +1,9 @@
 """A chat room shared by many processes through Redis (``python -m chat --redis URL``).
 
 Every node (one ``python -m chat`` process) keeps its own members' sockets
-and nothing else; the room lives in Redis, under keys prefixed
-``chat:{ROOM}:``:
+and nothing else; the room lives in Redis, under keys that all carry the
+room's hash tag, ``chat:{ROOM}:``, so on a Redis Cluster a room lives on one
+slot (one master), and different rooms spread over the masters:
 
 - ``log``: a Stream, the room's one log. Every line, a node's own members'
   too, is appended (``XADD ... MAXLEN ~``) and reaches members only when the
@@ -12,26 +13,31 @@ and nothing else; the room lives in Redis, under keys prefixed
   members ``Some lines were missed.``
 - ``members``: a hash, handle key (casefolded) -> ``seq TAB uid TAB handle``;
   ``seq`` (from the ``seq`` counter) is the join order, ``uid`` is
-  ``NODE:N``. ``node:NODE`` is the set of keys a node holds, ``nodes`` the
-  set of nodes, and ``alive:NODE`` a key with a 6 s expiry that the node's
-  heartbeat refreshes every 2 s.
-- Every change is one Lua script (``lua/*.lua``), so a claim and its
-  announcement are atomic: a join claims the handle and appends the join
-  line (with the ``Online`` list) in one step; ``/nick`` likewise. Each
-  script first reaps the nodes whose ``alive`` key has expired: their
-  members' handles are freed and their "left" lines appended, by whichever
-  node runs a script first.
+  ``NODE:N``. ``order`` holds the handles by join order (a sorted set): the
+  Online line and ``/who`` read one page of it, not the whole hash.
+  ``nodes`` is a sorted set of node -> the Redis time it expires at (6 s
+  on, pushed back by its heartbeat every 2 s); ``held:NODE`` the keys a node
+  holds (it expires with the node).
+- Every call is a function of one Lua script (``lua/*.lua``, see
+  ``scripts``) that declares all its keys, so a claim and its announcement
+  are atomic: a join claims the handle and appends the join line in one
+  step (its Online list goes back in the reply, to the joiner only);
+  ``/nick`` likewise. Calls that change membership first reap the nodes
+  that expired: their members' handles are freed and their "left" lines
+  appended, by whichever node runs such a call first.
 
 One concept a module:
 
 - ``client``: redis-py on ``microthreads.net.socket`` (a Redis round trip
-  parks one tasklet; the hub goes on), and the URL rules (``redact``).
-- ``scripts``: the Lua scripts, loaded from ``lua/`` at start.
-- ``link``: the writer tasklet, which sends every script call, pipelined,
-  in order, on one connection, retrying with backoff while Redis is away
-  (logged once per outage); a call not sent within 10 s fails.
+  parks one tasklet; the hub goes on): one Redis or a Redis Cluster,
+  whichever the URL names.
+- ``scripts``: the room's one Lua script, put together from ``lua/`` at start.
+- ``link``: the writer tasklet: every call queued during one round trip
+  goes in the next, as one EVALSHA, in order; a member's line does not wait
+  for the previous one's reply. It retries with backoff while Redis is
+  away (logged once per outage); a call not answered within 10 s fails.
 - ``reader``: the reader tasklet: blocking ``XREAD`` on another connection,
-  and gap detection.
+  a burst at a time, and gap detection.
 - ``membership``: the heartbeat and what it reconciles. A node cut off for
   longer than the expiry disconnects its members (``Connection to the room
   was lost; please reconnect.``): the others have seen them leave. A node

@@ -1,11 +1,38 @@
-"""redis-py on cooperative sockets: a Redis round trip parks one tasklet."""
+"""redis-py on cooperative sockets: a Redis round trip parks one tasklet.
+
+``--redis redis://HOST:PORT`` names one Redis, or any node of a Redis
+Cluster: ``connect`` asks it (``INFO cluster``) and returns a
+``redis.Redis`` or a ``redis.cluster.RedisCluster`` accordingly, both on
+``CooperativeConnection``. A room's keys share one hash tag, so on a
+cluster every call goes to the one master holding the room's slot;
+redis-py follows MOVED (a slot that moved) and finds the new master after
+a failover.
+
+What redis-py would otherwise do that must not happen on the hub: its
+retries back off with ``time.sleep``, so they are off (the link and the
+reader retry themselves, with ``microthreads.sleep``); and its cluster
+client sleeps 0.25 s (``time.sleep``) before re-raising ``CLUSTERDOWN``,
+so ``CooperativeConnection`` turns ``CLUSTERDOWN`` and ``TRYAGAIN`` replies
+into ``ClusterBusy``, a ConnectionError, which redis-py handles by
+refreshing its map of the cluster, without sleeping.
+"""
 
 from __future__ import annotations
 
+from typing import Any, Union
+
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.connection import Connection as _RedisConnection
 from redis.connection import SSLConnection as _RedisSSLConnection
+from redis.exceptions import (
+    ClusterDownError,
+    ClusterError,
+    ReadOnlyError,
+    RedisClusterException,
+    TryAgainError,
+)
 from redis.retry import Retry
 
 from microthreads.net import socket as cosocket
@@ -13,19 +40,42 @@ from microthreads.net import ssl as cossl
 
 from . import url as _url
 
-#: What a lost or unreachable Redis raises; the link and the reader retry.
-REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+class ClusterBusy(redis.ConnectionError):
+    """A cluster node answered CLUSTERDOWN or TRYAGAIN (a failover or a
+    resharding under way): like a lost connection, try again later."""
 
 
-class CooperativeConnection(_RedisConnection):
+#: What a lost, unreachable or failing-over Redis raises; the link and the
+#: reader retry on these (a ReadOnlyError: a master just demoted to replica).
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, OSError, ClusterError,
+              RedisClusterException, ReadOnlyError)
+
+Client = Union[redis.Redis, RedisCluster]
+
+
+class _ClusterBusyReplies:
+    """``read_response`` raises ClusterBusy for CLUSTERDOWN and TRYAGAIN
+    (see the module's docstring); mixed into both connection classes."""
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except (ClusterDownError, TryAgainError) as exc:
+            raise ClusterBusy(str(exc)) from exc
+
+
+class CooperativeConnection(_ClusterBusyReplies, _RedisConnection):
     """redis-py's TCP Connection over ``microthreads.net.socket``.
 
-    Only ``_connect`` changes: the socket it returns is the cooperative one,
-    whose ``recv``/``sendall``/``connect`` park the calling tasklet and honour
-    ``settimeout``, which is all redis-py's parser and writer use.
+    ``_connect`` returns the cooperative socket, whose ``recv``/``recv_into``
+    /``sendall``/``connect`` park the calling tasklet and honour
+    ``settimeout``, which is all redis-py's parsers (hiredis's too) and
+    writer use. ``read_response`` raises ClusterBusy for CLUSTERDOWN and
+    TRYAGAIN (see the module's docstring).
     """
 
-    def _connect(self):
+    def _connect(self) -> Any:
         sock = cosocket.create_connection((self.host, self.port),
                                           timeout=self.socket_connect_timeout)
         try:
@@ -41,7 +91,7 @@ class CooperativeConnection(_RedisConnection):
         return sock
 
 
-class CooperativeSSLConnection(_RedisSSLConnection):
+class CooperativeSSLConnection(_ClusterBusyReplies, _RedisSSLConnection):
     """redis-py's TLS Connection (``rediss://``) over ``microthreads.net.ssl``.
 
     The TCP part is CooperativeConnection's. redis-py builds its stdlib
@@ -76,18 +126,54 @@ class CooperativeSSLConnection(_RedisSSLConnection):
         return context.wrap_socket(sock, server_hostname=self.host)
 
 
-def redis_client(url: str) -> redis.Redis:
-    """A redis-py client on cooperative sockets, for one tasklet's use.
+_OPTIONS = dict(socket_timeout=5.0, socket_connect_timeout=2.0, socket_keepalive=True,
+                decode_responses=True)
 
-    Raises ValueError for a URL it cannot use. redis-py's own retries are
-    off (its backoff sleeps with ``time.sleep``, which would stop the hub):
-    the link and the reader retry themselves.
-    """
+
+def check(url: str) -> None:
+    """Raise ValueError unless ``url`` is one ``connect`` can use (no I/O)."""
     _url.check(url)
+
+
+def connect(url: str) -> Client:
+    """A client for one tasklet's use: a RedisCluster if the server at
+    ``url`` is a cluster node, else a Redis. Talks to it (call it from a
+    tasklet); raises one of REDIS_DOWN if it cannot be reached, ValueError
+    for a URL it cannot use (a cluster has no database but 0).
+    """
+    check(url)
     tls = url.startswith("rediss://")
-    pool = redis.ConnectionPool.from_url(
+    single = redis.Redis(connection_pool=redis.ConnectionPool.from_url(
         url, connection_class=CooperativeSSLConnection if tls else CooperativeConnection,
-        socket_timeout=5.0,
-        socket_connect_timeout=2.0, socket_keepalive=True, decode_responses=True,
-        retry=Retry(NoBackoff(), 0))
-    return redis.Redis(connection_pool=pool)
+        retry=Retry(NoBackoff(), 0), **_OPTIONS))
+    try:
+        if not int(single.info("cluster").get("cluster_enabled", 0)):
+            return single
+    except BaseException:
+        single.close()
+        raise
+    single.close()
+    if tls:     # redis-py's cluster client would wrap it in the stdlib's blocking ssl
+        raise ValueError(f"rediss:// to a Redis Cluster is not supported: {_url.redact(url)}")
+    try:
+        return RedisCluster(url=url, connection_class=CooperativeConnection,
+                            retry=Retry(NoBackoff(), 0), **_OPTIONS)
+    except RedisClusterException as exc:
+        if "db" in str(exc):
+            raise ValueError(f"a Redis Cluster has only database 0: {_url.redact(url)}") from exc
+        raise
+
+
+class LazyClient:
+    """``connect(url)`` on first use, for one tasklet: ``get()`` raises what
+    ``connect`` raises, and asks again next time."""
+
+    def __init__(self, url: str) -> None:
+        check(url)
+        self.url = url
+        self._client: Client | None = None
+
+    def get(self) -> Client:
+        if self._client is None:
+            self._client = connect(self.url)
+        return self._client

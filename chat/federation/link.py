@@ -1,11 +1,21 @@
-"""The link: every script call to Redis, in order, pipelined on one connection.
+"""The link: every call to the room's script, in order, a batch per round trip.
 
-One writer tasklet (``Link.run``) takes the queued calls in order, up to
-``BATCH`` at a time, and sends them as one pipeline; each caller is woken
-with its reply. While Redis cannot be reached it retries with backoff,
-logged once per outage; a call not sent before its deadline fails with
-``RoomUnavailable``. The link knows scripts and replies, nothing of members:
-the room sets three hooks (``before_batch``, ``on_lost``, ``after_batch``).
+One writer tasklet (``Link.run``) takes every call queued since its last
+round trip (up to ``BATCH`` of them) and sends them as one EVALSHA of the
+room's script, which runs them in order and replies with one reply each;
+then it goes round again. So the lines a node's members say during one
+round trip go to Redis together in the next, and a member does not wait
+for its line's reply before saying the next one (``send``): one order (the
+queue's), and one script run per batch, not per line.
+
+Each call has a deadline (``SEND_LIMIT``): a call not answered by then
+fails with ``RoomUnavailable``, whether it was still queued or already sent
+(a hub timer watches the oldest deadline while calls are pending), so its
+member is told within the limit even while Redis hangs. While Redis cannot
+be reached the writer retries with backoff, logged once per outage, the
+batch first, in order. The link knows calls and replies, nothing of
+members: the room sets three hooks (``before_batch``, ``on_lost``,
+``after_batch``).
 """
 
 from __future__ import annotations
@@ -20,20 +30,25 @@ from .client import REDIS_DOWN
 
 log = logging.getLogger("chat.federation")
 
-SEND_LIMIT = 10.0       # a call not in Redis by then: RoomUnavailable
-BATCH = 512             # script calls per pipeline
+SEND_LIMIT = 10.0       # a call not answered by then: RoomUnavailable
+BATCH = 512             # calls per round trip
+BATCH_BYTES = 1 << 20   # and about this many bytes of arguments
 
 Args = Union[Sequence[Any], Callable[[], Sequence[Any]]]
 
 
 class RoomUnavailable(Exception):
-    """A request could not reach Redis within its time limit."""
+    """A call could not reach Redis within its time limit."""
 
 
 class Backoff:
-    """Waits between retries: 50 ms, doubling to 2 s; ``reset`` on success."""
+    """Waits between retries: 50 ms, doubling to 0.5 s; ``reset`` on success.
 
-    FIRST, CAP = 0.05, 2.0
+    The cap is short: a Redis Cluster failover must be over, and noticed,
+    within the expiry less a heartbeat (see membership.py), or the members go.
+    """
+
+    FIRST, CAP = 0.05, 0.5
 
     def __init__(self) -> None:
         self.delay = self.FIRST
@@ -71,26 +86,52 @@ class Outage:
 
 
 class Request:
-    """One script call: ``args`` may be a callable, evaluated each time the
-    call is sent (a heartbeat's member list is then current)."""
+    """One call of the room's script: ``name`` (a ``lua/NAME.lua``) and its
+    ``args``, which may be a callable, evaluated each time the call is sent
+    (a heartbeat's member list is then current).
 
-    __slots__ = ("args", "deadline", "done", "error", "on_reply", "reply", "script")
+    ``on_reply(reply)`` runs in the writer, in order with the other replies,
+    whenever the reply comes, even after the call was given up on (what
+    Redis did, it did). ``on_fail(error)`` runs once, if the call is given
+    up on before its reply; ``done`` (made by ``Link.call``) is set by
+    either.
+    """
 
-    def __init__(self, script: Any, args: Args, deadline: float,
-                 on_reply: Callable[[Any], None] | None = None) -> None:
-        self.script = script
+    __slots__ = ("args", "deadline", "done", "error", "finished", "name", "on_fail",
+                 "on_reply", "reply")
+
+    def __init__(self, name: str, args: Args, deadline: float,
+                 on_reply: Callable[[Any], None] | None = None,
+                 on_fail: Callable[[BaseException], None] | None = None) -> None:
+        self.name = name
         self.args = args
         self.deadline = deadline
         self.on_reply = on_reply
-        self.done = microthreads.Event()
+        self.on_fail = on_fail
+        self.done: microthreads.Event | None = None
+        self.finished = False
         self.reply: Any = None
         self.error: BaseException | None = None
 
     def fail(self, error: BaseException) -> None:
-        """Wake the caller with ``error``, unless it has its answer already."""
-        if not self.done.is_set():
-            self.error = error
+        """Give up: the caller learns ``error``, unless it has its answer already."""
+        if self.finished:
+            return
+        self.finished = True
+        self.error = error
+        if self.on_fail is not None:
+            self.on_fail(error)
+        if self.done is not None:
             self.done.set()
+
+    def succeed(self, reply: Any) -> None:
+        self.reply = reply
+        if self.on_reply is not None:
+            self.on_reply(reply)
+        if not self.finished:
+            self.finished = True
+            if self.done is not None:
+                self.done.set()
 
 
 def _unavailable() -> RoomUnavailable:
@@ -98,61 +139,86 @@ def _unavailable() -> RoomUnavailable:
 
 
 class Link:
-    """Script calls on ``client``, sent by one writer tasklet (``run``).
+    """Calls of ``script`` on ``client`` (a ``LazyClient``), sent by one
+    writer tasklet (``run``).
 
-    Every call is made with ``keys`` and ``common`` (the arguments all
-    scripts take) before its own arguments. Hooks, called in the writer:
-    ``before_batch(now)`` before each pipeline, ``on_lost()`` when one fails
-    to reach Redis (it is retried), ``after_batch(requests, sent)`` after
-    one got its replies (``sent``: the hub clock when it went out), before
-    the replies are handed over.
+    Every batch is one EVALSHA with ``keys`` and ``common`` (the arguments
+    every call shares) before the calls. Hooks, called in the writer:
+    ``before_batch(now)`` before each round trip, ``on_lost()`` when one
+    fails to reach Redis (it is retried), ``after_batch(requests, sent)``
+    after one got its replies (``sent``: the hub clock when it went out),
+    before the replies are handed over.
     """
 
-    def __init__(self, client: Any, keys: Sequence[str], common: Sequence[Any]) -> None:
+    def __init__(self, client: Any, script: Any, keys: Sequence[str],
+                 common: Sequence[Any]) -> None:
         self._client = client
+        self._script = script
         self._keys = list(keys)
         self._common = list(common)
         self._hub = microthreads.get_hub()
         self._queue: deque[Request] = deque()
         self._in_flight: Sequence[Request] = ()
         self._wake = microthreads.Event()
+        self._watch: Any = None             # the hub timer at the oldest pending deadline
+        self._retries: list[Request] = []   # from this batch's replies: to go again, first
         self.outage = Outage("writer")
         self.before_batch: Callable[[float], None] = lambda now: None
         self.on_lost: Callable[[], None] = lambda: None
         self.after_batch: Callable[[Sequence[Request], float], None] = lambda batch, sent: None
 
-    def call(self, script: Any, args: Args, limit: float = SEND_LIMIT,
+    def call(self, name: str, args: Args, limit: float = SEND_LIMIT,
              on_reply: Callable[[Any], None] | None = None, urgent: bool = False) -> Any:
-        """Run ``script`` with ``args``; its reply (a list).
+        """Run call ``name`` with ``args`` and wait for its reply (a list).
 
         ``urgent`` puts it first in the queue. ``on_reply`` runs in the
-        writer, in order with the other replies. Waits at most ``limit``
-        seconds (and one more for a reply on its way); raises RoomUnavailable
-        after that, or when the link gives up on every call (``fail_all``).
+        writer, in order with the other replies. Raises RoomUnavailable if
+        no reply came within ``limit`` seconds, or when the link gives up on
+        every call (``fail_all``).
         """
-        request = Request(script, args, self._hub.clock() + limit, on_reply)
-        if urgent:
-            self._queue.appendleft(request)
-        else:
-            self._queue.append(request)
-        self._wake.set()
-        if not request.done.wait(limit + 1.0):     # sent, but no reply in time
-            request.fail(_unavailable())
+        request = Request(name, args, self._hub.clock() + limit, on_reply)
+        request.done = microthreads.Event()
+        self._enqueue(request, urgent)
+        request.done.wait()                 # set by the reply, or a failure in time
         if request.error is not None:
             raise request.error
         return request.reply
 
-    def send(self, script: Any, args: Args, on_reply: Callable[[Any], None] | None = None,
+    def send(self, name: str, args: Args, on_reply: Callable[[Any], None] | None = None,
+             on_fail: Callable[[BaseException], None] | None = None,
              first: bool = False) -> None:
-        """Queue ``script`` without waiting for it. ``first``: at the front of
-        the queue, unless a call of the same script is there already."""
-        request = Request(script, args, self._hub.clock() + SEND_LIMIT, on_reply)
-        queue = self._queue
-        if not first:
-            queue.append(request)
-        elif not queue or queue[0].script is not script:
-            queue.appendleft(request)
+        """Queue call ``name`` without waiting for it; see Request for the
+        hooks. ``first``: at the front of the queue, unless a call of the same
+        name is there already."""
+        request = Request(name, args, self._hub.clock() + SEND_LIMIT, on_reply, on_fail)
+        if first and self._queue and self._queue[0].name == name:
+            return
+        self._enqueue(request, first)
+
+    def retry(self, name: str, args: Args, on_reply: Callable[[Any], None] | None = None,
+              on_fail: Callable[[BaseException], None] | None = None) -> None:
+        """From an ``on_reply``: send this call again, at the front of the
+        queue, in order with the others retried from the same batch, behind
+        what ``on_lost()`` queues first (a heartbeat that puts back what Redis
+        lost)."""
+        self._retries.append(Request(name, args, self._hub.clock() + SEND_LIMIT,
+                                     on_reply, on_fail))
+
+    def _enqueue(self, request: Request, first: bool) -> None:
+        if first:
+            self._queue.appendleft(request)
+        else:
+            self._queue.append(request)
         self._wake.set()
+        if self._watch is None:
+            self._watch = self._hub.call_at(request.deadline, self._expire)
+
+    def _requeue_retries(self) -> None:
+        retries, self._retries = self._retries, []
+        self._queue.extendleft(reversed(retries))
+        self.on_lost()
+        if self._watch is None:
+            self._watch = self._hub.call_at(retries[0].deadline, self._expire)
 
     def fail_all(self) -> None:
         """Fail every call queued or in flight with RoomUnavailable."""
@@ -161,9 +227,24 @@ class Link:
         while self._queue:
             self._queue.popleft().fail(_unavailable())
 
+    def _expire(self) -> None:
+        """On the hub, at the oldest deadline: fail every call past its own
+        (queued, or sent and unanswered); watch the next one."""
+        self._watch = None
+        now, oldest = self._hub.clock(), None
+        for request in (*self._in_flight, *self._queue):
+            if request.finished:
+                continue
+            if request.deadline <= now:
+                request.fail(_unavailable())
+            elif oldest is None or request.deadline < oldest:
+                oldest = request.deadline
+        if oldest is not None:
+            self._watch = self._hub.call_at(oldest, self._expire)
+
     def run(self) -> None:
-        """The writer: send queued calls, in order, pipelined; retry while
-        Redis is away. Runs until killed."""
+        """The writer: send queued calls, in order, a batch per round trip;
+        retry while Redis is away. Runs until killed."""
         queue, clock = self._queue, self._hub.clock
         backoff = Backoff()
         while True:
@@ -173,50 +254,50 @@ class Link:
                 continue
             sent = clock()
             self.before_batch(sent)
-            batch = self._take(sent)
+            batch, argv = self._take()
             if not batch:
                 continue
             self._in_flight = batch
             try:
-                replies = self._execute(batch)
+                replies = self._execute(argv)
             except REDIS_DOWN as exc:
                 self._in_flight = ()
                 # in order, at the front; not those given up on meanwhile
-                queue.extendleft(reversed([r for r in batch if not r.done.is_set()]))
+                queue.extendleft(reversed([r for r in batch if not r.finished]))
                 self.on_lost()
                 self.outage.begin(exc)
                 backoff.wait()
+                continue
+            except Exception as exc:    # a script error: our bug; the calls fail, not the writer
+                self._in_flight = ()
+                log.error("room script failed: %s", exc)
+                for request in batch:
+                    request.fail(RoomUnavailable(str(exc)))
                 continue
             self._in_flight = ()
             self.outage.end()
             backoff.reset()
             self.after_batch(batch, sent)
             for request, reply in zip(batch, replies):
-                if isinstance(reply, Exception):
-                    log.error("room script failed: %s", reply)
-                    request.fail(RoomUnavailable(str(reply)))
-                    continue
-                request.reply = reply
-                if request.on_reply is not None:
-                    request.on_reply(reply)
-                request.done.set()
+                request.succeed(reply)
+            if self._retries:
+                self._requeue_retries()
 
-    def _take(self, now: float) -> list[Request]:
-        """Up to BATCH calls from the queue; those past their deadline fail."""
-        queue, batch = self._queue, []
-        while queue and len(batch) < BATCH:
+    def _take(self) -> tuple[list[Request], list[Any]]:
+        """The calls to send now, up to BATCH (and about BATCH_BYTES of
+        arguments) from the queue, those given up on left out (the caller
+        was told: what it asked is not done); and the script's ARGV for them."""
+        queue, batch, argv = self._queue, [], list(self._common)
+        size = 0
+        while queue and len(batch) < BATCH and size < BATCH_BYTES:
             request = queue.popleft()
-            if request.done.is_set():          # given up on: the caller was told
+            if request.finished:
                 continue
-            if request.deadline <= now:
-                request.fail(_unavailable())
-            else:
-                batch.append(request)
-        return batch
-
-    def _execute(self, batch: Sequence[Request]) -> list[Any]:
-        pipe = self._client.pipeline(transaction=False)
-        for request in batch:
             args = request.args() if callable(request.args) else request.args
-            request.script(keys=self._keys, args=[*self._common, *args], client=pipe)
-        return pipe.execute(raise_on_error=False)
+            argv += (request.name, len(args), *args)
+            batch.append(request)
+        return batch, argv
+
+    def _execute(self, argv: list[Any]) -> list[Any]:
+        """One EVALSHA for the whole batch; one reply per call."""
+        return self._script(keys=self._keys, args=argv, client=self._client.get())

@@ -25,21 +25,21 @@ HEARTBEAT = 2.0         # seconds between a node's heartbeats
 EXPIRY = 6.0            # a node silent this long is dead; its members leave
 MARGIN = 0.5            # for the trip: cut off after EXPIRY - MARGIN
 
+#: The calls that refresh this node's expiry.
+_REFRESHING = frozenset(("join", "nick", "heartbeat"))
+
 
 class Membership:
     """The members Redis holds for this node (``registered``, uid -> Member,
     in join order), kept true by a heartbeat tasklet (``run``).
 
     ``drop(member, text)`` tells one member ``text`` and disconnects it.
-    ``refreshing``: the scripts that refresh this node's expiry.
     """
 
-    def __init__(self, link: Link, scripts: dict[str, Any],
-                 drop: Callable[[Member, str], None], lost_text: str) -> None:
+    def __init__(self, link: Link, drop: Callable[[Member, str], None],
+                 lost_text: str) -> None:
         self.registered: dict[str, Member] = {}
         self._link = link
-        self._heartbeat = scripts["heartbeat"]
-        self._refreshing = {scripts[name] for name in ("join", "nick", "heartbeat")}
         self._drop = drop
         self._lost_text = lost_text
         self._clock = microthreads.get_hub().clock
@@ -57,7 +57,7 @@ class Membership:
             microthreads.sleep(HEARTBEAT)
             self.check_contact(self._clock())
             try:
-                self._link.call(self._heartbeat, self._args, limit=HEARTBEAT, urgent=True,
+                self._link.call("heartbeat", self._args, limit=HEARTBEAT, urgent=True,
                                 on_reply=self._reply)
             except RoomUnavailable:
                 pass
@@ -65,7 +65,7 @@ class Membership:
     def queue_heartbeat(self) -> None:
         """A heartbeat first in the queue (once): after an outage it puts back
         what Redis may have lost before any other call needs it."""
-        self._link.send(self._heartbeat, self._args, on_reply=self._reply, first=True)
+        self._link.send("heartbeat", self._args, on_reply=self._reply, first=True)
 
     def check_contact(self, now: float) -> None:
         """Cut off for longer than the expiry (less a margin for the trip)?
@@ -86,7 +86,7 @@ class Membership:
             self._drop(member, text)
 
     def _after_batch(self, batch: Sequence[Request], sent: float) -> None:
-        if any(request.script in self._refreshing for request in batch):
+        if any(request.name in _REFRESHING for request in batch):
             self.last_contact = max(self.last_contact, sent)
 
     def _reply(self, reply: list[Any]) -> None:

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
-from .client import REDIS_DOWN
+from .client import REDIS_DOWN, LazyClient
 from .link import Backoff, Outage
+
+#: Entries taken per XREAD: enough to drain a burst in one round trip.
+READ_COUNT = 1000
 
 
 class Reader:
     """Reads ``stream`` on ``client`` (blocking ``XREAD``) in one tasklet (``run``).
 
-    Each entry goes to ``on_entry(fields)``, in the stream's order. Entries
+    Each entry goes to ``on_entry(fields)``, in the stream's order, all
+    that one XREAD brought without a pause (the members here get them as
+    one batch, at the end of the hub's turn; see ``Audience``). Entries
     carry a line number (``n``); when numbers are skipped (this node fell
     behind the stream's bound), ``on_gap()`` comes first, once per gap. A
     smaller number (Redis restarted empty) is taken as the new start. While
     Redis cannot be reached it retries with backoff (``outage`` logs it).
     """
 
-    def __init__(self, client: Any, stream: str, outage: Outage,
+    def __init__(self, client: LazyClient, stream: str, outage: Outage,
                  on_entry: Callable[[dict[str, str]], None],
                  on_gap: Callable[[], None]) -> None:
         self._client = client
@@ -32,7 +37,7 @@ class Reader:
         ``0-0`` if there is none or Redis cannot be reached (the log so far
         goes to nobody: nobody is here yet)."""
         try:
-            newest = self._client.xrevrange(self._stream, count=1)
+            newest = self._client.get().xrevrange(self._stream, count=1)
         except REDIS_DOWN as exc:
             self.outage.begin(exc)
             return "0-0"
@@ -44,7 +49,7 @@ class Reader:
         last_n, backoff = None, Backoff()
         while True:
             try:
-                reply = client.xread({stream: last_id}, count=1000, block=1000)
+                reply = client.get().xread({stream: last_id}, count=READ_COUNT, block=1000)
             except REDIS_DOWN as exc:
                 self.outage.begin(exc)
                 backoff.wait()

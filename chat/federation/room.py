@@ -18,10 +18,10 @@ from typing import Any, Callable, Sequence
 import microthreads
 from microthreads.net import NetworkError
 
-from ..room import Audience, Member, Room, RoomError
+from ..room import ONLINE_SHOWN, Audience, Member, Room, RoomError, online_line
 from ..text import handle_key
 from . import scripts, url
-from .client import redis_client
+from .client import LazyClient
 from .link import SEND_LIMIT, Link, Outage, RoomUnavailable
 from .membership import EXPIRY, Membership
 from .reader import Reader
@@ -29,6 +29,8 @@ from .reader import Reader
 log = logging.getLogger("chat.federation")
 
 STREAM_BOUND = 10000    # XADD MAXLEN ~
+#: A member's lines sent and not yet answered, at most; its next one waits.
+MAX_UNANSWERED = 64
 
 UNAVAILABLE = "Not delivered: the room is unavailable."
 LOST = "Connection to the room was lost; please reconnect."
@@ -52,15 +54,14 @@ class RedisRoom(Room):
         self.closed = False
         self._uids = itertools.count(1)
         self._here: dict[str, Member] = {}          # uid -> claimed here, not yet left
-        self._joins: dict[str, microthreads.Event] = {}   # uid -> set when its join is read
+        self._joins: dict[str, _Joining] = {}       # uid -> its join, until read back
+        self._unanswered: dict[str, microthreads.Semaphore] = {}   # uid -> lines in flight
         self._writer: Any = None                    # the link's tasklet, once open
         self._others: list[Any] = []                # the reader's and the heartbeat's
-        writer_client = redis_client(redis_url)
-        self._scripts = scripts.load(writer_client)
-        self._link = Link(writer_client, [prefix],
+        self._link = Link(LazyClient(redis_url), scripts.load(), scripts.keys(prefix, self.node),
                           [stream_bound or STREAM_BOUND, self.node, int(EXPIRY * 1000)])
-        self._membership = Membership(self._link, self._scripts, self._drop, LOST)
-        self._reader = Reader(redis_client(redis_url), prefix + "log",
+        self._membership = Membership(self._link, self._drop, LOST)
+        self._reader = Reader(LazyClient(redis_url), prefix + "log",
                               Outage("reader", on_end=self._membership.queue_heartbeat),
                               on_entry=self._deliver, on_gap=self._missed)
 
@@ -88,7 +89,7 @@ class RedisRoom(Room):
         self._membership.registered = {}
         if self._writer is not None:
             try:
-                self._link.call(self._scripts["deregister"], (), limit=1.0)
+                self._link.call("deregister", (), limit=1.0)
             except RoomUnavailable:
                 log.warning("could not deregister from the room; the others will see"
                             " this node's members leave after %gs", EXPIRY)
@@ -98,18 +99,25 @@ class RedisRoom(Room):
     # ------------------------------------------------------------ members
 
     def claim(self, handle: str, term: Any) -> Member | None:
-        """Claim ``handle`` in Redis and append the join line, atomically."""
+        """Claim ``handle`` in Redis and append the join line, atomically.
+
+        The reply brings the Online list as it was at the join (to this
+        member only; the log's join entry does not carry it).
+        """
         member = Member(handle, term, f"{self.node}:{next(self._uids)}")
+        joining = _Joining()
         self._here[member.uid] = member
-        self._joins[member.uid] = microthreads.Event()
+        self._joins[member.uid] = joining
 
         def joined(reply: list[Any]) -> None:
             if reply[0] == "ok" and member.uid in self._here:
                 member.seq = int(reply[1])
                 self._membership.registered[member.uid] = member
+                joining.online = _online(reply[2])
+            joining.replied.set()
 
         try:
-            reply = self._link.call(self._scripts["join"], (member.uid, member.key, handle),
+            reply = self._link.call("join", (member.uid, member.key, handle, 0, ONLINE_SHOWN),
                                     on_reply=joined)
         except RoomUnavailable:
             self.leave(member)          # in case it got through after all
@@ -121,10 +129,21 @@ class RedisRoom(Room):
 
     def join(self, member: Member) -> None:
         member.term.before_write = self.audience.flush
-        self._joins[member.uid].wait(SEND_LIMIT)     # until its join line is read back
+        joining = self._joins.get(member.uid)
+        if joining is not None:
+            joining.read.wait(SEND_LIMIT)       # until its join line is read back
 
     def publish(self, member: Member, line: str) -> None:
-        self._member_call(member, "say", lambda: (member.uid, member.key, line))
+        """Queue ``line`` for Redis and return: the member's next line does
+        not wait for this one's round trip (up to MAX_UNANSWERED of them).
+        A line not in Redis within SEND_LIMIT: the member is told
+        UNAVAILABLE; Redis no longer knowing the member (restarted empty):
+        a heartbeat puts it back and the line goes again, once."""
+        unanswered = self._unanswered.get(member.uid)
+        if unanswered is None:
+            unanswered = self._unanswered[member.uid] = microthreads.Semaphore(MAX_UNANSWERED)
+        unanswered.acquire()
+        _Say(self, member, line, unanswered).send()
 
     def leave(self, member: Member) -> None:
         """Forget the member here; Redis frees the handle and appends the
@@ -138,14 +157,15 @@ class RedisRoom(Room):
         def leave_args() -> tuple[str, str]:
             self._membership.registered.pop(member.uid, None)   # as it is sent: heartbeats agree
             return (member.uid, member.key)
-        self._link.send(self._scripts["leave"], leave_args)
+        self._link.send("leave", leave_args)
 
-    def who(self, member: Member) -> str:
+    def who(self, member: Member, page: int = 1) -> str:
+        first = (page - 1) * ONLINE_SHOWN
         try:
-            reply = self._link.call(self._scripts["who"], ())
+            reply = self._link.call("who", (first, ONLINE_SHOWN))
         except RoomUnavailable:
             raise RoomError(UNAVAILABLE) from None
-        return reply[1]
+        return _online(reply[1], first)
 
     def message(self, member: Member, to_key: str, text: str) -> str | None:
         reply = self._member_call(member, "msg",
@@ -169,12 +189,11 @@ class RedisRoom(Room):
         """Script ``name`` for ``member``; its reply. Raises RoomError when it
         could not be done (the member is disconnected if Redis no longer
         knows it)."""
-        script = self._scripts[name]
         try:
-            reply = self._link.call(script, args, on_reply=on_reply)
+            reply = self._link.call(name, args, on_reply=on_reply)
             if reply[0] == "gone":      # Redis restarted empty? a heartbeat puts it back
                 self._membership.queue_heartbeat()
-                reply = self._link.call(script, args, on_reply=on_reply)
+                reply = self._link.call(name, args, on_reply=on_reply)
         except RoomUnavailable:
             raise RoomError(UNAVAILABLE) from None
         if reply[0] == "gone":
@@ -184,7 +203,10 @@ class RedisRoom(Room):
 
     def _forget(self, member: Member) -> None:
         self._here.pop(member.uid, None)
-        self._joins.pop(member.uid, None)
+        self._unanswered.pop(member.uid, None)
+        joining = self._joins.pop(member.uid, None)
+        if joining is not None:                 # a reader waiting for its reply: go on
+            joining.replied.set()
 
     def _drop(self, member: Member, text: str) -> None:
         """Tell one member ``text`` and disconnect it (flushed, bounded)."""
@@ -210,14 +232,21 @@ class RedisRoom(Room):
             self.audience.broadcast(text)
         elif kind == "j":
             uid = fields.get("u", "")
-            member, joined = self._here.get(uid), self._joins.get(uid)
-            if member is None or joined is None or joined.is_set():
+            member, joining = self._here.get(uid), self._joins.get(uid)
+            if member is None or joining is None or joining.read.is_set():
+                self.audience.broadcast(text)
+                return
+            # its Online list comes in the join's reply, on the writer's
+            # connection: already on its way (the join ran), so wait for it
+            joining.replied.wait(SEND_LIMIT)
+            if self._joins.get(uid) is not joining:    # it left meanwhile
                 self.audience.broadcast(text)
                 return
             self.audience.add(member)            # lines before the join: not its
             self.audience.broadcast(text)
-            self.audience.tell(member, fields.get("o", ""))   # in its place, batched
-            joined.set()
+            if joining.online is not None:
+                self.audience.tell(member, joining.online)   # in its place, batched
+            joining.read.set()
         elif kind == "p":
             member = self._here.get(fields.get("u", ""))
             if member is not None and member in self.audience:
@@ -225,6 +254,63 @@ class RedisRoom(Room):
 
     def _missed(self) -> None:
         self.audience.broadcast(MISSED)
+
+
+class _Joining:
+    """A member's join on its way: ``replied`` when the join's reply (with
+    its ``online`` line) has come, ``read`` when the reader has read its join
+    line back."""
+
+    __slots__ = ("online", "read", "replied")
+
+    def __init__(self) -> None:
+        self.online: str | None = None
+        self.replied = microthreads.Event()
+        self.read = microthreads.Event()
+
+
+class _Say:
+    """One line said by a member, on its way to Redis (``RedisRoom.publish``)."""
+
+    __slots__ = ("again", "line", "member", "room", "unanswered")
+
+    def __init__(self, room: RedisRoom, member: Member, line: str,
+                 unanswered: microthreads.Semaphore) -> None:
+        self.room = room
+        self.member = member
+        self.line = line
+        self.unanswered: microthreads.Semaphore | None = unanswered
+        self.again = True
+
+    def send(self) -> None:
+        self.room._link.send("say", self._args, on_reply=self._reply, on_fail=self._fail)
+
+    def _args(self) -> tuple[str, str, str]:
+        return (self.member.uid, self.member.key, self.line)
+
+    def _answered(self) -> None:
+        if self.unanswered is not None:             # once, a reply or a failure
+            self.unanswered.release()
+            self.unanswered = None
+
+    def _reply(self, reply: list[Any]) -> None:
+        if reply[0] != "gone":
+            self._answered()
+        elif self.again:    # Redis restarted empty? a heartbeat puts it back first
+            self.again = False
+            self.room._link.retry("say", self._args, self._reply, self._fail)
+        else:
+            self._answered()
+            self.room._drop(self.member, LOST)
+
+    def _fail(self, error: BaseException) -> None:
+        self._answered()
+        self.member.tell(UNAVAILABLE)
+
+
+def _online(listed: list[Any], first: int = 0) -> str:
+    """The Online line from the script's ``{count, handles...}``."""
+    return online_line(listed[1:], total=int(listed[0]), first=first)
 
 
 def _spawn(name: str, body: Callable[..., None], *args: Any) -> Any:

@@ -1,13 +1,15 @@
--- ARGV[4..]: uid key handle. Claims key and announces the join, atomically.
+-- A: uid key handle first count. Claims key and announces the join,
+-- atomically; replies {'ok', seq, online(first, count)} (the Online list
+-- goes to the joiner only, not into the log).
 reap(); alive()
-local uid, key, handle = ARGV[4], ARGV[5], ARGV[6]
+local uid, key, handle = A[1], A[2], A[3]
+local first, count = tonumber(A[4]), tonumber(A[5])
 local holder = owner(key)
 if holder == uid then                            -- a retried join that got through
-  return {'ok', parse(redis.call('HGET', MEMBERS, key))}
+  return {'ok', parse(redis.call('HGET', MEMBERS, key)), online(first, count)}
 end
 if holder then return {'taken'} end
-local seq = redis.call('INCR', P .. 'seq')
-redis.call('HSET', MEMBERS, key, seq .. '\t' .. uid .. '\t' .. handle)
-redis.call('SADD', P .. 'node:' .. NODE, key)
-emit('j', handle .. ' has joined the chat.', uid, online())
-return {'ok', seq}
+local seq = redis.call('INCR', SEQ)
+hold(key, seq, uid, handle)
+emit('j', handle .. ' has joined the chat.', uid)
+return {'ok', seq, online(first, count)}

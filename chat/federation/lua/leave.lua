@@ -1,3 +1,3 @@
--- ARGV[4..]: uid key. Frees key if uid holds it, and announces the leave.
-if owner(ARGV[5]) == ARGV[4] then remove(ARGV[5], true) end
+-- A: uid key. Frees key if uid holds it, and announces the leave.
+if owner(A[2]) == A[1] then remove(A[2], true) end
 return {'ok'}

@@ -1,5 +1,5 @@
--- ARGV[4..]: uid key to_key text. Returns the recipient's handle.
-local uid, key, to_key, text = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+-- A: uid key to_key text. Replies with the recipient's handle.
+local uid, key, to_key, text = A[1], A[2], A[3], A[4]
 local value = redis.call('HGET', MEMBERS, key)
 if not value then return {'gone'} end
 local _, from_uid, from = parse(value)

@@ -1,6 +1,6 @@
--- ARGV[4..]: uid old_key new_key new_handle.
+-- A: uid old_key new_key new_handle.
 reap(); alive()
-local uid, old_key, new_key, new = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local uid, old_key, new_key, new = A[1], A[2], A[3], A[4]
 local value = redis.call('HGET', MEMBERS, old_key)
 if not value then return {'gone'} end
 local seq, holder, old = parse(value)
@@ -9,9 +9,7 @@ if new_key ~= old_key and redis.call('HEXISTS', MEMBERS, new_key) == 1 then
   return {'taken'}
 end
 if new == old then return {'same'} end
-redis.call('HDEL', MEMBERS, old_key)
-redis.call('SREM', P .. 'node:' .. NODE, old_key)
-redis.call('HSET', MEMBERS, new_key, seq .. '\t' .. uid .. '\t' .. new)
-redis.call('SADD', P .. 'node:' .. NODE, new_key)
+remove(old_key, false)
+hold(new_key, seq, uid, new)
 emit('b', old .. ' is now known as ' .. new .. '.')
 return {'ok'}

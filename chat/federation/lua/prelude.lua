@@ -1,15 +1,32 @@
--- Shared by every script (prepended when the scripts are loaded).
--- KEYS[1] is the room's prefix, ARGV[1] the stream bound, ARGV[2] this node,
--- ARGV[3] the expiry in ms; the rest is the script's own.
-local P, BOUND, NODE, EXPIRY = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
-local MEMBERS = P .. 'members'
+-- The room's one script: prelude.lua, then each call's file as a function
+-- (CALLS[name]), then the dispatch at the end (scripts.py puts them together).
+--
+-- Every key is declared and carries the room's hash tag, chat:{ROOM}:, so a
+-- room lives on one Redis Cluster slot:
+--   KEYS[1] log      the Stream: every line, numbered (field n)
+--   KEYS[2] members  hash: handle key -> "seq TAB uid TAB handle"
+--   KEYS[3] order    sorted set: handle by join order (seq): the Online list
+--   KEYS[4] nodes    sorted set: node -> the Redis time (ms) it expires at
+--   KEYS[5] n        the line counter
+--   KEYS[6] seq      the join counter
+--   KEYS[7] held     set: the handle keys this node holds (expires with it)
+-- ARGV[1] the stream bound, ARGV[2] this node, ARGV[3] the expiry in ms;
+-- then the calls, each as: name, count of its arguments, its arguments.
+local LOG, MEMBERS, ORDER, NODES, N, SEQ, HELD =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local BOUND, NODE, EXPIRY = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local CALLS = {}
 
-local function emit(kind, text, uid, online)
-  local n = redis.call('INCR', P .. 'n')
-  local fields = {'n', n, 'k', kind, 'd', text}
-  if uid then fields[#fields + 1] = 'u'; fields[#fields + 1] = uid end
-  if online then fields[#fields + 1] = 'o'; fields[#fields + 1] = online end
-  return redis.call('XADD', P .. 'log', 'MAXLEN', '~', BOUND, '*', unpack(fields))
+local clock = redis.call('TIME')
+local NOW = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+
+local function emit(kind, text, uid)
+  local n = redis.call('INCR', N)
+  if uid then
+    return redis.call('XADD', LOG, 'MAXLEN', '~', BOUND, '*', 'n', n, 'k', kind, 'd', text,
+                      'u', uid)
+  end
+  return redis.call('XADD', LOG, 'MAXLEN', '~', BOUND, '*', 'n', n, 'k', kind, 'd', text)
 end
 
 local function parse(value)             -- seq, uid, handle
@@ -21,55 +38,51 @@ local function node_of(uid)
   return string.match(uid, '^(.*):[^:]*$')
 end
 
+local function hold(key, seq, uid, handle)
+  redis.call('HSET', MEMBERS, key, seq .. '\t' .. uid .. '\t' .. handle)
+  redis.call('ZADD', ORDER, seq, handle)
+  redis.call('SADD', HELD, key)
+  redis.call('PEXPIRE', HELD, EXPIRY * 2)
+end
+
 local function remove(key, announce)
   local value = redis.call('HGET', MEMBERS, key)
   if not value then return end
   local _, uid, handle = parse(value)
   redis.call('HDEL', MEMBERS, key)
-  redis.call('SREM', P .. 'node:' .. node_of(uid), key)
+  redis.call('ZREM', ORDER, handle)
+  if node_of(uid) == NODE then redis.call('SREM', HELD, key) end
   if announce then emit('b', handle .. ' has left the chat.') end
 end
 
-local function in_join_order(keys)
-  local entries = {}
-  for _, key in ipairs(keys) do
-    local value = redis.call('HGET', MEMBERS, key)
-    if value then entries[#entries + 1] = {parse(value), key} end
+-- Nodes whose heartbeat expired: their members leave, announced in join
+-- order. (Their own held sets are not ours to touch: they expire.)
+local function reap()
+  local dead = redis.call('ZRANGEBYSCORE', NODES, '-inf', NOW)
+  if #dead == 0 then return end
+  local is_dead, gone = {}, {}
+  for _, node in ipairs(dead) do is_dead[node] = true end
+  local all = redis.call('HGETALL', MEMBERS)
+  for i = 1, #all, 2 do
+    local seq, uid = parse(all[i + 1])
+    if is_dead[node_of(uid)] then gone[#gone + 1] = {seq, all[i]} end
   end
-  table.sort(entries, function(a, b) return a[1] < b[1] end)
-  local sorted = {}
-  for i, entry in ipairs(entries) do sorted[i] = entry[2] end
-  return sorted
-end
-
-local function reap()                    -- nodes whose heartbeat expired
-  for _, node in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
-    if redis.call('EXISTS', P .. 'alive:' .. node) == 0 then
-      for _, key in ipairs(in_join_order(redis.call('SMEMBERS', P .. 'node:' .. node))) do
-        remove(key, true)
-      end
-      redis.call('DEL', P .. 'node:' .. node)
-      redis.call('SREM', P .. 'nodes', node)
-    end
-  end
+  table.sort(gone, function(a, b) return a[1] < b[1] end)
+  for _, entry in ipairs(gone) do remove(entry[2], true) end
+  redis.call('ZREM', NODES, unpack(dead))
 end
 
 local function alive()
-  redis.call('SET', P .. 'alive:' .. NODE, '1', 'PX', EXPIRY)
-  redis.call('SADD', P .. 'nodes', NODE)
+  redis.call('ZADD', NODES, NOW + EXPIRY, NODE)
+  if redis.call('EXISTS', HELD) == 1 then redis.call('PEXPIRE', HELD, EXPIRY * 2) end
 end
 
-local function online()
-  local all = redis.call('HGETALL', MEMBERS)
-  local entries = {}
-  for i = 1, #all, 2 do
-    local seq, _, handle = parse(all[i + 1])
-    entries[#entries + 1] = {seq, handle}
-  end
-  table.sort(entries, function(a, b) return a[1] < b[1] end)
-  local handles = {}
-  for i, entry in ipairs(entries) do handles[i] = entry[2] end
-  return 'Online (' .. #handles .. '): ' .. table.concat(handles, ', ')
+-- {count, handles...}: how many are online, and the handles from position
+-- first (0-based) on, at most count of them, in join order.
+local function online(first, count)
+  local listed = redis.call('ZRANGE', ORDER, first, first + count - 1)
+  table.insert(listed, 1, redis.call('ZCARD', ORDER))
+  return listed
 end
 
 local function owner(key)                -- uid holding key, or nil
