@@ -64,11 +64,17 @@ run: $(VENV)/.installed-run  ## the chat server on 127.0.0.1:1980 (telnet or nc 
 
 # A local Redis (loopback, port 6390, no persistence) and a 2-worker chat on it;
 # Ctrl-C stops both. Needs redis-server (make system-deps).
-run-cluster: $(VENV)/.installed-test  ## 2 chat workers federated through a local Redis
+# CLUSTER=1: a local Redis Cluster instead (3 masters + 3 replicas on free ports,
+# nodes.conf in a temporary directory; tests/redis_helpers.py), stopped with the chat.
+run-cluster: $(VENV)/.installed-test  ## 2 chat workers federated through a local Redis (CLUSTER=1: a Redis Cluster)
 	@command -v redis-server >/dev/null || { echo "no redis-server: run make system-deps"; exit 1; }
-	redis-server --port 6390 --save '' --appendonly no --bind 127.0.0.1 & redis=$$!; \
-	trap 'kill $$redis 2>/dev/null' EXIT; \
-	$(PY) -m chat --workers 2 --redis redis://127.0.0.1:6390/0 --host $(HOST) --port $(PORT) $(ARGS)
+	@if [ -n "$(CLUSTER)" ]; then \
+	  $(PY) tests/redis_helpers.py --workers 2 --host $(HOST) --port $(PORT) $(ARGS); \
+	else \
+	  redis-server --port 6390 --save '' --appendonly no --bind 127.0.0.1 & redis=$$!; \
+	  trap 'kill $$redis 2>/dev/null' EXIT; \
+	  $(PY) -m chat --workers 2 --redis redis://127.0.0.1:6390/0 --host $(HOST) --port $(PORT) $(ARGS); \
+	fi
 
 test: $(VENV)/.installed-test  ## the whole test suite
 	$(PY) -m pytest $(ARGS)

@@ -1,6 +1,10 @@
 """Throwaway Redis servers for the federation tests: one ``redis-server``, or a
 local Redis Cluster of three masters and three replicas.
 
+``python tests/redis_helpers.py CHAT-ARGS`` (``make run-cluster CLUSTER=1``)
+starts a local Redis Cluster, then ``python -m chat --redis URL CHAT-ARGS``
+on it; when the chat stops (Ctrl-C), so does the cluster.
+
 Every server listens on 127.0.0.1 on a free port, keeps nothing on disk
 (``--save ''``, ``--appendonly no``; a cluster node's ``nodes.conf`` goes to
 a temporary directory), and is stopped by its PID, never by name. Every wait
@@ -14,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -102,7 +107,8 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", *self.args], cwd=self.cwd, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)           # Ctrl-C is for the chat, not for it
         client = self.client(socket_timeout=1, socket_connect_timeout=1)
         try:
             # ours, not another process on a port that was free a moment ago
@@ -253,3 +259,21 @@ class RedisCluster:
         for node in self.nodes.values():
             node.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def main(argv):
+    cluster = RedisCluster()
+    try:
+        print(f"Redis Cluster of 6 nodes on 127.0.0.1 ports {sorted(cluster.nodes)}; chat on"
+              f" --redis {cluster.url}", flush=True)
+        chat = subprocess.Popen([sys.executable, "-m", "chat", "--redis", cluster.url, *argv])
+        try:
+            return chat.wait()
+        except KeyboardInterrupt:       # the chat got SIGINT too: it stops gracefully
+            return chat.wait()
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
