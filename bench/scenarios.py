@@ -297,7 +297,8 @@ def run_cluster(row, settings, ctx):
     the CPU time of the server processes (the workers and Redis; the
     supervisor too, which idles) over the load generator's whole run,
     divided by every says-line it received in that run (warm-up and drain
-    included, so both figures cover the same span)."""
+    included, so both figures cover the same span); and Redis's alone per
+    line said (what one room costs its master)."""
     members, senders = 100, 10
     port = runner.free_port()
     with contextlib.ExitStack() as stack:
@@ -319,7 +320,8 @@ def run_cluster(row, settings, ctx):
         pids += [proc.pid, *children(proc.pid)]
         limit = (login_seconds(members) + settings.chat_warmup + settings.chat_duration
                  + settings.chat_drain + 10)
-        cpu_before = cpu_seconds(pids)
+        redis_pids = pids[:1] if row is CHAT_WORKERS else []
+        cpu_before, redis_before = cpu_seconds(pids), cpu_seconds(redis_pids)
         result = ctx.procs.run(
             [ctx.loadgen, "chat", "--port", port, "--members", members,
              "--senders", senders, "--window", settings.chat_window,
@@ -327,12 +329,14 @@ def run_cluster(row, settings, ctx):
              "--drain", settings.chat_drain, "--timeout", limit],
             None, f"cluster-loadgen-{row.key}", timeout=limit + 10)
         cpu = cpu_seconds(pids) - cpu_before
+        redis_cpu = cpu_seconds(redis_pids) - redis_before
         if proc.poll() is not None and not proc.killed:
             raise RunError(f"the server died: {runner.failure_reason(proc)}")
     return {"lines_s": result["lines_s"], "p50_ms": result["p50_us"] / 1000,
             "p99_ms": result["p99_us"] / 1000, "lost": result["lost"],
             "misordered": result["misordered"],
-            "cpu_us_line": cpu / max(result["received"], 1) * 1e6, "raw": result}
+            "cpu_us_line": cpu / max(result["received"], 1) * 1e6,
+            "redis_us_sent": redis_cpu / max(result["sent"], 1) * 1e6, "raw": result}
 
 
 def run_bridge(row, settings, ctx):
@@ -470,14 +474,16 @@ def tables(settings):
          Figure("p99_ms", "p99 ms", "lower", -1),
          Figure("lost", "lost", "zero"),
          Figure("misordered", "misordered", "zero"),
-         Figure("cpu_us_line", "CPU us/line", "lower", 2)],
+         Figure("cpu_us_line", "CPU us/line", "lower", 2),
+         Figure("redis_us_sent", "Redis us/said", "info", 1)],
         [CHAT_ONE, CHAT_WORKERS], run_cluster, needs="chat",
         note="vs mt = divided by the 1-process row. Not pinned: the load generator, "
              "Redis and the chat process(es) all share the machine's CPUs (2 workers + "
              "Redis + the load generator cannot each have a core of 2), in both rows; "
              "redis-server --save '' --appendonly no, started and killed for each run; "
              "CPU us/line: CPU time of the chat process(es) and Redis per says-line "
-             "delivered, over the load generator's whole run"))
+             "delivered, over the load generator's whole run; Redis us/said: Redis's "
+             "CPU time per line said (appended once, read back by both workers)"))
     found.append(Table(
         "bridge", "bridge",
         "7. tasklets and asyncio on one loop (microthreads.aio): ns per operation",
