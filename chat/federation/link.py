@@ -161,6 +161,7 @@ class Link:
         self._in_flight: Sequence[Request] = ()
         self._wake = microthreads.Event()
         self._watch: Any = None             # the hub timer at the oldest pending deadline
+        self._watch_at = 0.0                # ... and that deadline
         self._retries: list[Request] = []   # from this batch's replies: to go again, first
         self.outage = Outage("writer")
         self.before_batch: Callable[[float], None] = lambda now: None
@@ -210,15 +211,22 @@ class Link:
         else:
             self._queue.append(request)
         self._wake.set()
-        if self._watch is None:
-            self._watch = self._hub.call_at(request.deadline, self._expire)
+        self._watch_until(request.deadline)
 
     def _requeue_retries(self) -> None:
         retries, self._retries = self._retries, []
         self._queue.extendleft(reversed(retries))
         self.on_lost()
-        if self._watch is None:
-            self._watch = self._hub.call_at(retries[0].deadline, self._expire)
+        self._watch_until(retries[0].deadline)
+
+    def _watch_until(self, deadline: float) -> None:
+        """Have ``_expire`` run by ``deadline`` (a call may have a shorter
+        limit than those queued before it: a heartbeat's, a deregister's)."""
+        if self._watch is not None:
+            if self._watch_at <= deadline:
+                return
+            self._watch.cancel()
+        self._watch, self._watch_at = self._hub.call_at(deadline, self._expire), deadline
 
     def fail_all(self) -> None:
         """Fail every call queued or in flight with RoomUnavailable."""
@@ -240,7 +248,7 @@ class Link:
             elif oldest is None or request.deadline < oldest:
                 oldest = request.deadline
         if oldest is not None:
-            self._watch = self._hub.call_at(oldest, self._expire)
+            self._watch_until(oldest)
 
     def run(self) -> None:
         """The writer: send queued calls, in order, a batch per round trip;
