@@ -357,3 +357,17 @@ def test_the_online_list_goes_to_the_joiner_only_and_is_paged(nodes, redis_serve
         client.close()
     assert len(joins) == 102
     assert max(sum(len(k) + len(v) for k, v in fields.items()) for fields in joins) < 100
+
+
+def test_a_node_stops_in_time_while_redis_hangs_with_lines_queued(nodes, redis_server):
+    (a,) = nodes(count=1)
+    alice = a.join("alice")
+    os.kill(redis_server.proc.pid, signal.SIGSTOP)   # Redis hangs: nothing gets through
+    try:
+        alice.say("queued, for 10 s at most")
+        alice.sync()                          # the node has read it
+        a.send_signal(signal.SIGTERM)         # deregistering gives up after 1 s, not 10
+        assert a.wait(8) == 0
+    finally:
+        os.kill(redis_server.proc.pid, signal.SIGCONT)
+    a.wait_for_log(r"could not deregister from the room")
