@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import re
-import unicodedata
 from dataclasses import dataclass
 
 import microthreads
@@ -20,7 +19,7 @@ from microthreads.net import NetworkError, StreamServer
 
 from .room import LocalRoom, RoomError
 from .terminal import Terminal
-from .text import check_handle, handle_key
+from .text import check_handle, target_key
 
 log = logging.getLogger("chat")
 
@@ -199,8 +198,8 @@ class ChatServer:
             member.term.say("Usage: /msg <handle> <text>")
             return
         to, text = words
-        # handles are kept in NFC (check_handle), so compare <to> in NFC too
-        target = self.room.message(member, handle_key(unicodedata.normalize("NFC", to)), text)
+        to_key = target_key(to)                 # None: longer than any handle
+        target = None if to_key is None else self.room.message(member, to_key, text)
         if target is None:
             member.term.say(f"No such user: {to}")
             return

@@ -29,6 +29,7 @@ import unicodedata
 from typing import Optional, Union
 
 __all__ = [
+    "HANDLE_INPUT_MAX",
     "HANDLE_MAX",
     "HANDLE_RULE",
     "INVALID_HANDLE",
@@ -40,6 +41,7 @@ __all__ = [
     "decode",
     "handle_key",
     "sanitize",
+    "target_key",
 ]
 
 
@@ -379,6 +381,14 @@ def sanitize(text: str) -> str:
 # --- 5. handles -------------------------------------------------------------
 
 HANDLE_MAX = 32
+HANDLE_INPUT_MAX = 4 * HANDLE_MAX
+"""The most code points a typed handle (or ``/msg`` target) may have before
+normalising: NFC composes at most a few into one (a Hangul syllable from
+three jamo), and normalisation costs up to the square of the length (marks
+in reverse canonical order), so anything longer is refused unread."""
+# Hangul fillers: letters (Lo) that draw nothing (Default_Ignorable_Code_Point);
+# every other default-ignorable code point is a Cf, Mn or Cn, refused anyway.
+_INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
 HANDLE_RULE = (
     f"Use 1 to {HANDLE_MAX} letters, digits, '_', '-' or '.', letters all from one script."
 )
@@ -475,9 +485,11 @@ def _augmented_scripts(letter: str) -> Optional[frozenset]:
 def check_handle(raw: str) -> tuple[Optional[str], Optional[str]]:
     """Validate a handle as typed; return ``(handle, None)`` or ``(None, error_line)``.
 
-    Surrounding whitespace is stripped and the rest normalised to NFC; that
+    Surrounding whitespace is stripped; more than ``HANDLE_INPUT_MAX`` (128)
+    code points left is invalid at once, else the rest, normalised to NFC,
     is the handle. It is valid when it has 1 to ``HANDLE_MAX`` (32)
-    characters, each a letter (category L*), a decimal digit (category Nd),
+    characters, each a letter (category L*) other than the invisible Hangul
+    fillers (U+115F, U+1160, U+3164, U+FFA0), a decimal digit (category Nd),
     ``_``, ``-`` or ``.``, and its letters all come from one script (UTS #39
     single-script, with its augmented sets: Han goes with Hiragana and
     Katakana (Japanese), with Hangul (Korean) or with Bopomofo). Digits and
@@ -496,7 +508,10 @@ def check_handle(raw: str) -> tuple[Optional[str], Optional[str]]:
     script (digits are neutral), and width: a fullwidth 'paul' (Latin) is a
     different handle from 'paul', since handle_key only casefolds.
     """
-    handle = unicodedata.normalize("NFC", raw.strip())
+    raw = raw.strip()
+    if len(raw) > HANDLE_INPUT_MAX:  # before NFC, whose cost grows with the square
+        return None, INVALID_HANDLE
+    handle = unicodedata.normalize("NFC", raw)
     if not 1 <= len(handle) <= HANDLE_MAX:
         return None, INVALID_HANDLE
     scripts = None  # the scripts every letter so far may be written in; None: any
@@ -506,7 +521,7 @@ def check_handle(raw: str) -> tuple[Optional[str], Optional[str]]:
         category = unicodedata.category(char)
         if category == "Nd":
             continue
-        if category[0] != "L":
+        if category[0] != "L" or char in _INVISIBLE_LETTERS:
             return None, INVALID_HANDLE
         allowed = _augmented_scripts(char)
         if allowed is not None:
@@ -519,6 +534,15 @@ def check_handle(raw: str) -> tuple[Optional[str], Optional[str]]:
 def handle_key(handle: str) -> str:
     """The key two handles are compared by: its ``casefold()`` ('Paul' is 'paul')."""
     return handle.casefold()
+
+
+def target_key(typed: str) -> Optional[str]:
+    """The key of the member a ``/msg <to>`` names, as typed; None when it is
+    longer than ``HANDLE_INPUT_MAX`` code points (no handle is), refused
+    before normalising. Handles are kept in NFC, so ``typed`` is put in NFC."""
+    if len(typed) > HANDLE_INPUT_MAX:
+        return None
+    return handle_key(unicodedata.normalize("NFC", typed))
 
 
 # --- 6. flood control -------------------------------------------------------

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chat.text import (
+    HANDLE_INPUT_MAX,
     HANDLE_RULE,
     INVALID_HANDLE,
     TOO_LONG,
@@ -19,6 +20,7 @@ from chat.text import (
     decode,
     handle_key,
     sanitize,
+    target_key,
 )
 
 PROPERTY = settings(max_examples=150, deadline=None)
@@ -563,10 +565,11 @@ def test_the_error_line_starts_invalid_handle_and_states_the_rule():
     assert "1 to 32" in HANDLE_RULE and "one script" in HANDLE_RULE
 
 
-def test_every_letter_alone_is_a_valid_handle():
+def test_every_letter_alone_but_the_hangul_fillers_is_a_valid_handle():
     for code in range(sys.maxunicode + 1):
         char = chr(code)
-        if unicodedata.category(char)[0] == "L" and unicodedata.normalize("NFC", char) == char:
+        if unicodedata.category(char)[0] == "L" and unicodedata.normalize("NFC", char) == char \
+                and code not in (0x115F, 0x1160, 0x3164, 0xFFA0):
             assert check_handle(char) == (char, None), f"U+{code:04X}"
 
 
@@ -586,6 +589,31 @@ def test_a_handle_checked_again_stays_valid_and_the_same(raw):
         assert 1 <= len(handle) <= 32
     else:
         assert error == INVALID_HANDLE
+
+
+def test_an_over_long_handle_or_target_is_refused_before_normalising(monkeypatch):
+    normalised = []
+    real = unicodedata.normalize
+    monkeypatch.setattr(unicodedata, "normalize",
+                        lambda form, text: normalised.append(len(text)) or real(form, text))
+    marks = "a" + "\u0300" * 1000 + "\u0316" * 1000   # reverse canonical order: NFC is slow
+    assert check_handle(marks) == (None, INVALID_HANDLE)
+    assert check_handle("x" * (HANDLE_INPUT_MAX + 1)) == (None, INVALID_HANDLE)
+    assert target_key(marks) is None
+    assert normalised == []
+    assert target_key("Jose\u0301") == "jos\u00e9"
+
+
+def test_a_decomposed_handle_of_up_to_the_input_bound_is_still_valid():
+    typed = "e\u0323\u0302" * 32                # 96 code points, 32 letters (U+1EC7) in NFC
+    assert len(typed) <= HANDLE_INPUT_MAX
+    assert check_handle(typed) == (unicodedata.normalize("NFC", typed), None)
+
+
+@pytest.mark.parametrize("filler", ["\u115f", "\u1160", "\u3164", "\uffa0"])
+def test_a_hangul_filler_is_refused_alone_and_beside_letters(filler):
+    for typed in (filler, "\u674e" + filler, filler + "\ud55c", "bob" + filler):
+        assert check_handle(typed) == (None, INVALID_HANDLE)
 
 
 def test_handle_key_is_the_casefold():

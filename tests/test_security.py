@@ -24,7 +24,7 @@ import time
 import unicodedata
 
 import pytest
-from attacks import NEWLINES, NOPS, Flood, Pinger
+from attacks import MARKS, NEWLINES, NOPS, Flood, Pinger
 from chat_helpers import GREETING, INVALID, TAKEN, TIMEOUT, chat_servers
 
 FULL = "Server is full, try again later."
@@ -173,7 +173,9 @@ def test_a_member_cannot_mix_scripts_or_hide_characters_in_a_handle(chat_server)
     (UTS #39 single-script, so 'paul' with a Cyrillic a U+0430, or with a
     MATHEMATICAL SANS-SERIF SMALL P, is refused), and any invisible or
     combining character (ZERO WIDTH SPACE, ZERO WIDTH JOINER, a combining
-    mark that has no precomposed form), space, symbol or control."""
+    mark that has no precomposed form), space, symbol or control; and the
+    Hangul fillers, letters that draw nothing (issue 19, item 6: '李ㅤ'
+    joined beside '李', and 'ㅤ' alone made '* ㅤ bob waves')."""
     server = chat_server()
     (paul,) = server.room("paul")
     client = server.connect()
@@ -184,7 +186,9 @@ def test_a_member_cannot_mix_scripts_or_hide_characters_in_a_handle(chat_server)
                   "pa\u200dul",            # ZERO WIDTH JOINER
                   "paul\u0338",            # COMBINING LONG SOLIDUS OVERLAY
                   "pa\u00a0ul",            # NO-BREAK SPACE
-                  "pa ul"):
+                  "pa ul",
+                  "\u674e\u3164",          # HANGUL FILLER beside a Han letter
+                  "\u3164", "\u115f", "\u1160", "\uffa0"):   # the Hangul fillers alone
         client.say(typed)
         client.expect(INVALID, GREETING)
     paul.expect_nothing_more()
@@ -392,20 +396,27 @@ def test_a_flooder_at_full_speed_cannot_starve_another_members_lines(chat_server
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("payload", [NEWLINES, NOPS], ids=["bare newlines", "IAC NOP pairs"])
+@pytest.mark.parametrize(("payload", "rate"), [(NEWLINES, 20), (NOPS, 20),
+                                              (MARKS.encode() + b"\r\n", 0)],
+                         ids=["bare newlines", "IAC NOP pairs", "4 KB combining-mark handles"])
 def test_reads_packed_with_lines_or_telnet_commands_cannot_stall_the_others(chat_server,
-                                                                            payload):
-    """Issue 19, item 1. Four clients at the login prompt send 16 KiB reads
-    of bare newlines (16,384 lines each) or of ``IAC NOP`` (8,192 commands
-    each) for 3 s; a member pings itself every 0.1 s meanwhile. Before the
+                                                                            payload, rate):
+    """Issue 19, items 1 and 2. Four clients at the login prompt send 16 KiB
+    reads of bare newlines (16,384 lines each), of ``IAC NOP`` (8,192
+    commands each), or handles of 2,000 combining marks in reverse canonical
+    order (with ``--rate 0``, as four times as many connections would get
+    through at the default rate) for 3 s; a member pings itself every 0.1 s
+    meanwhile. Before the
     fix the server framed and checked every line of a read, parsed every
-    command, and yielded only every 64 reads: the member's first echo came
-    back after ~3 s, so at most one or two arrived while the attack ran. Now
-    lines past the rate limit are dropped unframed and each line or command
-    counts toward the yield: at least 6 of
+    command, and yielded only every 64 reads, and put every handle in NFC
+    (quadratic here) before checking its length: the member's echoes came
+    back after seconds, so at most one or two arrived while the attack ran.
+    Now lines past the rate limit are dropped unframed, each line or command
+    counts toward the yield, and an over-long handle is refused before
+    normalising: at least 6 of
     the ~30 echoes must arrive while the attack is still under way (an
     average round trip under 0.5 s, a wide margin over the ~10 ms seen)."""
-    server = chat_server()
+    server = chat_server(rate=rate)
     (watcher,) = server.room("watcher")
     pinger = Pinger(watcher, interval=0.1)
     with Flood(server.port, payload, attackers=4) as attack:
