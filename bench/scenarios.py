@@ -145,7 +145,7 @@ def server_cmd(row, mode, port, ctx):
         return [ctx.cserver, mode, "--port", port]
     if row is MICROTHREADS and mode == "chat":  # the real chat service
         return [PYTHON, "-m", "chat", "--host", runner.HOST, "--port", port,
-                "--rate", "0", "--max-clients", "20000"]
+                "--rate", "0", "--join-rate", "0", "--max-clients", "20000"]
     return peer_cmd(row, mode, "--port", port)
 
 
@@ -303,7 +303,7 @@ def run_cluster(row, settings, ctx):
     port = runner.free_port()
     with contextlib.ExitStack() as stack:
         cmd = [PYTHON, "-m", "chat", "--host", runner.HOST, "--port", port, "--rate", "0",
-               "--max-clients", "20000"]
+               "--join-rate", "0", "--max-clients", "20000"]
         pids = []
         if row is CHAT_WORKERS:
             missing = redis_missing()

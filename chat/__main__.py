@@ -64,6 +64,9 @@ def build_parser():
     parser.add_argument("--rate", type=_within(float, 0), default=defaults.rate,
                         help="lines per second per member, burst twice that; 0 is off"
                              " (default %(default)g)")
+    parser.add_argument("--join-rate", type=_within(float, 0), default=defaults.join_rate,
+                        help="logins per second per address, burst 10; 0 is off"
+                             " (default %(default)g)")
     parser.add_argument("--max-line", type=_within(int, 1), default=defaults.max_line,
                         help="longest input line in bytes (default %(default)s)")
     parser.add_argument("--login-timeout", type=_within(float, 0, above=True),
@@ -164,7 +167,7 @@ def main(argv=None):
             log.warning("--max-clients %d needs more descriptors than the limit %d",
                         args.max_clients, limit)
     options = Options(host=args.host, port=args.port, max_clients=args.max_clients,
-                      rate=args.rate, max_line=args.max_line,
+                      rate=args.rate, join_rate=args.join_rate, max_line=args.max_line,
                       login_timeout=args.login_timeout, max_backlog=args.max_backlog,
                       stall_timeout=args.stall_timeout, reuse_port=bool(args.worker_of))
     if args.tls_cert:

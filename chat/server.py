@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import microthreads
 from microthreads.net import NetworkError, StreamServer
 
+from .limits import AddressLimits, address_key
 from .room import LocalRoom, RoomError
 from .terminal import Terminal
 from .text import check_handle, target_key
@@ -25,6 +26,9 @@ log = logging.getLogger("chat")
 
 #: On /quit, how long the leaving member's pending output may take to go out.
 QUIT_FLUSH = 1.0
+
+#: The answer to a valid handle from an address past its join rate (chat.limits).
+TOO_MANY_LOGINS = "Too many logins from your address; wait a few seconds."
 
 #: ``/word rest``: the word runs to the first whitespace (a space or a tab).
 _COMMAND = re.compile(r"/(\S*)\s*(.*)", re.DOTALL)
@@ -41,6 +45,7 @@ class Options:
     max_backlog: int = 1 << 20
     stall_timeout: float = 30.0
     shutdown_flush: float = 2.0
+    join_rate: float = 1.0         # logins a second per address, burst 10; 0 is off
     reuse_port: bool = False       # --workers: every worker listens on the same port
     tls: object = None             # an ssl.SSLContext: --tls-cert/--tls-key (None: plain TCP)
 
@@ -56,6 +61,7 @@ class ChatServer:
     def __init__(self, options=None, room=None):
         self.options = options or Options()
         self.room = room if room is not None else LocalRoom()
+        self.limits = AddressLimits(self.options.rate, self.options.join_rate)
         self.closing = False
         self.server = None
         self._stop_early = False   # shutdown asked while the room was opening
@@ -98,8 +104,11 @@ class ChatServer:
         """Ask for a handle until a valid, free one comes; then chat."""
         conn.set_keepalive()
         o = self.options
-        term = Terminal(conn, max_line=o.max_line, rate=o.rate,
-                        clock=microthreads.get_hub().clock)
+        clock = microthreads.get_hub().clock
+        address = address_key(conn.peer)
+        limiter = self.limits.line_limiter(address, clock())     # a reconnect's is kept
+        microthreads.on_finish(lambda: self.limits.release(address, limiter, clock()))
+        term = Terminal(conn, max_line=o.max_line, limiter=limiter, rate=0, clock=clock)
         member = None
         try:
             with microthreads.Timeout(o.login_timeout):
@@ -111,6 +120,9 @@ class ChatServer:
                     handle, error = check_handle(line)
                     if error:
                         term.say(error)
+                        continue
+                    if not self.limits.allow_join(address, clock()):
+                        term.say(TOO_MANY_LOGINS)
                         continue
                     member = self.room.claim(handle, term)
                     if member is None:

@@ -25,13 +25,15 @@ class Terminal:
     __slots__ = ("_clock", "_limiter", "_lines", "_pending", "_telnet", "before_write", "conn",
                  "max_line")
 
-    def __init__(self, conn, *, max_line=4096, rate=20.0, clock):
+    def __init__(self, conn, *, max_line=4096, rate=20.0, clock, limiter=None):
         self.conn = conn
         self.max_line = max_line
         self._telnet = TelnetFilter()
         self._lines = LineSplitter(max_line)
         self._pending = []
-        self._limiter = RateLimiter(rate) if rate else None
+        if limiter is None and rate:
+            limiter = RateLimiter(rate)
+        self._limiter = limiter         # given: one kept per address (chat.limits)
         self._clock = clock
         #: Called before each write of this terminal's own lines (the room
         #: flushes its pending broadcast first, so every line keeps its order).

@@ -7,6 +7,7 @@
     python tests/attacks.py nops             # IAC NOP pairs from clients at the prompt
     python tests/attacks.py handle           # 4 KB handles of combining marks
     python tests/attacks.py storm            # reconnect storm: join, leave, join, ...
+    python tests/attacks.py storm --lines 40 # ... saying a full burst each time
     python tests/attacks.py newlines --seconds 5 --attackers 4 --runs 3
 
 Each run starts ``python -m chat`` on a free 127.0.0.1 port (chat_helpers),
@@ -132,10 +133,12 @@ class Flood:
         self.stop()
 
 
-def reconnect_storm(port, seconds):
+def reconnect_storm(port, seconds, lines=0):
     """One client logs in as ``stormN``, quits and reconnects, as fast as the
     server lets it, for ``seconds``; returns the sessions it completed (a
-    session: connected, got the greeting, sent a handle, read the answer)."""
+    session: connected, got the greeting, sent a handle, and joined); each
+    sends ``lines`` lines before its ``/quit``."""
+    said = "".join(f"line {n}\r\n" for n in range(lines))
     sessions = 0
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -144,9 +147,9 @@ def reconnect_storm(port, seconds):
                 file = sock.makefile("rb")
                 if file.readline().rstrip(b"\r\n").decode() != GREETING:
                     continue
-                sock.sendall(f"storm{sessions}\r\n/quit\r\n".encode())
-                file.readline()
-                sessions += 1
+                sock.sendall(f"storm{sessions}\r\n{said}/quit\r\n".encode())
+                if file.readline().startswith(b"storm"):    # joined, not refused
+                    sessions += 1
         except OSError:
             pass
     return sessions
@@ -191,7 +194,7 @@ def measure_handle(count=50):
         return {"cpu ms per handle": (server_cpu_seconds(server.pid) - before) * 1000 / count}
 
 
-def measure_storm(seconds):
+def measure_storm(seconds, lines):
     with chat_servers() as start:
         server = start()
         (watcher,) = server.room("watcher")
@@ -212,7 +215,7 @@ def measure_storm(seconds):
         counter = threading.Thread(target=count, daemon=True)
         counter.start()
         begin = time.monotonic()
-        sessions = reconnect_storm(server.port, seconds)
+        sessions = reconnect_storm(server.port, seconds, lines)
         elapsed = time.monotonic() - begin
         stop.set()
         counter.join(5)
@@ -225,6 +228,7 @@ def main():
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--attackers", type=int, default=1)
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--lines", type=int, default=0, help="storm: lines said per session")
     args = parser.parse_args()
     results = []
     for _ in range(args.runs):
@@ -234,7 +238,7 @@ def main():
         elif args.attack == "handle":
             result = measure_handle()
         else:
-            result = measure_storm(args.seconds)
+            result = measure_storm(args.seconds, args.lines)
         results.append(result)
         print("  ".join(f"{key} {value:.1f}" for key, value in result.items()), flush=True)
     if args.runs > 1:

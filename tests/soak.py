@@ -863,7 +863,7 @@ def run_soak(seconds=120.0, members=50, rate=5.0, churn=10.0, pausers=5, seed=No
              progress=None):
     """Run the soak; the judged ``Report`` (``report.ok``, ``report.text()``)."""
     import microthreads
-    server = ChatProcess("--rate", "0", "--max-clients", members + 1000,
+    server = ChatProcess("--rate", "0", "--join-rate", "0", "--max-clients", members + 1000,
                          sleep=microthreads.sleep)
     try:
         server.start()

@@ -57,9 +57,11 @@ def chat_server():
 @pytest.fixture(scope="module")
 def shared_server():
     """One server with the default flags for the many handle cases, which leave
-    it as they found it: empty (a valid handle quits again)."""
+    it as they found it: empty (a valid handle quits again). Their many short
+    sessions from one address would be a reconnect storm to the per-address
+    limits (chat/limits.py, tested in test_security.py): those are off."""
     with chat_servers() as start:
-        yield start()
+        yield start(join_rate=0, rate=0)
 
 
 # ------------------------------------------------------------------ transport
@@ -208,7 +210,7 @@ def test_a_crowd_logging_in_at_once_gets_one_join_order_and_each_its_online_line
     """Handles sent back to back mostly reach the server in one turn, where joins
     are batched: each newcomer still reads its own join line, then the Online
     line as of its join, then exactly the joins after it, as everyone else."""
-    server = chat_server()
+    server = chat_server(join_rate=0)      # a crowd from one address: no join limit
     alice = server.join("alice")
     crowd = {f"m{i}": server.connect(name=f"m{i}") for i in range(12)}
     for client in crowd.values():
@@ -1009,7 +1011,7 @@ def test_help_lists_every_flag_with_the_protocols_default():
         if match:
             options[match.group(1)] = " ".join(block.split())
     for flag, default in [("--host", "127.0.0.1"), ("--port", "1980"),
-                          ("--max-clients", "10000"), ("--rate", "20"),
+                          ("--max-clients", "10000"), ("--rate", "20"), ("--join-rate", "1"),
                           ("--max-line", "4096"), ("--login-timeout", "60"),
                           ("--max-backlog", "1048576"), ("--log-level", "info")]:
         assert flag in options, f"{flag} missing from --help:\n{result.stdout}"
@@ -1018,7 +1020,7 @@ def test_help_lists_every_flag_with_the_protocols_default():
 
 @pytest.mark.parametrize("flag, value", [
     ("--port", "65536"), ("--max-clients", "0"), ("--rate", "-1"), ("--max-line", "0"),
-    ("--login-timeout", "0"), ("--max-backlog", "0"), ("--rate", "fast"),
+    ("--login-timeout", "0"), ("--max-backlog", "0"), ("--rate", "fast"), ("--join-rate", "-1"),
 ])
 def test_a_flag_value_out_of_range_is_a_usage_error_not_a_failing_server(flag, value):
     result = subprocess.run([sys.executable, "-m", "chat", "--port", "0", flag, value],

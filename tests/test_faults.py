@@ -224,7 +224,7 @@ def chat():
     rooms = []
 
     def start(*args, nofile=None):
-        server = soak.ChatProcess("--rate", "0", *args, nofile=nofile)
+        server = soak.ChatProcess("--rate", "0", "--join-rate", "0", *args, nofile=nofile)
         rooms.append(server)
         server.start()
         room = Room(server)

@@ -24,7 +24,7 @@ import time
 import unicodedata
 
 import pytest
-from attacks import MARKS, NEWLINES, NOPS, Flood, Pinger
+from attacks import MARKS, NEWLINES, NOPS, Flood, Pinger, reconnect_storm
 from chat_helpers import GREETING, INVALID, TAKEN, TIMEOUT, chat_servers
 
 FULL = "Server is full, try again later."
@@ -426,6 +426,42 @@ def test_reads_packed_with_lines_or_telnet_commands_cannot_stall_the_others(chat
     pinger.stop()
     assert attack.sent >= 1 << 20               # 64 reads' worth: it did flood
     assert pinger.echoed_between(attack.started, ended) >= 6, pinger.latencies
+
+
+def test_a_reconnect_storm_joins_at_the_join_rate_and_the_watchers_lines_stay_few(
+        chat_server):
+    """Issue 19, item 3. One client joins, quits and reconnects as fast as it
+    can for 2 s. Before the fix each session joined: 1,400 a second, two
+    lines each for every member. Now an address gets 10 logins, then one a
+    second (``Too many logins from your address...`` to the rest): at most
+    10 + 1 * 2 s + 1 sessions, and a watcher gets only their joined/left
+    lines. The watcher was not limited: its own line still comes back."""
+    server = chat_server()
+    (watcher,) = server.room("watcher")
+    started = time.monotonic()
+    sessions = reconnect_storm(server.port, 2.0)
+    limit = 10 + 1 * (time.monotonic() - started) + 1
+    assert 1 <= sessions <= limit
+    watcher.say("after the storm")
+    got = watcher.lines_until("watcher says: after the storm")
+    storm_lines = [line for line in got if line.startswith("storm")]
+    assert len(storm_lines) == len(got) - 1 <= 2 * limit, got
+
+
+def test_a_reconnect_takes_over_the_rate_bucket_its_last_session_emptied(chat_server):
+    """Issue 19, item 3: lines. With ``--rate 1`` (burst 2) a session spends
+    both tokens on its handle and ``/quit``; reconnecting at once, its handle
+    line finds the bucket as it was left, and is refused as too fast (it
+    would pass after a second's refill). Before the fix every connection
+    started with a fresh burst."""
+    server = chat_server(rate=1)
+    first = server.join("alice")
+    first.say("/quit")
+    first.expect_closed()
+    again = server.connect()
+    again.expect(GREETING)
+    again.say("alice")
+    again.expect(TOO_FAST)
 
 
 # ------------------------------------------------------------------ listening address
