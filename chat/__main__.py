@@ -67,6 +67,10 @@ def build_parser():
     parser.add_argument("--join-rate", type=_within(float, 0), default=defaults.join_rate,
                         help="logins per second per address, burst 10; 0 is off"
                              " (default %(default)g)")
+    parser.add_argument("--keepalive", type=_within(int, 1), default=defaults.keepalive,
+                        metavar="SECONDS",
+                        help="idle seconds before TCP keepalive probes a silent peer (5 s"
+                             " apart, 3 of them) (default %(default)s)")
     parser.add_argument("--max-line", type=_within(int, 1), default=defaults.max_line,
                         help="longest input line in bytes (default %(default)s)")
     parser.add_argument("--login-timeout", type=_within(float, 0, above=True),
@@ -167,7 +171,8 @@ def main(argv=None):
             log.warning("--max-clients %d needs more descriptors than the limit %d",
                         args.max_clients, limit)
     options = Options(host=args.host, port=args.port, max_clients=args.max_clients,
-                      rate=args.rate, join_rate=args.join_rate, max_line=args.max_line,
+                      rate=args.rate, join_rate=args.join_rate, keepalive=args.keepalive,
+                      max_line=args.max_line,
                       login_timeout=args.login_timeout, max_backlog=args.max_backlog,
                       stall_timeout=args.stall_timeout, reuse_port=bool(args.worker_of))
     if args.tls_cert:

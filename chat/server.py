@@ -27,6 +27,10 @@ log = logging.getLogger("chat")
 #: On /quit, how long the leaving member's pending output may take to go out.
 QUIT_FLUSH = 1.0
 
+#: TCP keepalive after ``--keepalive`` idle seconds: probes this far apart, this many.
+KEEPALIVE_INTERVAL = 5
+KEEPALIVE_PROBES = 3
+
 #: The answer to a valid handle from an address past its join rate (chat.limits).
 TOO_MANY_LOGINS = "Too many logins from your address; wait a few seconds."
 
@@ -46,6 +50,7 @@ class Options:
     stall_timeout: float = 30.0
     shutdown_flush: float = 2.0
     join_rate: float = 1.0         # logins a second per address, burst 10; 0 is off
+    keepalive: int = 30            # idle seconds before TCP keepalive's first probe
     reuse_port: bool = False       # --workers: every worker listens on the same port
     tls: object = None             # an ssl.SSLContext: --tls-cert/--tls-key (None: plain TCP)
 
@@ -102,8 +107,9 @@ class ChatServer:
 
     def login(self, conn):
         """Ask for a handle until a valid, free one comes; then chat."""
-        conn.set_keepalive()
-        o = self.options
+        o = self.options       # a silent peer: dropped after ~keepalive + 15 s, or the stall limit
+        conn.set_keepalive(o.keepalive, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES,
+                           user_timeout=o.stall_timeout)
         clock = microthreads.get_hub().clock
         address = address_key(conn.peer)
         limiter = self.limits.line_limiter(address, clock())     # a reconnect's is kept

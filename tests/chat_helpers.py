@@ -32,7 +32,7 @@ from collections import deque
 #: Seconds to wait for an expected line: generous, for a loaded 2-core machine.
 TIMEOUT = 10.0
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LISTENING = re.compile(r"chat listening on 127\.0\.0\.1:(\d+)")
+LISTENING = re.compile(r"chat listening on [0-9.]+:(\d+) ")   # --host may name another address
 
 IAC, DONT, DO, WONT, WILL, SB, SE = 255, 254, 253, 252, 251, 250, 240
 NOP, IP, AYT, GA = 241, 244, 246, 249

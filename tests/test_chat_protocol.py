@@ -80,32 +80,40 @@ def test_the_server_logs_the_address_it_listens_on(chat_server):
     assert re.search(rf"chat listening on 127\.0\.0\.1:{server.port}\b", server.log_text())
 
 
-def test_tcp_keepalive_is_on_for_every_connection(chat_server):
+@pytest.mark.parametrize("flags, idle", [({}, 30), ({"keepalive": 7}, 7)],
+                         ids=["default", "--keepalive 7"])
+def test_tcp_keepalive_is_on_for_every_connection(chat_server, flags, idle):
+    """The kernel's keepalive timer runs on the server's end of every idle
+    connection, due within ``--keepalive`` seconds (30 by default; it was 60)."""
     if not os.path.exists("/proc/net/tcp"):
         pytest.skip("needs Linux's /proc/net/tcp to see the server's socket timers")
-    server = chat_server()
+    server = chat_server(**flags)
     member = server.join("alice")
     prompt = server.connect()
     prompt.expect(GREETING)
     member.sync()
     prompt.sync()
     for client in (member, prompt):
-        assert server_socket_timer(server.port, client.port) == "02", client  # keepalive
+        timer, due = server_socket_timer(server.port, client.port)
+        assert timer == "02", client                    # keepalive
+        assert idle - TIMEOUT <= due <= idle, (client, due)
 
 
 def server_socket_timer(server_port, client_port):
     """The timer /proc/net/tcp shows for the server's end of a connection once
-    it is idle: "00" none, "02" keepalive ("01", retransmit, until the client
-    has acknowledged everything: waited out, at most TIMEOUT seconds)."""
+    it is idle, and in how many seconds it is due: "00" none, "02" keepalive
+    ("01", retransmit, until the client has acknowledged everything: waited
+    out, at most TIMEOUT seconds)."""
     local, remote = f"0100007F:{server_port:04X}", f"0100007F:{client_port:04X}"
     deadline = time.monotonic() + TIMEOUT
     while True:
         with open("/proc/net/tcp") as table:
             rows = [line.split() for line in table]
-        timers = [row[5].split(":")[0] for row in rows if row[1:3] == [local, remote]]
+        timers = [row[5].split(":") for row in rows if row[1:3] == [local, remote]]
         assert len(timers) == 1, f"no single server socket for :{client_port}: {timers}"
-        if timers[0] != "01" or time.monotonic() > deadline:
-            return timers[0]
+        timer, due = timers[0]
+        if timer != "01" or time.monotonic() > deadline:
+            return timer, int(due, 16) / 100            # in USER_HZ (1/100 s)
         time.sleep(0.01)                     # a delayed ACK is due within 200 ms
 
 
@@ -1012,6 +1020,7 @@ def test_help_lists_every_flag_with_the_protocols_default():
             options[match.group(1)] = " ".join(block.split())
     for flag, default in [("--host", "127.0.0.1"), ("--port", "1980"),
                           ("--max-clients", "10000"), ("--rate", "20"), ("--join-rate", "1"),
+                          ("--keepalive", "30"),
                           ("--max-line", "4096"), ("--login-timeout", "60"),
                           ("--max-backlog", "1048576"), ("--log-level", "info")]:
         assert flag in options, f"{flag} missing from --help:\n{result.stdout}"
@@ -1021,6 +1030,7 @@ def test_help_lists_every_flag_with_the_protocols_default():
 @pytest.mark.parametrize("flag, value", [
     ("--port", "65536"), ("--max-clients", "0"), ("--rate", "-1"), ("--max-line", "0"),
     ("--login-timeout", "0"), ("--max-backlog", "0"), ("--rate", "fast"), ("--join-rate", "-1"),
+    ("--keepalive", "0"),
 ])
 def test_a_flag_value_out_of_range_is_a_usage_error_not_a_failing_server(flag, value):
     result = subprocess.run([sys.executable, "-m", "chat", "--port", "0", flag, value],

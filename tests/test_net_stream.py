@@ -568,3 +568,21 @@ def test_charging_a_budgets_worth_of_work_yields_once_to_the_other_tasklets():
 
     run(main)
     assert events == ["under the budget", "the other ran", "the budget spent", "a fresh budget"]
+
+
+def test_set_keepalive_sets_the_probes_and_the_user_timeout_on_the_socket():
+    def main():
+        conn, raw = connection_and_socket()
+        conn.set_keepalive(7, 5, 3, user_timeout=2.5)
+        with socket.fromfd(conn.fileno(), socket.AF_INET, socket.SOCK_STREAM) as same:
+            options = [same.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                       *(same.getsockopt(socket.IPPROTO_TCP, option) for option in
+                         (socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL, socket.TCP_KEEPCNT,
+                          socket.TCP_USER_TIMEOUT))]
+        conn.close()
+        raw.close()
+        return options
+
+    if not hasattr(socket, "TCP_USER_TIMEOUT"):
+        pytest.skip("no TCP_USER_TIMEOUT on this platform")
+    assert run(main) == [1, 7, 5, 3, 2500]

@@ -498,8 +498,19 @@ class Connection:
         except OSError as exc:
             raise self._failed(exc, "shutdown") from exc
 
-    def set_keepalive(self, idle=60, interval=10, count=5):
-        """Turn TCP keepalive on, so a peer that vanished is noticed."""
+    def set_keepalive(self, idle: int = 60, interval: int = 10, count: int = 5,
+                      user_timeout: float | None = None) -> None:
+        """Turn TCP keepalive on, so a peer that vanished is noticed.
+
+        After ``idle`` seconds without traffic the kernel sends a probe, then
+        one every ``interval`` seconds; ``count`` unanswered probes close the
+        connection (ETIMEDOUT to whoever reads or writes it next).
+        ``user_timeout`` (seconds, Linux's TCP_USER_TIMEOUT): data sent and
+        not acknowledged for that long also closes it, instead of the ~15
+        minutes of retransmissions; it then bounds the probes as well. The
+        peer sees nothing of either. Options the platform lacks are skipped,
+        and so is everything on a socket that is not TCP (a Unix socket).
+        """
         sock = self._sock
         try:
             sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_KEEPALIVE, 1)
@@ -507,6 +518,9 @@ class Connection:
                 sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_KEEPIDLE, idle)
                 sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_KEEPINTVL, interval)
                 sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_KEEPCNT, count)
+            if user_timeout is not None and hasattr(_socket, "TCP_USER_TIMEOUT"):
+                sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_USER_TIMEOUT,
+                                int(user_timeout * 1000))
         except OSError:
             pass                              # not TCP (a Unix socket): nothing to keep alive
 
