@@ -11,7 +11,8 @@ Each connection's bytes go through these steps, in this order (PROTOCOL.md,
 4. ``sanitize``: removes control characters, escape sequences and bidi controls.
 
 after which the service strips the line, counts it against its
-``RateLimiter``, and at login (or ``/nick``) validates it with ``check_handle``.
+``RateLimiter``, and at login (or ``/nick``) validates it with ``check_handle``
+(chat/handles.py, re-exported here).
 
 Everything here is pure: no I/O, no clock (time is passed in), no tasklets, and
 only the standard library. The two incremental filters carry their state
@@ -23,10 +24,18 @@ precompiled regexes when there is something to remove), never by a Python
 loop over bytes or characters.
 """
 
-import functools
 import re
-import unicodedata
 from typing import Optional, Union
+
+from .handles import (  # the handle rules, re-exported: see handles.py
+    HANDLE_INPUT_MAX,
+    HANDLE_MAX,
+    HANDLE_RULE,
+    INVALID_HANDLE,
+    check_handle,
+    handle_key,
+    target_key,
+)
 
 __all__ = [
     "HANDLE_INPUT_MAX",
@@ -376,173 +385,6 @@ def sanitize(text: str) -> str:
     if "\x1b" in text or not text.isascii():  # else there is no introducer
         text = _SEQUENCE.sub("", text)
     return _CONTROL.sub("", text)
-
-
-# --- 5. handles -------------------------------------------------------------
-
-HANDLE_MAX = 32
-HANDLE_INPUT_MAX = 4 * HANDLE_MAX
-"""The most code points a typed handle (or ``/msg`` target) may have before
-normalising: NFC composes at most a few into one (a Hangul syllable from
-three jamo), and normalisation costs up to the square of the length (marks
-in reverse canonical order), so anything longer is refused unread."""
-# Hangul fillers: letters (Lo) that draw nothing (Default_Ignorable_Code_Point);
-# every other default-ignorable code point is a Cf, Mn or Cn, refused anyway.
-_INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
-HANDLE_RULE = (
-    f"Use 1 to {HANDLE_MAX} letters, digits, '_', '-' or '.', letters all from one script."
-)
-"""The rule for a handle, as users read it."""
-INVALID_HANDLE = "Invalid handle: use" + HANDLE_RULE[len("Use") :]
-"""The line ``check_handle`` returns for an invalid handle."""
-
-# Augmented script sets (UTS #39, section 5.1): a Han character may be written
-# in Japanese, Korean or Chinese with Bopomofo, so it belongs to each of them.
-_AUGMENTED = {
-    "HAN": frozenset({"HAN", "JAPANESE", "KOREAN", "HAN WITH BOPOMOFO"}),
-    "HIRAGANA": frozenset({"HIRAGANA", "JAPANESE"}),
-    "KATAKANA": frozenset({"KATAKANA", "JAPANESE"}),
-    "KANA": frozenset({"HIRAGANA", "KATAKANA", "JAPANESE"}),  # ー, 〱: either kana
-    "HANGUL": frozenset({"HANGUL", "KOREAN"}),
-    "BOPOMOFO": frozenset({"BOPOMOFO", "HAN WITH BOPOMOFO"}),
-}
-# Name prefixes that are not a script's name (or name a script another way).
-_SCRIPT_ALIASES = {
-    "CJK": "HAN",  # CJK UNIFIED IDEOGRAPH-4E00, CJK COMPATIBILITY IDEOGRAPH-F900
-    "IDEOGRAPHIC": "HAN",  # 々 IDEOGRAPHIC ITERATION MARK, 〆
-    "VERTICAL IDEOGRAPHIC": "HAN",  # 〻
-    "OLD CHINESE": "HAN",  # OLD CHINESE ITERATION MARK
-    "KATAKANA-HIRAGANA": "KANA",  # ー KATAKANA-HIRAGANA PROLONGED SOUND MARK
-    "VERTICAL KANA": "KANA",  # 〱 VERTICAL KANA REPEAT MARK
-    "HENTAIGANA": "HIRAGANA",  # obsolete hiragana forms
-    # Letterlike symbols that fill the gaps in the mathematical alphabets:
-    "DOUBLE-STRUCK": "MATHEMATICAL",  # DOUBLE-STRUCK CAPITAL C
-    "SCRIPT": "MATHEMATICAL",  # SCRIPT SMALL L
-    "BLACK-LETTER": "MATHEMATICAL",  # BLACK-LETTER CAPITAL H
-    "PLANCK": "MATHEMATICAL",  # PLANCK CONSTANT, the italic small h
-}
-# First words shared by several scripts, whose second word tells them apart.
-_TWO_WORD_SCRIPTS = frozenset({"OLD", "TAI", "LINEAR", "MEROITIC", "INSCRIPTIONAL", "VERTICAL"})
-
-
-@functools.lru_cache(maxsize=4096)
-def _script(letter: str) -> Optional[str]:
-    """The script of a letter (a character of category L*), from its name.
-
-    None means script-neutral. The stdlib has no Script property, but a
-    letter's Unicode name starts with its script: LATIN SMALL LETTER A,
-    CYRILLIC SMALL LETTER A, HIRAGANA LETTER A, HANGUL SYLLABLE GA, TAI THAM
-    LETTER HIGH KA (two words where the first is shared). Special cases:
-
-    - FULLWIDTH and HALFWIDTH forms belong to the script they are drawn from.
-    - CJK ... IDEOGRAPH and IDEOGRAPHIC marks are Han; the prolonged sound
-      mark ー and the vertical repeat marks may go with either kana.
-    - MODIFIER LETTER ...: the script of its compatibility decomposition
-      (ʰ is Latin h, ᵅ Greek alpha); without one, Latin if it is a small or
-      capital letter (ᴯ), else script-neutral like digits (the apostrophe
-      U+02BC, the okina U+02BB, accents, tone letters: marks, not letters of
-      an alphabet).
-    - MATHEMATICAL letters (bold, italic, sans-serif, fraktur... U+1D400 to
-      U+1D7FF) and the letterlike symbols that fill their alphabets
-      (DOUBLE-STRUCK CAPITAL C, SCRIPT SMALL L, PLANCK CONSTANT) form a
-      script of their own: they cannot be mixed into ordinary text to
-      imitate it, so 'paul' with a MATHEMATICAL SANS-SERIF SMALL P fails.
-    - Any other name is taken at its word: a letter whose name starts with
-      no script's name (MICRO SIGN, FEMININE ORDINAL INDICATOR) gets a script
-      of its own. A letter unicodedata cannot name (the Tangut ideographs in
-      Python 3.11) counts as one script, UNNAMED.
-
-    Mistakes in this guesswork err towards refusing a handle, never towards
-    letting two scripts mix: checked against the Script property of every
-    letter in Unicode 14, no result is shared by two scripts, though a few
-    exotic scripts are split (Tangut components versus ideographs).
-    """
-    name = unicodedata.name(letter, "")
-    if not name:
-        return "UNNAMED"
-    words = name.split()
-    if words[0] in ("FULLWIDTH", "HALFWIDTH"):
-        del words[0]
-    if words[:2] == ["MODIFIER", "LETTER"]:
-        plain = unicodedata.normalize("NFKC", letter)
-        if plain != letter and len(plain) == 1 and unicodedata.category(plain)[0] == "L":
-            return _script(plain)
-        return "LATIN" if "SMALL" in words or "CAPITAL" in words else None
-    script = words[0]
-    if script in _TWO_WORD_SCRIPTS:
-        script = " ".join(words[:2])
-    return _SCRIPT_ALIASES.get(script, script)
-
-
-def _augmented_scripts(letter: str) -> Optional[frozenset]:
-    """The scripts a letter may be written in (None: any), per UTS #39."""
-    script = _script(letter)
-    if script is None:
-        return None
-    return _AUGMENTED.get(script) or frozenset((script,))
-
-
-def check_handle(raw: str) -> tuple[Optional[str], Optional[str]]:
-    """Validate a handle as typed; return ``(handle, None)`` or ``(None, error_line)``.
-
-    Surrounding whitespace is stripped; more than ``HANDLE_INPUT_MAX`` (128)
-    code points left is invalid at once, else the rest, normalised to NFC,
-    is the handle. It is valid when it has 1 to ``HANDLE_MAX`` (32)
-    characters, each a letter (category L*) other than the invisible Hangul
-    fillers (U+115F, U+1160, U+3164, U+FFA0), a decimal digit (category Nd),
-    ``_``, ``-`` or ``.``, and its letters all come from one script (UTS #39
-    single-script, with its augmented sets: Han goes with Hiragana and
-    Katakana (Japanese), with Hangul (Korean) or with Bopomofo). Digits and
-    ``_-.`` go with any script. Otherwise the error line is
-    ``INVALID_HANDLE``: "Invalid handle: " and the rule. Never raises.
-
-    What this prevents: a handle passing for another by swapping in a
-    look-alike from another script, as 'paul' spelled with a Cyrillic a
-    (U+0430) or a mathematical p; and any control, space, symbol or
-    combining mark (so scripts that write vowels with combining marks, as
-    Devanagari and Thai do, lose those vowels: 'राम' is refused).
-    What it does not prevent: whole-script look-alikes (an all-Cyrillic
-    'paypal', U+0440 U+0430 U+0443 U+0440 U+0430 U+04CF, is valid; so is an
-    all-mathematical 'paul'), look-alikes within one script ('rn' and 'm',
-    'l' and 'I'), digits against letters ('0' and 'O'), a digit of another
-    script (digits are neutral), and width: a fullwidth 'paul' (Latin) is a
-    different handle from 'paul', since handle_key only casefolds.
-    """
-    raw = raw.strip()
-    if len(raw) > HANDLE_INPUT_MAX:  # before NFC, whose cost grows with the square
-        return None, INVALID_HANDLE
-    handle = unicodedata.normalize("NFC", raw)
-    if not 1 <= len(handle) <= HANDLE_MAX:
-        return None, INVALID_HANDLE
-    scripts = None  # the scripts every letter so far may be written in; None: any
-    for char in handle:
-        if char in "_-.":
-            continue
-        category = unicodedata.category(char)
-        if category == "Nd":
-            continue
-        if category[0] != "L" or char in _INVISIBLE_LETTERS:
-            return None, INVALID_HANDLE
-        allowed = _augmented_scripts(char)
-        if allowed is not None:
-            scripts = allowed if scripts is None else scripts & allowed
-            if not scripts:
-                return None, INVALID_HANDLE
-    return handle, None
-
-
-def handle_key(handle: str) -> str:
-    """The key two handles are compared by: its ``casefold()`` ('Paul' is 'paul')."""
-    return handle.casefold()
-
-
-def target_key(typed: str) -> Optional[str]:
-    """The key of the member a ``/msg <to>`` names, as typed; None when it is
-    longer than ``HANDLE_INPUT_MAX`` code points (no handle is), refused
-    before normalising. Handles are kept in NFC, so ``typed`` is put in NFC."""
-    if len(typed) > HANDLE_INPUT_MAX:
-        return None
-    return handle_key(unicodedata.normalize("NFC", typed))
 
 
 # --- 6. flood control -------------------------------------------------------

@@ -39,8 +39,8 @@ NOP, IP, AYT, GA = 241, 244, 246, 249
 ECHO, SUPPRESS_GO_AHEAD, TIMING_MARK, TERMINAL_TYPE, NAWS = 1, 3, 6, 24, 31
 
 GREETING = "What is your handle?"
-INVALID = ("Invalid handle: use 1 to 32 letters, digits, '_', '-' or '.',"
-           " letters all from one script.")
+INVALID = ("Invalid handle: use 1 to 32 letters, digits, '_', '-' or '.': letters of one"
+           " script (Latin may go with Chinese, Japanese or Korean), digits of one kind.")
 TAKEN = "That handle is already taken."
 
 

@@ -1,26 +1,18 @@
 """The chat service's input path (chat/text.py), as PROTOCOL.md's "Transport" states it."""
 
 import re
-import sys
-import unicodedata
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chat.text import (
-    HANDLE_INPUT_MAX,
-    HANDLE_RULE,
-    INVALID_HANDLE,
     TOO_LONG,
     LineSplitter,
     RateLimiter,
     TelnetFilter,
-    check_handle,
     decode,
-    handle_key,
     sanitize,
-    target_key,
 )
 
 PROPERTY = settings(max_examples=150, deadline=None)
@@ -467,158 +459,6 @@ def test_text_without_controls_is_unchanged(text):
 def test_sanitize_is_idempotent(text):
     once = sanitize(text)
     assert sanitize(once) == once
-
-
-# --- handles ----------------------------------------------------------------
-
-
-def test_a_latin_handle_is_valid():
-    assert check_handle("paul") == ("paul", None)
-
-
-def test_surrounding_whitespace_is_stripped():
-    assert check_handle("  Paul_1 \t") == ("Paul_1", None)
-
-
-def test_a_handle_is_normalised_to_nfc():
-    handle, error = check_handle("e\u0301cole")
-    assert (handle, error) == ("\u00e9cole", None)
-
-
-@pytest.mark.parametrize("raw", ["", "   ", "\t"])
-def test_an_empty_handle_is_invalid(raw):
-    assert check_handle(raw) == (None, INVALID_HANDLE)
-
-
-def test_32_characters_are_allowed_and_33_are_not():
-    assert check_handle("λ" * 32) == ("λ" * 32, None)
-    assert check_handle("λ" * 33) == (None, INVALID_HANDLE)
-
-
-@pytest.mark.parametrize("raw", ["pa ul", "paul!", "a/b", "x\x1b[31m", "pa\u202eul", "a@b", "☃"])
-def test_spaces_symbols_and_controls_are_invalid(raw):
-    assert check_handle(raw) == (None, INVALID_HANDLE)
-
-
-def test_digits_underscore_hyphen_and_dot_go_with_any_script():
-    assert check_handle("_-.123") == ("_-.123", None)
-    assert check_handle("paul-٣.٤_") == ("paul-٣.٤_", None)  # Arabic-Indic digits
-    assert check_handle("Ελένη_42") == ("Ελένη_42", None)
-
-
-def test_paul_with_a_cyrillic_a_is_invalid():
-    assert check_handle("p\u0430ul") == (None, INVALID_HANDLE)
-
-
-@pytest.mark.parametrize("handle", ["Ελλάδα", "Владимир", "ירושלים", "محمد", "Straße"])
-def test_a_handle_in_one_script_is_valid(handle):
-    assert check_handle(handle) == (handle, None)
-
-
-def test_japanese_mixes_han_hiragana_and_katakana():
-    assert check_handle("東京のタワー") == ("東京のタワー", None)
-    assert check_handle("ラーメン") == ("ラーメン", None)  # with the prolonged sound mark
-    assert check_handle("佐々木") == ("佐々木", None)  # with the iteration mark
-
-
-def test_korean_mixes_han_and_hangul():
-    assert check_handle("한국漢字") == ("한국漢字", None)
-
-
-def test_chinese_mixes_han_and_bopomofo():
-    assert check_handle("注音ㄅㄆㄇ") == ("注音ㄅㄆㄇ", None)
-
-
-@pytest.mark.parametrize(
-    "raw", ["ひらがな한국", "ㄅㄆ카나", "paul漢字", "abc\u03b1\u03b2\u03b3", "カタカナㄅ"]
-)
-def test_scripts_outside_one_augmented_set_do_not_mix(raw):
-    assert check_handle(raw) == (None, INVALID_HANDLE)
-
-
-def test_fullwidth_and_halfwidth_letters_belong_to_their_script():
-    fullwidth_paul = "\uff50\uff41\uff55\uff4c"
-    assert check_handle(fullwidth_paul + "paul") == (fullwidth_paul + "paul", None)
-    assert check_handle("ｶﾀｶﾅ漢字") == ("ｶﾀｶﾅ漢字", None)
-
-
-def test_mathematical_letters_do_not_mix_with_latin():
-    math_p, math_a = "\U0001d5c9", "\U0001d5ba"  # MATHEMATICAL SANS-SERIF SMALL P, A
-    assert check_handle(math_p + "aul") == (None, INVALID_HANDLE)
-    assert check_handle(math_p + math_a) == (math_p + math_a, None)
-
-
-def test_modifier_letters_take_the_script_they_are_drawn_from():
-    assert check_handle("paulʰ") == ("paulʰ", None)  # MODIFIER LETTER SMALL H: Latin
-    assert check_handle("ελʰ") == (None, INVALID_HANDLE)
-    assert check_handle("ελ\u1d2f") == (None, INVALID_HANDLE)  # MODIFIER LETTER CAPITAL BARRED B
-    assert check_handle("Hawai\u02bbi") == ("Hawai\u02bbi", None)  # the okina is neutral
-
-
-def test_a_combining_mark_is_not_a_letter():
-    assert check_handle("राम") == (None, INVALID_HANDLE)  # the vowel sign is Mc
-
-
-def test_the_error_line_starts_invalid_handle_and_states_the_rule():
-    assert INVALID_HANDLE.startswith("Invalid handle")
-    assert INVALID_HANDLE.lower().endswith(HANDLE_RULE.lower())
-    assert "1 to 32" in HANDLE_RULE and "one script" in HANDLE_RULE
-
-
-def test_every_letter_alone_but_the_hangul_fillers_is_a_valid_handle():
-    for code in range(sys.maxunicode + 1):
-        char = chr(code)
-        if unicodedata.category(char)[0] == "L" and unicodedata.normalize("NFC", char) == char \
-                and code not in (0x115F, 0x1160, 0x3164, 0xFFA0):
-            assert check_handle(char) == (char, None), f"U+{code:04X}"
-
-
-@PROPERTY
-@given(st.text(alphabet=st.sampled_from("abcXYZ019_-."), min_size=1, max_size=32))
-def test_ascii_letters_digits_and_marks_up_to_32_are_valid(handle):
-    assert check_handle(handle) == (handle, None)
-
-
-@PROPERTY
-@given(st.text(max_size=40))
-def test_a_handle_checked_again_stays_valid_and_the_same(raw):
-    handle, error = check_handle(raw)
-    assert (handle is None) != (error is None)
-    if handle is not None:
-        assert check_handle(handle) == (handle, None)
-        assert 1 <= len(handle) <= 32
-    else:
-        assert error == INVALID_HANDLE
-
-
-def test_an_over_long_handle_or_target_is_refused_before_normalising(monkeypatch):
-    normalised = []
-    real = unicodedata.normalize
-    monkeypatch.setattr(unicodedata, "normalize",
-                        lambda form, text: normalised.append(len(text)) or real(form, text))
-    marks = "a" + "\u0300" * 1000 + "\u0316" * 1000   # reverse canonical order: NFC is slow
-    assert check_handle(marks) == (None, INVALID_HANDLE)
-    assert check_handle("x" * (HANDLE_INPUT_MAX + 1)) == (None, INVALID_HANDLE)
-    assert target_key(marks) is None
-    assert normalised == []
-    assert target_key("Jose\u0301") == "jos\u00e9"
-
-
-def test_a_decomposed_handle_of_up_to_the_input_bound_is_still_valid():
-    typed = "e\u0323\u0302" * 32                # 96 code points, 32 letters (U+1EC7) in NFC
-    assert len(typed) <= HANDLE_INPUT_MAX
-    assert check_handle(typed) == (unicodedata.normalize("NFC", typed), None)
-
-
-@pytest.mark.parametrize("filler", ["\u115f", "\u1160", "\u3164", "\uffa0"])
-def test_a_hangul_filler_is_refused_alone_and_beside_letters(filler):
-    for typed in (filler, "\u674e" + filler, filler + "\ud55c", "bob" + filler):
-        assert check_handle(typed) == (None, INVALID_HANDLE)
-
-
-def test_handle_key_is_the_casefold():
-    assert handle_key("Paul") == handle_key("PAUL") == "paul"
-    assert handle_key("Straße") == handle_key("STRASSE")
 
 
 # --- RateLimiter ------------------------------------------------------------

@@ -170,10 +170,10 @@ def test_a_member_cannot_take_a_handle_that_differs_only_by_unicode_normalisatio
 
 def test_a_member_cannot_mix_scripts_or_hide_characters_in_a_handle(chat_server):
     """Prevented: a handle whose letters come from more than one script
-    (UTS #39 single-script, so 'paul' with a Cyrillic a U+0430, or with a
-    MATHEMATICAL SANS-SERIF SMALL P, is refused), and any invisible or
-    combining character (ZERO WIDTH SPACE, ZERO WIDTH JOINER, a combining
-    mark that has no precomposed form), space, symbol or control; and the
+    (UTS #39 Highly Restrictive, so 'paul' with a Cyrillic a U+0430, or with
+    a MATHEMATICAL SANS-SERIF SMALL P, is refused), and any invisible
+    character (ZERO WIDTH SPACE, ZERO WIDTH JOINER), more than three
+    combining marks on one letter, space, symbol or control; and the
     Hangul fillers, letters that draw nothing (issue 19, item 6: '李ㅤ'
     joined beside '李', and 'ㅤ' alone made '* ㅤ bob waves')."""
     server = chat_server()
@@ -184,7 +184,7 @@ def test_a_member_cannot_mix_scripts_or_hide_characters_in_a_handle(chat_server)
                   "\U0001d5c9aul",         # MATHEMATICAL SANS-SERIF SMALL P
                   "pa\u200bul",            # ZERO WIDTH SPACE
                   "pa\u200dul",            # ZERO WIDTH JOINER
-                  "paul\u0338",            # COMBINING LONG SOLIDUS OVERLAY
+                  "paul\u0338\u0336\u0335\u0334",   # marks stacked four high on one letter
                   "pa\u00a0ul",            # NO-BREAK SPACE
                   "pa ul",
                   "\u674e\u3164",          # HANGUL FILLER beside a Han letter
@@ -194,26 +194,26 @@ def test_a_member_cannot_mix_scripts_or_hide_characters_in_a_handle(chat_server)
     paul.expect_nothing_more()
 
 
-def test_whole_script_confusables_and_fullwidth_handles_are_not_prevented(chat_server):
-    """Not prevented, as ``check_handle``'s docstring says: a handle written
-    wholly in another script that looks like a member's (U+0440 U+043E
-    U+0440, all Cyrillic, looks like the Latin 'pop'), and a fullwidth Latin
-    handle (U+FF50 U+FF41 U+FF55 U+FF4C looks like 'paul': handles are
-    compared by casefold only, not NFKC). Each is a different handle and
-    joins; the others see the handle exactly as it is (in /who too), so a
-    careful reader, or a client that shows code points, can tell them apart.
-    Nor are look-alikes within one script ('rn' and 'm') or digits against
-    letters ('0' and 'O') prevented."""
+def test_look_alike_handles_are_taken_and_fullwidth_ones_invalid(chat_server):
+    """Issue 18: a handle is taken when its UTS #39 skeleton (case-folded)
+    equals a present member's: the all-Cyrillic U+0440 U+043E U+0440 looks
+    like the Latin 'pop', 'rn' like 'm', '0' like 'O'. A fullwidth 'paul'
+    (U+FF50 U+FF41 U+FF55 U+FF4C) is invalid: NFKC changes it. Before, each
+    of these joined beside the handle it imitates."""
     server = chat_server()
-    pop, paul = server.room("pop", "paul")
-    cyrillic = "\u0440\u043e\u0440"
-    fullwidth = "\uff50\uff41\uff55\uff4c"
-    server.join(cyrillic)
-    server.join(fullwidth)
-    for client in (pop, paul):
-        client.expect(f"{cyrillic} has joined the chat.", f"{fullwidth} has joined the chat.")
-        client.say("/who")
-        client.expect(f"Online (4): pop, paul, {cyrillic}, {fullwidth}")
+    pop, m, bob = server.room("pop", "m", "BOB")
+    client = server.connect()
+    client.expect(GREETING)
+    for typed in ("\u0440\u043e\u0440", "rn", "b0b"):
+        client.say(typed)
+        client.expect(TAKEN, GREETING)
+    client.say("\uff50\uff41\uff55\uff4c")
+    client.expect(INVALID, GREETING)
+    client.say("paul")
+    client.expect("paul has joined the chat.")
+    for member in (pop, m, bob):
+        member.expect("paul has joined the chat.")
+        member.expect_nothing_more()
 
 
 # ------------------------------------------------------------------ memory
