@@ -42,6 +42,7 @@ def nodes(redis_server):
     with chat_servers() as start:
         def make(count=2, **flags):
             flags.setdefault("rate", 0)
+            flags.setdefault("join_rate", 0)    # the tests' many logins from 127.0.0.1
             return [start(redis=redis_server.url, **flags) for _ in range(count)]
         yield make
 

@@ -50,7 +50,7 @@ def start(cluster):
     """``start(room, url=None)``: a chat node of ``room`` on the cluster."""
     with chat_servers() as start_server:
         def start(room, url=None):
-            return start_server(redis=url or cluster.url, room=room, rate=0)
+            return start_server(redis=url or cluster.url, room=room, rate=0, join_rate=0)
         yield start
 
 

@@ -11,7 +11,8 @@ slot (one master), and different rooms spread over the masters:
   so every member on every node sees one order. Each entry carries a line
   number (``n``): a node that sees a gap (it fell behind the bound) tells its
   members ``Some lines were missed.``
-- ``members``: a hash, handle key (casefolded) -> ``seq TAB uid TAB handle``;
+- ``members``: a hash, handle key (``handle_key``: the case-folded UTS #39
+  skeleton) -> ``seq TAB uid TAB handle``;
   ``seq`` (from the ``seq`` counter) is the join order, ``uid`` is
   ``NODE:N``. ``order`` holds the handles by join order (a sorted set): the
   Online line and ``/who`` read one page of it, not the whole hash.
