@@ -28,7 +28,6 @@ import os
 import signal
 import threading
 import time
-from _signal import getsignal as _getsignal  # signal.getsignal's enum wrapping costs ~1 µs
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -40,8 +39,12 @@ from .stacks import Watchdog, describe_wait
 from .timers import Timer, TimerHeap
 
 if TYPE_CHECKING:
+    from signal import getsignal as _getsignal
+
     from .tasklet import Tasklet
     from .testing import VirtualClock
+else:   # the C function: signal.getsignal's enum wrapping costs ~1 µs (typeshed has no _signal)
+    from _signal import getsignal as _getsignal
 
 log = logging.getLogger("microthreads")
 
@@ -181,8 +184,8 @@ class Hub:
                     log.critical("microthreads hub: internal error (this is a bug)", exc_info=True)
                 self._interrupt = exc
             if self._interrupt is not None:
-                exc, self._interrupt = self._interrupt, None
-                self._throw_to_caller(exc)
+                interrupt, self._interrupt = self._interrupt, None
+                self._throw_to_caller(interrupt)
             elif self._done():
                 self._return_to_caller(self._has_work())
 
@@ -317,8 +320,8 @@ class Hub:
                     if waiter is not None:
                         watch.waiter[side] = None
                         self._resume(waiter, watch.seq[side], None)
-                    elif watch.callback[side] is not None:
-                        self._call(watch.callback[side])
+                    elif (callback := watch.callback[side]) is not None:
+                        self._call(callback)
                     else:
                         unwanted |= bit
             if unwanted & watch.mask and fds.get(fd) is watch:
@@ -521,7 +524,7 @@ class Hub:
         From the main greenlet, runs the hub until the others have had their
         turn. From the hub itself it is an error (``park()``'s).
         """
-        current = getcurrent()
+        current: Any = getcurrent()                   # a tasklet or a greenlet with a _seq
         if current.parent is self._greenlet:          # the fast path: a tasklet yields once
             self._ready.append((current._seq, current, None))
             self._switch()
@@ -568,7 +571,7 @@ class Hub:
     def _wait_fd(self, fd: int, side: int, timeout: float | None) -> bool:
         watch = self._fds.get(fd) or self._watch(fd)
         self._check_free(watch, side)
-        current = getcurrent()
+        current: Any = getcurrent()
         try:                                  # _wait_number(current), inlined: a hot path
             seq = current._seq
         except AttributeError:

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Callable
+
 from .hub import get_hub
+
+if TYPE_CHECKING:
+    from typing import Literal
+
+    from .hub import Hub
 
 
 class VirtualClock:
@@ -22,17 +29,17 @@ class VirtualClock:
     The hub must have no pending timers when the clock is installed.
     """
 
-    def __init__(self, start=0.0, autojump_threshold=0.0):
+    def __init__(self, start: float = 0.0, autojump_threshold: float = 0.0) -> None:
         self._now = float(start)
         self.autojump_threshold = autojump_threshold
-        self._hub = None
-        self._saved = None
+        self._hub: Hub | None = None
+        self._saved: Callable[[], float] | None = None
 
     def now(self) -> float:
         """The virtual time, in seconds."""
         return self._now
 
-    def advance(self, seconds):
+    def advance(self, seconds: float) -> None:
         """Move time forward by hand (timers due by then fire at the next tick)."""
         if seconds < 0:
             raise ValueError("time cannot go backwards")
@@ -50,7 +57,7 @@ class VirtualClock:
         self._hub = hub
         return self
 
-    def __exit__(self, *exc_info: object) -> bool:
+    def __exit__(self, *exc_info: object) -> Literal[False]:
         hub = self._hub
         if hub is not None and self._saved is not None:
             hub.remove_virtual_clock(self._saved)

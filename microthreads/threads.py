@@ -5,16 +5,19 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, TypeVar
 
 from .hub import get_hub
 
-_executor = None
+T = TypeVar("T")
+
+_executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
 #: How many worker threads at most (shared by every hub of the process).
 MAX_WORKERS = int(os.environ.get("MICROTHREADS_THREADS", 0)) or min(32, (os.cpu_count() or 1) + 4)
 
 
-def _get_executor():
+def _get_executor() -> ThreadPoolExecutor:
     global _executor
     with _executor_lock:
         if _executor is None:
@@ -22,7 +25,7 @@ def _get_executor():
         return _executor
 
 
-def run_in_thread(fn, *args, **kwargs):
+def run_in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run blocking ``fn(*args, **kwargs)`` in a worker thread; return its value.
 
     The calling tasklet waits; the hub goes on serving the others. fn's

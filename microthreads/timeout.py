@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Callable, TypeVar, overload
+
 from greenlet import getcurrent
 
 from .hub import get_hub
+
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import Literal
+
+    from greenlet import greenlet
+    from typing_extensions import Self
+
+    from .hub import Hub
+    from .timers import Timer
+
+T = TypeVar("T")
+D = TypeVar("D")
 
 
 class Timeout(BaseException):
@@ -25,13 +40,14 @@ class Timeout(BaseException):
     ``seconds=None`` never fires.
     """
 
-    def __init__(self, seconds=None, exception=None):
+    def __init__(self, seconds: float | None = None,
+                 exception: type[BaseException] | BaseException | None = None) -> None:
         BaseException.__init__(self, seconds)
         self.seconds = seconds
         self.exception = exception
-        self._timer = None
+        self._timer: Timer | None = None
 
-    def start(self):
+    def start(self) -> Self:
         """Arm it for the current tasklet; returns self. Starting twice is an error."""
         if self._timer is not None and self._timer.active:
             raise RuntimeError(f"{self!r} is already started")
@@ -43,49 +59,56 @@ class Timeout(BaseException):
         return self
 
     @classmethod
-    def start_new(cls, seconds=None, exception=None):
+    def start_new(cls, seconds: float | None = None,
+                  exception: type[BaseException] | BaseException | None = None) -> Self:
         """Make a Timeout and start it."""
         return cls(seconds, exception).start()
 
-    def _fire(self, hub, target):
+    def _fire(self, hub: Hub, target: greenlet) -> None:
         exc = self.exception
         if exc is None:
-            exc = self
-        elif isinstance(exc, type):
-            exc = exc()
-        hub.throw_now(target, exc)
+            hub.throw_now(target, self)
+        else:
+            hub.throw_now(target, exc() if isinstance(exc, type) else exc)
 
     @property
     def pending(self) -> bool:
         """True while armed and not yet fired."""
         return self._timer is not None and self._timer.active
 
-    def cancel(self):
+    def cancel(self) -> None:
         """Disarm it; it will not fire. Idempotent."""
         if self._timer is not None:
             self._timer.cancel()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, typ, value, tb):
+    def __exit__(self, typ: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> Literal[False]:
         self.cancel()
         return False
 
-    def __str__(self):
+    def __str__(self) -> str:
         if self.seconds is None:
             return "timeout"
         return f"{self.seconds:g} second{'s' if self.seconds != 1 else ''}"
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "pending" if self.pending else "idle"
         return f"<Timeout seconds={self.seconds} {state}>"
 
 
-_unset = object()
+_unset: Any = object()
 
 
-def with_timeout(seconds, fn, *args, timeout_value=_unset, **kwargs):
+@overload
+def with_timeout(seconds: float | None, fn: Callable[..., T], *args: Any, timeout_value: D,
+                 **kwargs: Any) -> T | D: ...
+@overload
+def with_timeout(seconds: float | None, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T: ...
+def with_timeout(seconds: float | None, fn: Callable[..., Any], *args: Any,
+                 timeout_value: Any = _unset, **kwargs: Any) -> Any:
     """Call ``fn(*args, **kwargs)`` with a time limit.
 
     Returns what fn returns; when time runs out, returns ``timeout_value`` if
