@@ -300,7 +300,7 @@ def await_(awaitable: Awaitable[T]) -> T:
         raise RuntimeError("microthreads.aio.await_() must be called from a tasklet;"
                            " a coroutine uses `await` directly")
     if isfuture(awaitable):
-        future: asyncio.Future[T] = awaitable    # type: ignore[assignment]
+        future: asyncio.Future[T] = awaitable
     else:
         future = asyncio.ensure_future(awaitable, loop=driver.loop)
     if not future.done():
@@ -412,7 +412,7 @@ def run(main: Callable[..., T], *args: Any, use_uvloop: bool = False, debug: boo
         state = _Run()
         state.task = loop.create_task(_main(state, main, args, kwargs))
         with state.sigint_cancels_main(loop):
-            return loop.run_until_complete(state.task)
+            return loop.run_until_complete(state.task)  # type: ignore[no-any-return]  # main's T
     finally:
         try:
             _cancel_all(loop)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from contextvars import copy_context as _copy_context
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from greenlet import getcurrent as _getcurrent
 from greenlet import greenlet
@@ -13,9 +14,17 @@ from . import hooks as _hooks
 from .errors import TaskletExit
 from .hub import TIMED_OUT, get_hub
 
+if TYPE_CHECKING:
+    from collections.abc import Generator
+
+    from .group import Group
+    from .hub import Hub
+    from .timers import Timer
+
 log = logging.getLogger("microthreads")
-_NO_KWARGS = {}
-_HOOKS_RAN = ()                       # Tasklet._hooks once the finish hooks have run
+_NO_KWARGS: dict[str, Any] = {}
+# Tasklet._hooks once the finish hooks have run (compared by identity, never appended to)
+_HOOKS_RAN: list[tuple[Callable[..., object], tuple[Any, ...]]] = []
 
 
 class Tasklet(greenlet):
@@ -36,33 +45,35 @@ class Tasklet(greenlet):
                  "_hub", "_kill_exc", "_kwargs", "_links", "_name", "_seq", "_start_timer",
                  "_started", "_value")
 
-    def __init__(self, fn, args=(), kwargs=None, hub=None):
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...] = (),
+                 kwargs: dict[str, Any] | None = None, hub: Hub | None = None) -> None:
         hub = hub or get_hub()
         greenlet.__init__(self, None, hub.greenlet)
         self.gr_context = _copy_context()
         self._fn = fn
-        self._args = args
-        self._kwargs = kwargs or _NO_KWARGS
+        self._args: tuple[Any, ...] | None = args
+        self._kwargs: dict[str, Any] | None = kwargs or _NO_KWARGS
         self._hub = hub
         self._seq = 0                 # the hub's wait state (see hub.py): this wait's number,
-        self._kill_exc = None         # and a kill that has not been delivered yet
+        self._kill_exc: BaseException | None = None   # and a kill not delivered yet
         self._started = False
         self._ended = False           # dead: run() is over, or killed before it began
         self._finished = False        # dead and every hook and joiner has been served
-        self._value = None
-        self._exception = None
-        self._hooks = None            # [(fn, args)] added by on_finish, made on demand
-        self._links = None            # [callable(tasklet)]: joiners, run(); on demand
-        self._group = None
-        self._start_timer = None
-        self._name = None
+        self._value: Any = None
+        self._exception: BaseException | None = None
+        # [(fn, args)] added by on_finish, made on demand
+        self._hooks: list[tuple[Callable[..., object], tuple[Any, ...]]] | None = None
+        self._links: list[Callable[[Tasklet], object]] | None = None  # joiners, run()
+        self._group: Group | None = None
+        self._start_timer: Timer | None = None
+        self._name: str | None = None
 
     # ---------------------------------------------------------------- body
 
-    def run(self, _value=None):
+    def run(self, _value: object = None) -> None:
         self._started = True
         try:
-            self._value = self._fn(*self._args, **self._kwargs)
+            self._value = self._fn(*self._args, **self._kwargs)  # type: ignore[arg-type,misc]
         except TaskletExit:
             pass
         except BaseException as exc:  # kept on the tasklet, reported once
@@ -70,7 +81,7 @@ class Tasklet(greenlet):
         self._args = self._kwargs = None     # let them go; _fn stays for name and repr
         self._end()
 
-    def _end(self):
+    def _end(self) -> None:
         """The tasklet is dead: report, then schedule hooks for the next iteration."""
         self._ended = True
         hub = self._hub
@@ -83,7 +94,7 @@ class Tasklet(greenlet):
                 hub.report_error(self, exc)
         hub.call_soon(self._finish)
 
-    def _finish(self):
+    def _finish(self) -> None:
         """Runs on the hub: finish hooks in order, global hooks, then joiners."""
         hooks, self._hooks = self._hooks, _HOOKS_RAN
         if hooks:
@@ -116,15 +127,16 @@ class Tasklet(greenlet):
 
     @property
     def started(self) -> bool:
+        """True once it has begun to run (or was killed before it could)."""
         return self._started
 
     @property
-    def value(self):
+    def value(self) -> Any:
         """What the function returned; None until then, or if it failed or was killed."""
         return self._value
 
     @property
-    def exception(self):
+    def exception(self) -> BaseException | None:
         """The exception it ended with; None if it succeeded or was killed plainly."""
         return self._exception
 
@@ -141,10 +153,10 @@ class Tasklet(greenlet):
         return self._name
 
     @name.setter
-    def name(self, value):
+    def name(self, value: object) -> None:
         self._name = str(value)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self._ended:
             state = "dead" if self._exception is None else \
                 f"failed with {type(self._exception).__name__}"
@@ -154,7 +166,7 @@ class Tasklet(greenlet):
             state = "running" if self is _getcurrent() else "waiting"
         return f"<Tasklet {self.name!r} {state}>"
 
-    def on_finish(self, fn, *args):
+    def on_finish(self, fn: Callable[..., object], *args: Any) -> None:
         """Call ``fn(*args)`` once when this tasklet ends, whatever the reason.
 
         Hooks run in the order added, each in the hub's next iteration after
@@ -171,7 +183,7 @@ class Tasklet(greenlet):
         else:
             hooks.append((fn, args))
 
-    def join(self, timeout=None) -> bool:
+    def join(self, timeout: float | None = None) -> bool:
         """Wait until it has ended and its finish hooks have run.
 
         Returns True, or False if ``timeout`` seconds passed first. Never raises
@@ -185,7 +197,7 @@ class Tasklet(greenlet):
         if waiter is self:
             raise RuntimeError(f"{self!r} cannot join itself")
 
-        def wake(_tasklet):
+        def wake(_tasklet: Tasklet) -> None:
             hub.schedule_wakeup(waiter, True)
 
         self._link(wake)
@@ -194,7 +206,7 @@ class Tasklet(greenlet):
         finally:
             self._unlink(wake)
 
-    def link(self, fn):
+    def link(self, fn: Callable[[Tasklet], object]) -> None:
         """Call ``fn(self)`` on the hub once it has ended and its finish hooks ran.
 
         Soon (the hub's next iteration) if that is so already. A link counts
@@ -207,22 +219,22 @@ class Tasklet(greenlet):
         else:
             self._link(fn)
 
-    def unlink(self, fn):
+    def unlink(self, fn: Callable[[Tasklet], object]) -> None:
         """Take back a ``link(fn)`` that has not been called yet; else nothing."""
         self._unlink(fn)
 
-    def _link(self, fn):
+    def _link(self, fn: Callable[[Tasklet], object]) -> None:
         """Call ``fn(self)`` after the finish hooks; counts as joining (no report)."""
         if self._links is None:
             self._links = [fn]
         else:
             self._links.append(fn)
 
-    def _unlink(self, fn):
+    def _unlink(self, fn: Callable[[Tasklet], object]) -> None:
         if not self._finished and self._links and fn in self._links:
             self._links.remove(fn)
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, Any]:
         """``await tasklet`` in a coroutine: ``microthreads.aio.wait_tasklet``."""
         # Only a loop that microthreads.aio drives can await a tasklet, so that
         # module is loaded by then: looked up, not imported, tasklet never
@@ -233,7 +245,7 @@ class Tasklet(greenlet):
                                " microthreads.aio.run(main)")
         return aio.wait_tasklet(self).__await__()  # type: ignore[no-any-return]
 
-    def get(self, timeout=None):
+    def get(self, timeout: float | None = None) -> Any:
         """Wait for the result: return the value, or raise the exception it ended with.
 
         Raises ``Timeout`` if ``timeout`` seconds pass first. Re-raising does not
@@ -246,7 +258,8 @@ class Tasklet(greenlet):
             raise self._exception
         return self._value
 
-    def kill(self, exc=TaskletExit, block=True, timeout=None):
+    def kill(self, exc: type[BaseException] | BaseException = TaskletExit, block: bool = True,
+             timeout: float | None = None) -> None:
         """End the tasklet by raising ``exc`` (a class or instance) where it waits.
 
         A tasklet not yet started never runs (its finish hooks still do). One
@@ -285,7 +298,7 @@ class Tasklet(greenlet):
 # ------------------------------------------------------------ module verbs
 
 
-def spawn(fn, *args, **kwargs) -> Tasklet:
+def spawn(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Tasklet:
     """Start ``fn(*args, **kwargs)`` in a new tasklet; returns at once.
 
     It begins in the hub's next iteration, after the tasklets already ready.
@@ -298,7 +311,7 @@ def spawn(fn, *args, **kwargs) -> Tasklet:
     return tasklet
 
 
-def spawn_later(seconds, fn, *args, **kwargs) -> Tasklet:
+def spawn_later(seconds: float, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Tasklet:
     """Like ``spawn()``, but the tasklet starts ``seconds`` from now."""
     hub = get_hub()
     tasklet = Tasklet(fn, args, kwargs, hub)
@@ -308,12 +321,12 @@ def spawn_later(seconds, fn, *args, **kwargs) -> Tasklet:
     return tasklet
 
 
-def getcurrent():
+def getcurrent() -> greenlet:
     """The running tasklet (or, outside any tasklet, the thread's main greenlet)."""
     return _getcurrent()
 
 
-def on_finish(fn, *args):
+def on_finish(fn: Callable[..., object], *args: Any) -> None:
     """Add a finish hook to the current tasklet: ``fn(*args)`` once when it ends.
 
     The seed's ``tasks.on_finish``. Raises RuntimeError outside a tasklet.
@@ -324,7 +337,7 @@ def on_finish(fn, *args):
     current.on_finish(fn, *args)
 
 
-def run(fn=None, *args, **kwargs):
+def run(fn: Callable[..., Any] | None = None, *args: Any, **kwargs: Any) -> Any:
     """Run the hub until ``fn(*args, **kwargs)`` returns; return its value or raise.
 
     ``fn`` runs in a new tasklet (whose finish hooks have run when this
@@ -351,18 +364,19 @@ def run(fn=None, *args, **kwargs):
     return tasklet._value
 
 
-def _ignore(_tasklet):
+def _ignore(_tasklet: Tasklet) -> None:
     pass
 
 
-def joinall(tasklets, timeout=None, raise_error=False):
+def joinall(tasklets: Iterable[Tasklet], timeout: float | None = None,
+            raise_error: bool = False) -> list[Tasklet]:
     """Wait until every tasklet has ended; return the list of those that did.
 
     Waits at most ``timeout`` seconds (None: no limit). With ``raise_error``,
     the first failure is raised as soon as it is seen (the others keep
     running). Waiting here counts as joining: their errors are not logged.
     """
-    tasklets = list(tasklets)
+    tasklets = list(tasklets)  # read once
     if raise_error:
         _raise_first_failure(tasklets)
     pending = [tasklet for tasklet in tasklets if not tasklet._finished]
@@ -372,7 +386,7 @@ def joinall(tasklets, timeout=None, raise_error=False):
         waiter = _getcurrent()
         left = len(pending)
 
-        def wake(tasklet):                   # O(1) per end: 10,000 joined cost no rescans
+        def wake(tasklet: Tasklet) -> None:  # O(1) per end: 10,000 joined cost no rescans
             nonlocal left
             left -= 1
             if not left or (raise_error and tasklet._exception is not None):
@@ -390,15 +404,17 @@ def joinall(tasklets, timeout=None, raise_error=False):
     return [tasklet for tasklet in tasklets if tasklet._finished]
 
 
-def _raise_first_failure(tasklets):
+def _raise_first_failure(tasklets: Iterable[Tasklet]) -> None:
     for tasklet in tasklets:
         if tasklet._ended and tasklet._exception is not None:
             raise tasklet._exception
 
 
-def killall(tasklets, exc=TaskletExit, block=True, timeout=None):
+def killall(tasklets: Iterable[Tasklet],
+            exc: type[BaseException] | BaseException = TaskletExit, block: bool = True,
+            timeout: float | None = None) -> None:
     """Kill every tasklet (all at once); with ``block``, wait for them to end."""
-    tasklets = list(tasklets)
+    tasklets = list(tasklets)  # read once
     for tasklet in tasklets:
         tasklet.kill(exc, block=False)
     if block:
