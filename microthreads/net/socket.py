@@ -16,6 +16,9 @@ code written for blocking sockets (a third-party client library, say) runs
 cooperatively when handed this module.
 """
 
+# mypy: disable-error-code="no-redef"
+# (this module redefines, on purpose, names the stdlib star import brought in)
+
 from __future__ import annotations
 
 import ipaddress
@@ -23,7 +26,7 @@ import socket as _std_module
 import sys
 import types
 from socket import *  # noqa: F403  (constants and helpers, re-exported as they are)
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from ..hub import current_hub, get_hub
 from ..threads import run_in_thread
@@ -32,17 +35,23 @@ from .errors import network_error
 
 # The stdlib's names as they are now: microthreads.monkey.patch_socket() replaces the
 # module's attributes later, and this module must keep calling the originals.
-_std = types.SimpleNamespace(**vars(_std_module))
+if TYPE_CHECKING:                   # the same names, as the type checker knows them
+    from types import FrameType
+
+    from typing_extensions import Buffer, Self
+
+    _std = _std_module
+else:
+    _std = types.SimpleNamespace(**vars(_std_module))
+
+T = TypeVar("T")
 
 # The stdlib's public names, no more: `from microthreads.net.socket import *`
 # must find each of them here (dir() also lists the stdlib's imports: errno, os...).
 __all__ = list(_std_module.__all__)
 
-error = _std.error
-timeout = _std.timeout
-gaierror = _std.gaierror
-herror = _std.herror
-_GLOBAL_DEFAULT_TIMEOUT = _std._GLOBAL_DEFAULT_TIMEOUT
+# error, timeout, gaierror and herror came with the star import, as they are.
+_GLOBAL_DEFAULT_TIMEOUT: Any = _std._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
 
 
 class socket(_std.socket):
@@ -50,38 +59,39 @@ class socket(_std.socket):
 
     __slots__ = ("_mt_timeout",)
 
-    def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
+    def __init__(self, family: int = -1, type: int = -1, proto: int = -1,
+                 fileno: int | None = None) -> None:
         super().__init__(family, type, proto, fileno)
         self._mt_timeout = _std.getdefaulttimeout()
         super().setblocking(False)
 
     # ---------------------------------------------------------------- timeout
 
-    def settimeout(self, value):
+    def settimeout(self, value: float | None) -> None:
         if value is not None:
             value = float(value)
             if value < 0:
                 raise ValueError("Timeout value out of range")
         self._mt_timeout = value
 
-    def gettimeout(self):
+    def gettimeout(self) -> float | None:
         return self._mt_timeout
 
     @property
-    def timeout(self):
+    def timeout(self) -> float | None:
         return self._mt_timeout
 
-    def setblocking(self, flag):
+    def setblocking(self, flag: bool) -> None:
         self._mt_timeout = None if flag else 0.0
 
-    def getblocking(self):
+    def getblocking(self) -> bool:
         return self._mt_timeout != 0.0
 
-    def _deadline(self):
+    def _deadline(self) -> float | None:
         t = self._mt_timeout
         return None if t is None else get_hub().clock() + t
 
-    def _wait(self, writable, deadline):
+    def _wait(self, writable: bool, deadline: float | None) -> None:
         """Wait for readiness; raise BlockingIOError (timeout 0) or TimeoutError."""
         if self._mt_timeout == 0.0:
             raise BlockingIOError(_errno.EAGAIN, "Resource temporarily unavailable")
@@ -95,7 +105,7 @@ class socket(_std.socket):
         if not wait(self.fileno(), remaining):
             raise _std.timeout("timed out")
 
-    def _io(self, writable, method, *args):
+    def _io(self, writable: bool, method: Callable[..., T], *args: Any) -> T:
         deadline = self._deadline()
         while True:
             try:
@@ -105,31 +115,31 @@ class socket(_std.socket):
 
     # ---------------------------------------------------------------- methods
 
-    def recv(self, *args):
+    def recv(self, *args: Any) -> bytes:
         return self._io(False, _std.socket.recv, *args)
 
-    def recv_into(self, *args):
+    def recv_into(self, *args: Any) -> int:
         return self._io(False, _std.socket.recv_into, *args)
 
-    def recvfrom(self, *args):
+    def recvfrom(self, *args: Any) -> tuple[bytes, Any]:
         return self._io(False, _std.socket.recvfrom, *args)
 
-    def recvfrom_into(self, *args):
+    def recvfrom_into(self, *args: Any) -> tuple[int, Any]:
         return self._io(False, _std.socket.recvfrom_into, *args)
 
-    def recvmsg(self, *args):
+    def recvmsg(self, *args: Any) -> tuple[bytes, list[tuple[int, int, bytes]], int, Any]:
         return self._io(False, _std.socket.recvmsg, *args)
 
-    def send(self, *args):
+    def send(self, *args: Any) -> int:
         return self._io(True, _std.socket.send, *args)
 
-    def sendto(self, *args):
+    def sendto(self, *args: Any) -> int:
         return self._io(True, _std.socket.sendto, *args)
 
-    def sendmsg(self, *args):
+    def sendmsg(self, *args: Any) -> int:
         return self._io(True, _std.socket.sendmsg, *args)
 
-    def sendall(self, data, flags=0):
+    def sendall(self, data: Buffer, flags: int = 0) -> None:
         view = memoryview(data).cast("B")
         deadline = self._deadline()
         sent = 0
@@ -139,11 +149,11 @@ class socket(_std.socket):
             except BlockingIOError:
                 self._wait(True, deadline)
 
-    def accept(self):
+    def accept(self) -> tuple[socket, Any]:
         deadline = self._deadline()
         while True:
             try:
-                fd, address = self._accept()
+                fd, address = self._accept()  # type: ignore[attr-defined]  # the C method
                 break
             except BlockingIOError:
                 self._wait(False, deadline)
@@ -151,40 +161,40 @@ class socket(_std.socket):
         # itself), with the default timeout, not the listener's
         return socket(self.family, self.type, self.proto, fileno=fd), address
 
-    def connect(self, address):
+    def connect(self, address: Any) -> None:
         error = self.connect_ex(address)
         if error:
             raise OSError(error, _strerror(error))
 
-    def connect_ex(self, address):
+    def connect_ex(self, address: Any) -> int:
         address = _resolve_for(self.family, address)
         if self._mt_timeout == 0.0:              # non-blocking: one attempt, as the stdlib's
             return _std.socket.connect_ex(self, address)
         return dial(self, address, self._deadline(), _std.timeout)
 
-    def getsockopt(self, *args):
+    def getsockopt(self, *args: Any) -> Any:
         if args[:2] == (_std.SOL_SOCKET, _std.SO_TYPE):   # the stdlib ssl's first question
             _refuse_blocking_tls(sys._getframe(1))
         return super().getsockopt(*args)
 
-    def sendfile(self, file, offset=0, count=None):
+    def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
         """As the stdlib's, through the cooperative ``send``.
 
         The stdlib's os.sendfile path waits in its own selector, which would
         block the hub.
         """
-        return self._sendfile_use_send(file, offset, count)
+        return self._sendfile_use_send(file, offset, count)  # type: ignore[attr-defined,no-any-return]
 
-    def dup(self):
+    def dup(self) -> Self:
         return type(self)(self.family, self.type, self.proto, fileno=_dup(self.fileno()))
 
-    def detach(self):
+    def detach(self) -> int:
         fd = self.fileno()
         if fd >= 0:
             get_hub().forget_fd(fd)
         return super().detach()
 
-    def __del__(self):
+    def __del__(self) -> None:
         # Dropped without close(): drop the hub's registration before the
         # descriptor closes, so a reused number starts clean.
         hub = current_hub()
@@ -192,9 +202,9 @@ class socket(_std.socket):
             fd = self.fileno()
             if fd >= 0:
                 hub.forget_fd(fd)
-        super().__del__()
+        super().__del__()  # type: ignore[misc]  # _socket.socket's, not in typeshed
 
-    def _real_close(self, _ss=_std._socket.socket):
+    def _real_close(self, _ss: Any = _std._socket.socket) -> None:  # type: ignore[attr-defined]
         # _ss is the C type, as in the stdlib: socket.socket.close() would call us again
         fd = self.fileno()
         if fd >= 0:
@@ -202,7 +212,7 @@ class socket(_std.socket):
         _ss.close(self)
 
 
-SocketType = socket
+SocketType = socket  # type: ignore[misc,assignment]  # the stdlib's alias, for ours
 
 import errno as _errno  # noqa: E402
 import os as _os  # noqa: E402
@@ -212,7 +222,7 @@ _dup = _os.dup
 _strerror = _os.strerror
 
 
-def _refuse_blocking_tls(caller):
+def _refuse_blocking_tls(caller: FrameType | None) -> None:
     """Raise TypeError if ``caller`` is the stdlib's ``SSLSocket._create`` making a
     blocking SSLSocket over a cooperative socket: it would block the whole hub.
 
@@ -279,7 +289,7 @@ def dial(sock: _std.socket, sockaddr: Any, deadline: float | None,
     return code
 
 
-def _resolve_for(family, address):
+def _resolve_for(family: int, address: Any) -> Any:
     """Resolve a hostname off the hub, so connect() never blocks on DNS."""
     if family not in (_std.AF_INET, _std.AF_INET6) or not isinstance(address, tuple):
         return address
@@ -293,39 +303,48 @@ def _resolve_for(family, address):
 # ------------------------------------------------------------ name lookups
 
 
-def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
+def getaddrinfo(host: bytes | str | None, port: bytes | str | int | None, family: int = 0,
+                type: int = 0, proto: int = 0, flags: int = 0,
+                ) -> list[tuple[_std.AddressFamily, _std.SocketKind, int, str, Any]]:
     """stdlib ``getaddrinfo`` in a worker thread (numeric hosts answered inline)."""
     if host is None or (isinstance(host, str) and _is_ip(host)) or host in ("", b""):
-        return _std.getaddrinfo(host, port, family, type, proto, flags)
-    return run_in_thread(_std.getaddrinfo, host, port, family, type, proto, flags)
+        return list(_std.getaddrinfo(host, port, family, type, proto, flags))
+    return list(run_in_thread(_std.getaddrinfo, host, port, family, type, proto, flags))
 
 
-def gethostbyname(hostname):
+def gethostbyname(hostname: str) -> str:
+    """stdlib ``gethostbyname`` in a worker thread (an IP literal answered inline)."""
     if _is_ip(hostname):
         return hostname
     return run_in_thread(_std.gethostbyname, hostname)
 
 
-def gethostbyname_ex(hostname):
+def gethostbyname_ex(hostname: str) -> tuple[str, list[str], list[str]]:
+    """stdlib ``gethostbyname_ex`` in a worker thread."""
     return run_in_thread(_std.gethostbyname_ex, hostname)
 
 
-def gethostbyaddr(ip_address):
+def gethostbyaddr(ip_address: str) -> tuple[str, list[str], list[str]]:
+    """stdlib ``gethostbyaddr`` in a worker thread."""
     return run_in_thread(_std.gethostbyaddr, ip_address)
 
 
-def getnameinfo(sockaddr, flags):
+def getnameinfo(sockaddr: tuple[str, int] | tuple[str, int, int, int],
+                flags: int) -> tuple[str, str]:
+    """stdlib ``getnameinfo`` in a worker thread."""
     return run_in_thread(_std.getnameinfo, sockaddr, flags)
 
 
-def getfqdn(name=""):
+def getfqdn(name: str = "") -> str:
+    """stdlib ``getfqdn`` in a worker thread."""
     return run_in_thread(_std.getfqdn, name)
 
 
 # ------------------------------------------------------------ constructors
 
 
-def socketpair(family=None, type=_std.SOCK_STREAM, proto=0):
+def socketpair(family: int | None = None, type: int = _std.SOCK_STREAM,
+               proto: int = 0) -> tuple[socket, socket]:
     """A connected pair of cooperative sockets."""
     if family is None:
         family = getattr(_std, "AF_UNIX", _std.AF_INET)
@@ -334,14 +353,16 @@ def socketpair(family=None, type=_std.SOCK_STREAM, proto=0):
                                                                   b.detach())
 
 
-def fromfd(fd, family, type, proto=0):
+def fromfd(fd: int, family: int, type: int, proto: int = 0) -> socket:
+    """A cooperative socket on a duplicate of descriptor ``fd``."""
     return socket(family, type, proto, _dup(fd))
 
 
-def create_connection(address, timeout=_GLOBAL_DEFAULT_TIMEOUT, source_address=None, **kwargs):
+def create_connection(address: tuple[str | None, int], timeout: Any = _GLOBAL_DEFAULT_TIMEOUT,
+                      source_address: Any = None, **kwargs: Any) -> socket:
     """Connect to ``(host, port)``, trying each address in turn, cooperatively."""
     host, port = address
-    errors = []
+    errors: list[OSError] = []
     for family, type_, proto, _canon, sockaddr in getaddrinfo(host, port, 0, _std.SOCK_STREAM):
         sock = None
         try:
@@ -361,8 +382,8 @@ def create_connection(address, timeout=_GLOBAL_DEFAULT_TIMEOUT, source_address=N
     raise OSError("getaddrinfo returns an empty list")
 
 
-def create_server(address, *, family=_std.AF_INET, backlog=None, reuse_port=False,
-                  dualstack_ipv6=False):
+def create_server(address: Any, *, family: int = _std.AF_INET, backlog: int | None = None,
+                  reuse_port: bool = False, dualstack_ipv6: bool = False) -> socket:
     """As the stdlib's, returning a cooperative listening socket."""
     plain = _std.create_server(address, family=family, backlog=backlog, reuse_port=reuse_port,
                                dualstack_ipv6=dualstack_ipv6)
