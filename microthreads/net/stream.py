@@ -22,11 +22,18 @@ import logging
 import socket as _socket
 import threading
 from collections import deque
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ..hub import get_hub
 from ..sync import Event
 from ..timeout import sleep
 from .errors import LineTooLong, NetworkError, network_error
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer, Self
+
+    from ..hub import Hub
+    from ..timers import Timer
 
 log = logging.getLogger("microthreads.net")
 
@@ -41,7 +48,7 @@ READ_PROBE = 8
 SEND_CHUNK = 256 * 1024
 
 
-def _forget_on_its_thread(hub, fd):
+def _forget_on_its_thread(hub: Hub | None, fd: int) -> None:
     """``hub.forget_fd(fd)`` from a finalizer, if it runs on the hub's own thread."""
     if hub is not None and fd >= 0 and hub.thread_id == threading.get_ident():
         hub.forget_fd(fd)
@@ -57,7 +64,7 @@ def check_options(options: dict[str, object], also: tuple[str, ...] = ()) -> Non
                         f" {', '.join(map(repr, unknown))} (it takes {', '.join(known)})")
 
 
-def _describe(peer):
+def _describe(peer: Any) -> str:
     if isinstance(peer, tuple) and len(peer) >= 2:
         host = peer[0]
         return f"[{host}]:{peer[1]}" if ":" in str(host) else f"{host}:{peer[1]}"
@@ -85,23 +92,24 @@ class Connection:
                  "_writer_armed",
                  "close_reason", "max_output", "on_full", "peer", "stall_timeout", "timeout")
 
-    def __init__(self, sock, peer=None, *, timeout=None, max_output=1 << 20,
-                 on_full="wait", stall_timeout=None):
+    def __init__(self, sock: Any, peer: Any = None, *, timeout: float | None = None,
+                 max_output: int = 1 << 20, on_full: str = "wait",
+                 stall_timeout: float | None = None) -> None:
         if on_full not in ("wait", "close"):
             raise ValueError("on_full must be 'wait' or 'close'")
         sock.setblocking(False)
         self._sock = sock
-        self._fd = sock.fileno()
+        self._fd: int = sock.fileno()
         self._hub = get_hub()
         self.peer = peer
         self.timeout = timeout
         self.max_output = max_output
         self.on_full = on_full
         self.stall_timeout = stall_timeout
-        self.close_reason = None          # why it was closed, for logs
+        self.close_reason: str | None = None          # why it was closed, for logs
         # a TLS socket (microthreads.net.ssl) says "would block" as a plain one does
-        self._recv = getattr(sock, "recv_nowait", sock.recv)
-        self._send = getattr(sock, "send_nowait", sock.send)
+        self._recv: Callable[[int], bytes] = getattr(sock, "recv_nowait", sock.recv)
+        self._send: Callable[[Buffer], int] = getattr(sock, "send_nowait", sock.send)
         self._buf = b""                   # received, not yet returned ...
         self._pos = 0                     # ... from this offset on
         self._discarding = False          # inside an overlong line
@@ -111,34 +119,34 @@ class Connection:
         # TLS: plaintext may sit decrypted in OpenSSL while the descriptor is not
         # readable, so a TLS read always tries first
         self._waits_after_miss = 0 if hasattr(sock, "recv_nowait") else READ_PROBE
-        self._out = None                  # queued output (a deque of bytes, made on demand)
+        self._out: deque[bytes] | None = None   # queued output (a deque of bytes, made on demand)
         self._out_size = 0
         self._out_moved = 0               # bytes sent from the queue so far
         self._writer_armed = False        # the hub calls _on_writable when writable
-        self._room = None                 # Event: output below its bound
-        self._drained = None              # Event: output queue empty
-        self._stall_timer = None
+        self._room: Event | None = None         # output below its bound
+        self._drained: Event | None = None      # output queue empty
+        self._stall_timer: Timer | None = None
         self._gone = False                # the peer went away, or close()
-        self._lost = None                 # an Event for wait_closed(), made on demand
+        self._lost: Event | None = None         # for wait_closed(), made on demand
         self._closed = False
 
     # ------------------------------------------------------------- reading
 
-    def fileno(self):
+    def fileno(self) -> int:
         return self._fd
 
     @property
     def closed(self) -> bool:
         return self._closed
 
-    def _wait_readable(self):
+    def _wait_readable(self) -> None:
         if self._closed:
             raise self._closed_error()
         self._eager = 0
         if not self._hub.wait_readable(self._fd, self.timeout):
             raise TimeoutError(f"{_describe(self.peer)}: receive timed out")
 
-    def _spend_budget(self):
+    def _spend_budget(self) -> None:
         """Count one operation; after EAGER_BUDGET in a row that did not wait, yield once.
 
         Called as an operation begins, before it takes or sends anything, so a
@@ -198,7 +206,7 @@ class Connection:
                 self._mark_lost()
             return data
 
-    def recv(self, n=READ_SIZE) -> bytes:
+    def recv(self, n: int = READ_SIZE) -> bytes:
         """Up to ``n`` bytes; waits until at least one is there. b"" at EOF.
 
         Bytes already buffered by ``recv_line`` come first. Raises
@@ -214,9 +222,10 @@ class Connection:
             return b""
         return self._read_chunk(n)
 
-    def recv_exactly(self, n) -> bytes:
+    def recv_exactly(self, n: int) -> bytes:
         """Exactly ``n`` bytes; NetworkError if EOF comes first."""
-        parts, missing = [], n
+        parts: list[bytes] = []
+        missing = n
         while missing:
             data = self.recv(missing)
             if not data:
@@ -226,7 +235,7 @@ class Connection:
             missing -= len(data)
         return b"".join(parts)
 
-    def recv_line(self, limit=65536) -> bytes:
+    def recv_line(self, limit: int = 65536) -> bytes:
         """The next line, with its ``\\n``; b"" at EOF.
 
         A last line without ``\\n`` is returned as it is. A line longer than
@@ -266,7 +275,7 @@ class Connection:
             buf = buf[pos:] + chunk if pos < len(buf) else chunk
             pos = 0
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[bytes]:
         """Yields ``recv_line()`` results until EOF."""
         while True:
             line = self.recv_line()
@@ -276,7 +285,7 @@ class Connection:
 
     # ------------------------------------------------------------- writing
 
-    def send(self, data) -> int:
+    def send(self, data: bytes | bytearray | memoryview) -> int:
         """Send some of ``data``, waiting until the socket takes at least a byte.
 
         Returns how many bytes were sent. Queued ``write()`` output goes first.
@@ -292,7 +301,7 @@ class Connection:
             except OSError as exc:
                 raise self._failed(exc, "send") from exc
 
-    def sendall(self, data):
+    def sendall(self, data: bytes | bytearray | memoryview) -> None:
         """Send all of ``data``, waiting as needed; queued output goes first."""
         if self._out:
             self.flush()
@@ -315,7 +324,7 @@ class Connection:
             except OSError as exc:
                 raise self._failed(exc, "send") from exc
 
-    def _wait_writable(self):
+    def _wait_writable(self) -> None:
         if self._closed:
             raise self._closed_error()
         self._eager = 0
@@ -340,7 +349,7 @@ class Connection:
     def _closed_error(self) -> NetworkError:
         return network_error(f"{_describe(self.peer)}: connection closed")
 
-    def write(self, data):
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         """Queue ``data`` (bytes) for sending; the hub sends it in order.
 
         With nothing queued, the data is sent at once with one non-blocking
@@ -384,14 +393,15 @@ class Connection:
         """Bytes queued by ``write()`` and not yet sent."""
         return self._out_size
 
-    def _on_writable(self):
+    def _on_writable(self) -> None:
         """On the hub: send as much queued output as the socket takes."""
         out = self._out
         while out:
             if len(out) == 1 or len(out[0]) >= SEND_CHUNK:
                 data = out[0]
             else:
-                pieces, size = [], 0
+                pieces: list[bytes] = []
+                size = 0
                 while out and size < SEND_CHUNK:
                     piece = out.popleft()
                     pieces.append(piece)
@@ -423,14 +433,14 @@ class Connection:
         if self._room is not None and self._out_size <= self.max_output:
             self._room.set()
 
-    def _arm_writer(self):
+    def _arm_writer(self) -> None:
         """Have the hub call _on_writable while output is queued."""
         self._writer_armed = True
         self._hub.add_writer(self._fd, self._on_writable)
         if self.stall_timeout and self._stall_timer is None:
             self._arm_stall_timer()
 
-    def _wait_for_room(self):
+    def _wait_for_room(self) -> None:
         while self._out_size > self.max_output:
             if self._room is None:
                 self._room = Event()
@@ -440,7 +450,7 @@ class Connection:
             if self._closed:
                 raise self._closed_error()
 
-    def flush(self, timeout=None) -> bool:
+    def flush(self, timeout: float | None = None) -> bool:
         """Wait until queued output is sent; False if ``timeout`` passed first.
 
         Raises NetworkError if the connection closes meanwhile.
@@ -457,11 +467,13 @@ class Connection:
             raise self._closed_error()
         return True
 
-    def _arm_stall_timer(self):
-        self._stall_timer = self._hub.call_later(self.stall_timeout, self._check_stall,
-                                                 self._out_moved)
+    def _arm_stall_timer(self) -> None:
+        """Check in ``stall_timeout`` seconds whether queued output has moved."""
+        if self.stall_timeout is not None:
+            self._stall_timer = self._hub.call_later(self.stall_timeout, self._check_stall,
+                                                     self._out_moved)
 
-    def _check_stall(self, moved_before):
+    def _check_stall(self, moved_before: int) -> None:
         self._stall_timer = None
         if self._closed or not self._out:
             return
@@ -472,7 +484,7 @@ class Connection:
 
     # ------------------------------------------------------------- lifetime
 
-    def wait_closed(self, timeout=None) -> bool:
+    def wait_closed(self, timeout: float | None = None) -> bool:
         """Wait until the peer has gone away or the connection is closed.
 
         The seed's ``on_lost_connection``. It consumes no data: it learns of
@@ -485,12 +497,12 @@ class Connection:
             self._lost = Event()
         return self._lost.wait(timeout)
 
-    def _mark_lost(self):
+    def _mark_lost(self) -> None:
         self._gone = True
         if self._lost is not None:
             self._lost.set()
 
-    def shutdown_write(self):
+    def shutdown_write(self) -> None:
         """Send EOF to the peer (half-close) after queued output."""
         self.flush()
         try:
@@ -524,7 +536,7 @@ class Connection:
         except OSError:
             pass                              # not TCP (a Unix socket): nothing to keep alive
 
-    def close(self, reason=None):
+    def close(self, reason: str | None = None) -> None:
         """Close now (queued output is dropped; ``flush()`` first to send it).
 
         Idempotent. Wakes every tasklet waiting on this connection with
@@ -550,13 +562,13 @@ class Connection:
             if event is not None:
                 event.set()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def __del__(self):
+    def __del__(self) -> None:
         # Dropped without close(): its socket is about to close the descriptor;
         # drop the hub's registration first, so a reused number starts clean.
         # A Connection whose __init__ failed has no _closed (its slots are
@@ -564,7 +576,7 @@ class Connection:
         if not getattr(self, "_closed", True):
             _forget_on_its_thread(self._hub, self._fd)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<Connection {_describe(self.peer)} {state} fd={self._fd}>"
 
