@@ -44,8 +44,8 @@ $(VENV)/.installed-run: setup.cfg pyproject.toml | $(PY)
 	$(PIP) install -e .
 	touch $@
 
-$(VENV)/.installed-test: setup.cfg pyproject.toml | $(PY)
-	$(PIP) install -e '.[test]'
+$(VENV)/.installed-test: setup.cfg pyproject.toml constraints.txt | $(PY)
+	$(PIP) install $(PINNED) -e '.[test]'
 	touch $@ $(VENV)/.installed-run
 
 $(VENV)/.installed-bench: setup.cfg pyproject.toml constraints.txt | $(PY)
