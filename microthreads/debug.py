@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import inspect
 import traceback
 
 from greenlet import getcurrent
@@ -21,9 +21,11 @@ def format_run_info(hub: Hub | None = None) -> str:
     hub = hub or get_hub()
     lines = [repr(hub)]
     current = getcurrent()
+    here = inspect.currentframe()
+    caller = here.f_back if here is not None else None
     for tasklet in sorted(hub.live_tasklets(), key=lambda t: t.name):
         lines.append(f"{tasklet!r}")
-        frame = tasklet.gr_frame if tasklet is not current else sys._getframe(1)
+        frame = tasklet.gr_frame if tasklet is not current else caller
         if frame is not None:
             stack = traceback.format_stack(frame)
             lines.extend("  " + line.rstrip().replace("\n", "\n  ") for line in stack)

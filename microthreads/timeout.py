@@ -6,7 +6,9 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar, overload
 
 from greenlet import getcurrent
 
-from .hub import get_hub
+from .hub import get_hub, sleep
+
+__all__ = ["Timeout", "sleep", "with_timeout"]
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -123,16 +125,3 @@ def with_timeout(seconds: float | None, fn: Callable[..., Any], *args: Any,
         raise
     finally:
         timeout.cancel()
-
-
-def sleep(seconds: float = 0) -> None:
-    """Suspend the current tasklet for ``seconds``; the hub runs others meanwhile.
-
-    ``sleep(0)`` yields once: every other tasklet that is ready runs before
-    this one resumes, so tasklets looping on ``sleep(0)`` interleave in order.
-    A kill or a Timeout interrupts it.
-    """
-    if seconds > 0:
-        get_hub().park(seconds)
-    else:
-        get_hub().yield_now()
