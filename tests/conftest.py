@@ -1,6 +1,8 @@
 """Shared fixtures: a fresh hub for every test, and a virtual clock on request."""
 
+import signal
 import socket
+import threading
 
 import pytest
 
@@ -20,6 +22,12 @@ def pytest_configure(config):
     if config.pluginmanager.hasplugin("timeout") and config.getoption("timeout_method") is None \
             and not config.getini("timeout_method"):
         config.option.timeout_method = "thread"
+    # A shell that starts a command in the background (`make test &`) starts it
+    # with SIGINT ignored, and Python then installs no KeyboardInterrupt handler:
+    # the Ctrl-C tests would see nothing. Tests run with Python's usual Ctrl-C.
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
