@@ -6,16 +6,21 @@ import errno
 import logging
 import os
 import socket as _socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..hub import get_hub
 from ..sync import Event
-from ..tasklet import getcurrent, joinall, killall, spawn
+from ..tasklet import Tasklet, getcurrent, joinall, killall, spawn
 from ..timeout import Timeout, sleep
 from . import socket as _coop
 from . import ssl as _tls
 from .errors import NetworkError, network_error
 from .stream import Connection, _describe, _forget_on_its_thread, check_options
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..hub import Hub
 
 log = logging.getLogger("microthreads.net")
 
@@ -30,7 +35,7 @@ EMFILE_BACKOFF = 0.1
 HANDSHAKE_TIMEOUT = 10.0
 
 
-def _family_of(address):
+def _family_of(address: Any) -> int | None:
     if isinstance(address, (str, bytes, os.PathLike)):
         return _socket.AF_UNIX
     host = address[0]
@@ -39,7 +44,7 @@ def _family_of(address):
     return _coop.ip_family(host)              # None: a hostname, resolved off the hub
 
 
-def _sockaddr(address, family):
+def _sockaddr(address: Any, family: int | None) -> tuple[int, Any]:
     if family is not None:
         return family, address
     infos = _coop.getaddrinfo(address[0], address[1], 0, _socket.SOCK_STREAM)
@@ -60,8 +65,8 @@ class Listener:
     ``handshake_timeout`` seconds.
     """
 
-    def __init__(self, sock, *, ssl=None, handshake_timeout=HANDSHAKE_TIMEOUT,
-                 **connection_options):
+    def __init__(self, sock: _socket.socket, *, ssl: Any = None,
+                 handshake_timeout: float = HANDSHAKE_TIMEOUT, **connection_options: Any) -> None:
         check_options(connection_options)
         sock.setblocking(False)
         self._sock = sock
@@ -74,7 +79,7 @@ class Listener:
         self._closed = False
         self._eager = 0                       # accepts in a row that did not wait
 
-    def fileno(self):
+    def fileno(self) -> int:
         return self._fd
 
     def accept_socket(self) -> tuple[_socket.socket, Any]:
@@ -112,7 +117,7 @@ class Listener:
         self.handshake(conn)
         return conn
 
-    def wrap(self, sock, peer):
+    def wrap(self, sock: _socket.socket, peer: Any) -> Connection:
         """A Connection over an accepted socket (under TLS, its handshake not yet done)."""
         if sock.family in (_socket.AF_INET, _socket.AF_INET6):
             sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
@@ -121,7 +126,7 @@ class Listener:
                                     do_handshake_on_connect=False)
         return Connection(sock, peer or self.address, **self.connection_options)
 
-    def handshake(self, conn):
+    def handshake(self, conn: Connection) -> None:
         """Under TLS, the server side of ``conn``'s handshake; nothing otherwise.
 
         At most ``handshake_timeout`` seconds. Any failure (a bad or stalled
@@ -137,7 +142,7 @@ class Listener:
             raise NetworkError(f"{_describe(conn.peer)}: TLS handshake failed:"
                                f" {_tls.describe_error(exc)}") from exc
 
-    def close(self):
+    def close(self) -> None:
         """Stop listening; a tasklet waiting in accept() gets NetworkError."""
         if self._closed:
             return
@@ -151,21 +156,22 @@ class Listener:
             except OSError:
                 pass
 
-    def __enter__(self):
+    def __enter__(self) -> Listener:
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def __del__(self):
+    def __del__(self) -> None:
         if not self._closed:                  # dropped without close(): see Connection
             _forget_on_its_thread(self._hub, self._fd)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<Listener {_describe(self.address)}{' closed' if self._closed else ''}>"
 
 
-def listen(address, backlog=128, reuse_port=False, **connection_options) -> Listener:
+def listen(address: Any, backlog: int = 128, reuse_port: bool = False,
+           **connection_options: Any) -> Listener:
     """Listen on ``address``; the seed's ``network.listen``.
 
     ``(host, port)`` is TCP, over IPv6 when the host is an IPv6 address (a
@@ -198,8 +204,8 @@ def listen(address, backlog=128, reuse_port=False, **connection_options) -> List
     return Listener(sock, **connection_options)
 
 
-def connect(address, timeout=None, *, ssl=None, server_hostname=None,
-            **connection_options) -> Connection:
+def connect(address: Any, timeout: float | None = None, *, ssl: Any = None,
+            server_hostname: str | None = None, **connection_options: Any) -> Connection:
     """Dial ``address`` (as for ``listen``) and return a Connection.
 
     A hostname is resolved off the hub and each of its addresses is tried in
@@ -222,7 +228,7 @@ def connect(address, timeout=None, *, ssl=None, server_hostname=None,
         candidates = [(info[0], info[4]) for info in infos]
     hub = get_hub()
     deadline = None if timeout is None else hub.clock() + timeout
-    error = None
+    error: NetworkError | None = None
     for family, sockaddr in candidates:
         try:
             sock = _dial(hub, family, sockaddr, deadline)
@@ -234,10 +240,11 @@ def connect(address, timeout=None, *, ssl=None, server_hostname=None,
                 server_hostname = address[0]
             sock = _tls.client_handshake(ssl, sock, server_hostname, sockaddr, deadline)
         return Connection(sock, sockaddr, **connection_options)
+    assert error is not None                  # getaddrinfo gave an address, or raised
     raise error
 
 
-def _dial(hub, family, sockaddr, deadline):
+def _dial(hub: Hub, family: int, sockaddr: Any, deadline: float | None) -> _socket.socket:
     """A connected, non-blocking plain socket to ``sockaddr`` (``socket.dial``)."""
     sock = _socket.socket(family, _socket.SOCK_STREAM)
     sock.setblocking(False)
@@ -275,8 +282,11 @@ class StreamServer:
     its descriptor closed, and the handler never runs.
     """
 
-    def __init__(self, address, handler, max_connections=None, refuse=None, *,
-                 backlog=128, reuse_port=False, refuse_timeout=5.0, **connection_options):
+    def __init__(self, address: Any, handler: Callable[[Connection], object],
+                 max_connections: int | None = None,
+                 refuse: Callable[[Connection], object] | None = None, *,
+                 backlog: int = 128, reuse_port: bool = False, refuse_timeout: float = 5.0,
+                 **connection_options: Any) -> None:
         check_options(connection_options, also=("ssl", "handshake_timeout"))
         self._address = address
         self.handler = handler
@@ -286,42 +296,43 @@ class StreamServer:
         self.backlog = backlog
         self.reuse_port = reuse_port
         self.connection_options = connection_options
-        self.listener = address if isinstance(address, Listener) else None
+        self.listener: Listener | None = address if isinstance(address, Listener) else None
         self._own_listener = self.listener is None
-        self._bound = None                    # the address last bound, kept after stop()
-        self.connections = {}             # handler tasklet -> Connection, live ones
-        self._accepter = None
+        self._bound: Any = None               # the address last bound, kept after stop()
+        self.connections: dict[Tasklet, Connection] = {}   # handler tasklet -> its, live
+        self._accepter: Tasklet | None = None
         self._stopped = Event()
-        self._spare = None
+        self._spare: int | None = None
         self._emfile_logged = False
 
     @property
-    def address(self):
+    def address(self) -> Any:
         """The bound address (after ``start()``)."""
         if self.listener is not None:
             return self.listener.address
         return self._bound if self._bound is not None else self._address
 
-    def start(self):
+    def start(self) -> StreamServer:
         """Listen (if not yet) and start accepting in a tasklet; returns at once."""
         if self._accepter is not None:
             return self
-        if self.listener is None:
-            self.listener = listen(self._address, self.backlog, self.reuse_port,
-                                   **self.connection_options)
-            self._bound = self.listener.address
+        listener = self.listener
+        if listener is None:
+            listener = self.listener = listen(self._address, self.backlog, self.reuse_port,
+                                              **self.connection_options)
+            self._bound = listener.address
         self._stopped.clear()
         self._open_spare()
-        self._accepter = spawn(self._accept_loop)
-        self._accepter.name = f"accept {_describe(self.listener.address)}"
+        self._accepter = spawn(self._accept_loop, listener)
+        self._accepter.name = f"accept {_describe(listener.address)}"
         return self
 
-    def serve_forever(self):
+    def serve_forever(self) -> None:
         """Start, then wait until ``stop()`` is called."""
         self.start()
         self._stopped.wait()
 
-    def stop(self, timeout=None):
+    def stop(self, timeout: float | None = None) -> None:
         """Stop accepting, let handlers finish for ``timeout`` seconds, then kill them.
 
         ``timeout=None`` kills them at once after closing the listener. A
@@ -332,7 +343,8 @@ class StreamServer:
             return
         accepter, self._accepter = self._accepter, None
         accepter.kill(block=False)
-        self.listener.close()
+        if self.listener is not None:         # there is one while accepting
+            self.listener.close()
         if self._own_listener:
             self.listener = None              # start() again listens anew
         self._close_spare()
@@ -343,8 +355,7 @@ class StreamServer:
         killall([t for t in handlers if not t.dead], block=True)
         self._stopped.set()
 
-    def _accept_loop(self):
-        listener = self.listener
+    def _accept_loop(self, listener: Listener) -> None:
         while True:
             try:
                 sock, peer = listener.accept_socket()
@@ -352,7 +363,7 @@ class StreamServer:
                 return                    # the listener was closed
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    self._out_of_descriptors(exc)
+                    self._out_of_descriptors(listener, exc)
                     continue
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
                     continue
@@ -371,8 +382,9 @@ class StreamServer:
             tasklet.name = f"handler {_describe(peer)}"
             self.connections[tasklet] = conn
 
-    def _handle(self, conn, listener):
+    def _handle(self, conn: Connection, listener: Listener) -> None:
         me = getcurrent()
+        assert isinstance(me, Tasklet)        # spawned by the accept loop
         try:
             listener.handshake(conn)
             self.handler(conn)
@@ -384,7 +396,7 @@ class StreamServer:
             conn.close()
             self.connections.pop(me, None)
 
-    def _refuse(self, conn, listener):
+    def _refuse(self, conn: Connection, listener: Listener) -> None:
         try:
             listener.handshake(conn)
             if self.refuse is not None:
@@ -397,40 +409,40 @@ class StreamServer:
         finally:
             conn.close()
 
-    def _open_spare(self):
+    def _open_spare(self) -> None:
         if self._spare is None:
             try:
                 self._spare = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
                 self._spare = None
 
-    def _close_spare(self):
+    def _close_spare(self) -> None:
         if self._spare is not None:
             os.close(self._spare)
             self._spare = None
 
-    def _out_of_descriptors(self, exc):
+    def _out_of_descriptors(self, listener: Listener, exc: OSError) -> None:
         if not self._emfile_logged:
             self._emfile_logged = True
             log.warning("accept on %s: %s; shedding waiting connections and backing off",
-                        _describe(self.listener.address), exc.strerror)
+                        _describe(listener.address), exc.strerror)
         if self._spare is not None:
             self._close_spare()               # one descriptor free: accept and close
-            listener = self.listener._sock    # every waiting connection with it
+            raw = listener._sock              # every waiting connection with it
             for _ in range(self.backlog + 1):
                 try:
-                    sock, _peer = listener.accept()
+                    sock, _peer = raw.accept()
                 except OSError:
                     break                     # none left (or still out of descriptors)
                 sock.close()
             self._open_spare()
         sleep(EMFILE_BACKOFF)
 
-    def __enter__(self):
+    def __enter__(self) -> StreamServer:
         return self.start()
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<StreamServer {_describe(self.address)} connections={len(self.connections)}>"
