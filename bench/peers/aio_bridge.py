@@ -32,6 +32,14 @@ def calibrated(measure, target):
     return elapsed / n * 1e9
 
 
+async def pong(loop, box, n):
+    """The coroutine side of the ping-pong: wait for box[0], answer in box[1]."""
+    for _ in range(n):
+        await box[0]
+        box[0] = loop.create_future()
+        box[1].set_result(None)
+
+
 # ---- pure asyncio: everything in coroutines
 
 def asyncio_figures(target, new_loop):
@@ -57,13 +65,7 @@ def asyncio_figures(target, new_loop):
             loop = asyncio.get_running_loop()
             box = [loop.create_future(), loop.create_future()]
 
-            async def pong():
-                for _ in range(n):
-                    await box[0]
-                    box[0] = loop.create_future()
-                    box[1].set_result(None)
-
-            task = asyncio.ensure_future(pong())
+            task = asyncio.ensure_future(pong(loop, box, n))
             started = perf_counter()
             for _ in range(n):
                 box[0].set_result(None)
@@ -98,13 +100,7 @@ def microthreads_figures(target):
             loop = asyncio.get_running_loop()
             box = [loop.create_future(), loop.create_future()]
 
-            async def pong():                   # the coroutine side
-                for _ in range(n):
-                    await box[0]
-                    box[0] = loop.create_future()
-                    box[1].set_result(None)
-
-            task = asyncio.ensure_future(pong())
+            task = asyncio.ensure_future(pong(loop, box, n))   # the coroutine side
             started = perf_counter()
             for _ in range(n):                  # the tasklet side
                 box[0].set_result(None)

@@ -11,13 +11,15 @@ plain floor's (there is nothing to batch).
 """
 
 from bench.peers import common
-from bench.peers.selectors_peer import Loop, listen
+from bench.peers.selectors_peer import ChatServer, Loop, listen
 from bench.peers.selectors_peer import echo_server as echo_server
 
 
-class BatchedChatServer:
+class BatchedChatServer(ChatServer):
+    """The plain floor's room (connect, lines, quit), its output batched."""
+
     def __init__(self, loop):
-        self.members = {}  # casefolded handle -> Connection, in join order
+        super().__init__()
         self.batch = []  # lines broadcast this iteration
         self.joiners = {}  # Connection -> [batch position of its join, private lines...]
         loop.turn_end.append(self.flush)
@@ -48,18 +50,6 @@ class BatchedChatServer:
         self.batch = []
         self.joiners = {}
 
-    def on_connect(self, conn):
-        conn.write(common.PROMPT)
-
-    def on_line(self, conn, line):
-        text = common.text_of(line)
-        if conn.handle is None:
-            self.login(conn, text)
-        elif text == "/quit":
-            conn.close()
-        elif text:
-            self.broadcast(common.says(conn.handle, text))
-
     def login(self, conn, handle):
         if not common.valid_handle(handle):
             conn.write(common.INVALID + common.PROMPT)
@@ -74,10 +64,8 @@ class BatchedChatServer:
             self.joiners[conn].append((len(self.batch), online))
 
     def on_close(self, conn):
-        if conn.handle is not None:
-            del self.members[conn.handle.casefold()]
-            self.joiners.pop(conn, None)
-            self.broadcast(common.left(conn.handle))
+        self.joiners.pop(conn, None)
+        super().on_close(conn)
 
 
 def chat_server(port):
