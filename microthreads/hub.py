@@ -256,7 +256,8 @@ class Hub:
                 self._switches - self._polled_at >= POLL_EVERY:
             self._polled_at = self._switches
             self._dispatch_io(self._poll(timeout))           # 3
-        self._fire_due_timers()                              # 4
+        if self._timers.heap:                                # 4 (most turns have none)
+            self._fire_due_timers()
 
     def _wait_bounds(self) -> tuple[float | None, float | None]:
         """Phase 2: (the longest I/O may wait, None for no limit; the earliest
