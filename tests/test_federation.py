@@ -372,3 +372,37 @@ def test_a_node_stops_in_time_while_redis_hangs_with_lines_queued(nodes, redis_s
     finally:
         os.kill(redis_server.proc.pid, signal.SIGCONT)
     a.wait_for_log(r"could not deregister from the room")
+
+
+def test_a_heartbeat_that_runs_after_its_node_was_reaped_brings_nobody_back(redis_server):
+    # The interleaving behind a rare failure of the cut-off test above, made
+    # exact with the room's own script: node a's heartbeat is sent just before
+    # Redis hangs and runs only after node b has reaped a (a's members gone,
+    # announced). It must not revive a with its members: a has let them go.
+    from chat.federation import scripts
+
+    client = redis_server.client(decode_responses=True)
+    script = scripts.load()
+    expiry_ms = 50
+
+    def heartbeat(node, known, *members):
+        keys = scripts.keys("chat:{lobby}:", node)
+        args = [10000, node, expiry_ms, "heartbeat", 1 + 4 * len(members), known]
+        for uid, key, handle, seq in members:
+            args += [uid, key, handle, seq]
+        return script(keys=keys, args=args, client=client)[0]
+
+    try:
+        alice = ("a:1", "alice", "alice", 1)
+        ok, deadline = heartbeat("a", 0, alice)[:2]   # a holds alice until deadline
+        assert ok == "ok"
+        assert client.hget("chat:{lobby}:members", "alice") is not None
+        while int(client.time()[0]) * 1000 + client.time()[1] // 1000 <= deadline:
+            time.sleep(0.01)                  # Redis's own clock passes a's deadline
+        assert heartbeat("b", 0)[0] == "ok"    # b reaps a: alice leaves
+        assert client.hget("chat:{lobby}:members", "alice") is None
+        assert heartbeat("a", deadline, alice) == ["expired"]   # sent before, runs after
+        assert client.hget("chat:{lobby}:members", "alice") is None
+        assert client.zscore("chat:{lobby}:nodes", "a") is None
+    finally:
+        client.close()

@@ -46,6 +46,9 @@ class Membership:
         # the hub clock when the last refreshing call that worked was sent
         # (Redis refreshed the expiry no earlier)
         self.last_contact = self._clock()
+        # the latest deadline (Redis time, ms) a reply gave: a heartbeat that
+        # runs after it with this node reaped is refused (heartbeat.lua)
+        self.deadline = 0
         link.before_batch = self.check_contact
         link.on_lost = self.queue_heartbeat
         link.after_batch = self._after_batch
@@ -92,15 +95,18 @@ class Membership:
     def _reply(self, reply: list[Any]) -> None:
         """In the writer, in order with the other replies of its pipeline."""
         if reply[0] == "expired":
+            self.deadline = 0
             self.drop_all(self._lost_text)
-        for uid in reply[1:]:
+            return
+        self.deadline = int(reply[1])
+        for uid in reply[2:]:
             member = self.registered.pop(uid, None)
             if member is not None:
                 self._drop(member, f"Your handle {member.handle} was taken while the"
                                    " room was unavailable; please reconnect.")
 
     def _args(self) -> list[Any]:
-        args: list[Any] = []
+        args: list[Any] = [self.deadline]
         for member in self.registered.values():
             args += (member.uid, member.key, member.handle, member.seq)
         return args

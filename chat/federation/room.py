@@ -112,6 +112,7 @@ class RedisRoom(Room):
         def joined(reply: list[Any]) -> None:
             if reply[0] == "ok" and member.uid in self._here:
                 member.seq = int(reply[1])
+                self._membership.deadline = int(reply[3])
                 self._membership.registered[member.uid] = member
                 joining.online = _online(reply[2])
             joining.replied.set()

@@ -72,9 +72,12 @@ local function reap()
   redis.call('ZREM', NODES, unpack(dead))
 end
 
+-- Pushes this node's deadline back; returns it (the node keeps the latest
+-- it was told: see heartbeat.lua).
 local function alive()
   redis.call('ZADD', NODES, NOW + EXPIRY, NODE)
   if redis.call('EXISTS', HELD) == 1 then redis.call('PEXPIRE', HELD, EXPIRY * 2) end
+  return NOW + EXPIRY
 end
 
 -- {count, handles...}: how many are online, and the handles from position
