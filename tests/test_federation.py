@@ -285,9 +285,9 @@ def test_a_node_that_fell_behind_the_stream_bound_says_lines_were_missed(nodes):
     alice.expect("bob has joined the chat.")
     b.send_signal(signal.SIGSTOP)             # b reads nothing meanwhile
     try:
-        for number in range(400):
-            alice.say(f"line {number}")
-        alice.lines_until("alice says: line 399")
+        for number in range(400):         # one at a time: an entry each (a
+            alice.say(f"line {number}")   # batch of lines would be one entry)
+            alice.expect(f"alice says: line {number}")
     finally:
         b.send_signal(signal.SIGCONT)
     lines = bob.lines_until("alice says: line 399")

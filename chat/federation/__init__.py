@@ -8,9 +8,11 @@ slot (one master), and different rooms spread over the masters:
 - ``log``: a Stream, the room's one log. Every line, a node's own members'
   too, is appended (``XADD ... MAXLEN ~``) and reaches members only when the
   node's reader reads it back (blocking ``XREAD`` from the last id it saw),
-  so every member on every node sees one order. Each entry carries a line
-  number (``n``): a node that sees a gap (it fell behind the bound) tells its
-  members ``Some lines were missed.``
+  so every member on every node sees one order. The lines to everyone that
+  one script run appends in a row (a batch of members' lines) are one entry
+  (``c`` of them joined by CRLF, 4 KB at most); each entry carries the
+  number of its last line (``n``): a node that sees a gap (it fell behind
+  the bound) tells its members ``Some lines were missed.``
 - ``members``: a hash, handle key (``handle_key``: the case-folded UTS #39
   skeleton) -> ``seq TAB uid TAB handle``;
   ``seq`` (from the ``seq`` counter) is the join order, ``uid`` is

@@ -303,6 +303,7 @@ class Link:
                 continue
             args = request.args() if callable(request.args) else request.args
             argv += (request.name, len(args), *args)
+            size += sum(len(arg) for arg in args if isinstance(arg, str))
             batch.append(request)
         return batch, argv
 

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from typing import Callable
 
+import microthreads
+
 from .client import REDIS_DOWN, LazyClient
 from .link import Backoff, Outage
 
 #: Entries taken per XREAD: enough to drain a burst in one round trip.
 READ_COUNT = 1000
+#: After a read that brought entries, the next waits this long (seconds), so
+#: that the lines said meanwhile come in one reply and reach each member here
+#: with one send, not one per reply (a lone line is still read at once).
+GATHER = 0.001
 
 
 class Reader:
@@ -16,10 +22,13 @@ class Reader:
 
     Each entry goes to ``on_entry(fields)``, in the stream's order, all
     that one XREAD brought without a pause (the members here get them as
-    one batch, at the end of the hub's turn; see ``Audience``). Entries
-    carry a line number (``n``); when numbers are skipped (this node fell
+    one batch, at the end of the hub's turn; see ``Audience``). An entry
+    holds one line or several (``c`` of them, joined by CRLF: the lines to
+    everyone of one script run) and carries the number of its last line
+    (``n``); when numbers are skipped (this node fell
     behind the stream's bound), ``on_gap()`` comes first, once per gap. A
-    smaller number (Redis restarted empty) is taken as the new start. While
+    smaller number (Redis restarted empty) is taken as the new start. After
+    a read that brought entries the next waits ``GATHER``. While
     Redis cannot be reached it retries with backoff (``outage`` logs it).
     """
 
@@ -59,8 +68,10 @@ class Reader:
             for _stream, entries in reply or ():
                 for entry_id, fields in entries:
                     last_id = entry_id
-                    n = int(fields.get("n", 0))
-                    if last_n is not None and n > last_n + 1:
+                    n = int(fields.get("n", 0))     # its last line's number
+                    if last_n is not None and n - int(fields.get("c", 1)) > last_n:
                         self._on_gap()
                     last_n = n                 # smaller: Redis restarted empty; go on
                     self._on_entry(fields)
+            if reply:
+                microthreads.sleep(GATHER)

@@ -1,5 +1,5 @@
 -- ARGV[4..]: the calls, each as name, count of arguments, arguments; replies
--- with one reply per call, in order.
+-- with one reply per call, in order, after appending the lines still merged.
 local replies, i = {}, 4
 while i <= #ARGV do
   local name, count, args = ARGV[i], tonumber(ARGV[i + 1]), {}
@@ -7,4 +7,5 @@ while i <= #ARGV do
   replies[#replies + 1] = CALLS[name](args)
   i = i + 2 + count
 end
+flush()
 return replies

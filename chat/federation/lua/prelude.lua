@@ -3,7 +3,7 @@
 --
 -- Every key is declared and carries the room's hash tag, chat:{ROOM}:, so a
 -- room lives on one Redis Cluster slot:
---   KEYS[1] log      the Stream: every line, numbered (field n)
+--   KEYS[1] log      the Stream: every line, numbered (fields n, c: see xadd)
 --   KEYS[2] members  hash: handle key -> "seq TAB uid TAB handle"
 --   KEYS[3] order    sorted set: handle by join order (seq): the Online list
 --   KEYS[4] nodes    sorted set: node -> the Redis time (ms) it expires at
@@ -20,13 +20,41 @@ local CALLS = {}
 local clock = redis.call('TIME')
 local NOW = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 
+-- Appends one entry: n is the number of its last line, c how many lines it
+-- holds when more than one (their texts joined by CRLF in d), u the member
+-- it is for (a join's, a private line's).
+local function xadd(kind, text, uid, count)
+  local n = redis.call('INCRBY', N, count)
+  local entry = {'XADD', LOG, 'MAXLEN', '~', BOUND, '*', 'n', n, 'k', kind, 'd', text}
+  if count > 1 then entry[#entry + 1] = 'c'; entry[#entry + 1] = count end
+  if uid then entry[#entry + 1] = 'u'; entry[#entry + 1] = uid end
+  redis.call(unpack(entry))
+end
+
+-- Lines to everyone in a row (a batch of members' lines) wait here and go
+-- as one entry, at most MERGE_BYTES of text (a line may be that long: the
+-- bound's worst case stays 10000 lines' worth): one XADD, and one entry for
+-- each reader to parse, per batch rather than per line. Any other entry,
+-- and the end of the script (dispatch.lua), appends them first.
+local MERGE_BYTES = 4096
+local merged, merged_bytes = {}, 0
+
+local function flush()
+  if #merged == 0 then return end
+  local count, text = #merged, table.concat(merged, '\r\n')
+  merged, merged_bytes = {}, 0
+  xadd('b', text, nil, count)
+end
+
 local function emit(kind, text, uid)
-  local n = redis.call('INCR', N)
-  if uid then
-    return redis.call('XADD', LOG, 'MAXLEN', '~', BOUND, '*', 'n', n, 'k', kind, 'd', text,
-                      'u', uid)
+  if kind == 'b' then
+    if merged_bytes + #text > MERGE_BYTES then flush() end
+    merged[#merged + 1] = text
+    merged_bytes = merged_bytes + #text + 2
+    return
   end
-  return redis.call('XADD', LOG, 'MAXLEN', '~', BOUND, '*', 'n', n, 'k', kind, 'd', text)
+  flush()
+  xadd(kind, text, uid, 1)
 end
 
 local function parse(value)             -- seq, uid, handle
