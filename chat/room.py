@@ -152,6 +152,10 @@ class Audience:
             return
         self._batch, self._own = [], {}           # what delivering adds waits a turn
         data = batch[0] if len(batch) == 1 else b"".join(batch)
+        if not own:                               # the usual turn: no joiner, nothing own
+            for member in list(self._members):
+                member.deliver(data)
+            return
         for member in list(self._members):
             share = own.get(member)
             if share is None:
