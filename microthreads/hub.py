@@ -357,11 +357,10 @@ class Hub:
                 self._poller.set_mask(watch, watch.mask & ~unwanted, hangup=unwanted == fired)
 
     def _fire_due_timers(self) -> None:
-        """Phase 4: every timer due by now, earliest first (ties: oldest first)."""
+        """Phase 4, entered when a timer is pending: every timer due by now,
+        earliest first (ties: oldest first)."""
         timers = self._timers
         heap = timers.heap
-        if not heap:
-            return
         now = self.clock()
         if heap[0][0] > now:
             return
