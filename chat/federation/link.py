@@ -191,10 +191,10 @@ class Link:
         """Queue call ``name`` without waiting for it; see Request for the
         hooks. ``first``: at the front of the queue, unless a call of the same
         name is there already."""
-        request = Request(name, args, self._hub.clock() + SEND_LIMIT, on_reply, on_fail)
         if first and self._queue and self._queue[0].name == name:
             return
-        self._enqueue(request, first)
+        self._enqueue(Request(name, args, self._hub.clock() + SEND_LIMIT, on_reply, on_fail),
+                      first)
 
     def retry(self, name: str, args: Args, on_reply: Callable[[Any], None] | None = None,
               on_fail: Callable[[BaseException], None] | None = None) -> None:
