@@ -387,10 +387,10 @@ def test_a_heartbeat_that_runs_after_its_node_was_reaped_brings_nobody_back(redi
 
     def heartbeat(node, known, *members):
         keys = scripts.keys("chat:{lobby}:", node)
-        args = [10000, node, expiry_ms, "heartbeat", 1 + 4 * len(members), known]
+        args = [10000, node, expiry_ms, "", "heartbeat", 1 + 4 * len(members), known]
         for uid, key, handle, seq in members:
             args += [uid, key, handle, seq]
-        return script(keys=keys, args=args, client=client)[0]
+        return script(keys=keys, args=args, client=client)[1]   # [0]: what it read: nothing
 
     try:
         alice = ("a:1", "alice", "alice", 1)

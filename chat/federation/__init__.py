@@ -7,8 +7,9 @@ slot (one master), and different rooms spread over the masters:
 
 - ``log``: a Stream, the room's one log. Every line, a node's own members'
   too, is appended (``XADD ... MAXLEN ~``) and reaches members only when the
-  node's reader reads it back (blocking ``XREAD`` from the last id it saw),
-  so every member on every node sees one order. The lines to everyone that
+  node reads it back from the last id it saw (in the reply of the writer's
+  next script run, or by a blocking ``XREAD`` while the writer is idle), so
+  every member on every node sees one order. The lines to everyone that
   one script run appends in a row (a batch of members' lines) are one entry
   (``c`` of them joined by CRLF, 4 KB at most); each entry carries the
   number of its last line (``n``): a node that sees a gap (it fell behind
@@ -39,8 +40,9 @@ One concept a module:
   goes in the next, as one EVALSHA, in order; a member's line does not wait
   for the previous one's reply. It retries with backoff while Redis is
   away (logged once per outage); a call not answered within 10 s fails.
-- ``reader``: the reader tasklet: blocking ``XREAD`` on another connection,
-  a burst at a time, and gap detection.
+- ``reader``: the stream read back: what the writer's replies bring, and a
+  blocking ``XREAD`` on another connection while the writer is idle; each
+  entry handed over once, a burst at a time, and gap detection.
 - ``membership``: the heartbeat and what it reconciles. A node cut off for
   longer than the expiry disconnects its members (``Connection to the room
   was lost; please reconnect.``): the others have seen them leave. A node
@@ -48,7 +50,7 @@ One concept a module:
   restarted empty) puts them back in their join order; a member whose
   handle a newcomer took in the gap is told and disconnected.
 - ``room``: ``RedisRoom``, the ``chat.room.Room`` these make, which hands
-  what the reader reads to this node's members.
+  what is read back to this node's members.
 
 This package's ``__init__`` imports nothing: the URL helpers are usable
 without redis-py.

@@ -2,8 +2,9 @@
 
 One writer tasklet (``Link.run``) takes every call queued since its last
 round trip (up to ``BATCH`` of them) and sends them as one EVALSHA of the
-room's script, which runs them in order and replies with one reply each;
-then it goes round again. So the lines a node's members say during one
+room's script, which runs them in order and replies with one reply each
+(and the log's newest entries, for the reader: ``on_read``); then it goes
+round again. So the lines a node's members say during one
 round trip go to Redis together in the next, and a member does not wait
 for its line's reply before saying the next one (``send``): one order (the
 queue's), and one script run per batch, not per line.
@@ -14,8 +15,8 @@ fails with ``RoomUnavailable``, whether it was still queued or already sent
 member is told within the limit even while Redis hangs. While Redis cannot
 be reached the writer retries with backoff, logged once per outage, the
 batch first, in order. The link knows calls and replies, nothing of
-members: the room sets three hooks (``before_batch``, ``on_lost``,
-``after_batch``).
+members: the room sets its hooks (``before_batch``, ``on_lost``,
+``after_batch``, ``read_from``, ``on_read``).
 """
 
 from __future__ import annotations
@@ -147,7 +148,10 @@ class Link:
     ``before_batch(now)`` before each round trip, ``on_lost()`` when one
     fails to reach Redis (it is retried), ``after_batch(requests, sent)``
     after one got its replies (``sent``: the hub clock when it went out),
-    before the replies are handed over.
+    before the replies are handed over, and ``on_read(entries)`` after
+    them, with the log's entries the script read after ``read_from()``
+    (an id, evaluated as each batch goes; '' reads nothing). ``idle`` is
+    set while nothing is queued or in flight.
     """
 
     def __init__(self, client: Any, script: Any, keys: Sequence[str],
@@ -167,6 +171,9 @@ class Link:
         self.before_batch: Callable[[float], None] = lambda now: None
         self.on_lost: Callable[[], None] = lambda: None
         self.after_batch: Callable[[Sequence[Request], float], None] = lambda batch, sent: None
+        self.read_from: Callable[[], str] = lambda: ""
+        self.on_read: Callable[[list[Any]], None] = lambda entries: None
+        self.idle = microthreads.Event()
 
     def call(self, name: str, args: Args, limit: float = SEND_LIMIT,
              on_reply: Callable[[Any], None] | None = None, urgent: bool = False) -> Any:
@@ -258,7 +265,9 @@ class Link:
         while True:
             if not queue:
                 self._wake.clear()
+                self.idle.set()
                 self._wake.wait()
+                self.idle.clear()
                 continue
             sent = clock()
             self.before_batch(sent)
@@ -286,8 +295,9 @@ class Link:
             self.outage.end()
             backoff.reset()
             self.after_batch(batch, sent)
-            for request, reply in zip(batch, replies):
+            for request, reply in zip(batch, replies[1:]):
                 request.succeed(reply)
+            self.on_read(replies[0])
             if self._retries:
                 self._requeue_retries()
 
@@ -295,7 +305,7 @@ class Link:
         """The calls to send now, up to BATCH (and about BATCH_BYTES of
         arguments) from the queue, those given up on left out (the caller
         was told: what it asked is not done); and the script's ARGV for them."""
-        queue, batch, argv = self._queue, [], list(self._common)
+        queue, batch, argv = self._queue, [], [*self._common, self.read_from()]
         size = 0
         while queue and len(batch) < BATCH and size < BATCH_BYTES:
             request = queue.popleft()
@@ -308,5 +318,5 @@ class Link:
         return batch, argv
 
     def _execute(self, argv: list[Any]) -> list[Any]:
-        """One EVALSHA for the whole batch; one reply per call."""
+        """One EVALSHA for the whole batch: what it read, then one reply per call."""
         return self._script(keys=self._keys, args=argv, client=self._client.get())

@@ -1,8 +1,16 @@
-"""The reader: the room's stream, read back in order, with its gaps noticed."""
+"""The reader: the room's stream, read back in order, with its gaps noticed.
+
+Two round trips bring the stream's entries: the writer's (each batch's
+script reply carries the entries after the last one read, its own lines
+included: see dispatch.lua), and the reader's blocking ``XREAD``, which
+reads only while the writer is idle (a node whose members are quiet still
+hears the others). Both hand their entries to ``Reader.take``, which hands
+over each entry once, in the stream's order.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 import microthreads
 
@@ -15,63 +23,125 @@ READ_COUNT = 1000
 #: that the lines said meanwhile come in one reply and reach each member here
 #: with one send, not one per reply (a lone line is still read at once).
 GATHER = 0.001
+#: The reader reads once the writer has brought nothing for this long
+#: (seconds): while this node's members talk, the writer's replies bring
+#: every entry, and reading them again would only double the work (and the
+#: sends to each member). It looks again every WRITER_WAIT while the writer
+#: is busy, and at once when the writer left it an entry (``take``).
+QUIET = 0.003
+WRITER_WAIT = 0.1
+
+
+def entry_key(entry_id: str) -> tuple[int, int]:
+    """A stream id (``MS-SEQ``) as numbers, to compare."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 class Reader:
-    """Reads ``stream`` on ``client`` (blocking ``XREAD``) in one tasklet (``run``).
+    """Reads ``stream`` on ``client`` (blocking ``XREAD``) in one tasklet
+    (``run``) once the writer (``writer_idle``) has been idle for QUIET;
+    ``take_reply`` is given what the writer's replies bring.
 
-    Each entry goes to ``on_entry(fields)``, in the stream's order, all
-    that one XREAD brought without a pause (the members here get them as
-    one batch, at the end of the hub's turn; see ``Audience``). An entry
-    holds one line or several (``c`` of them, joined by CRLF: the lines to
-    everyone of one script run) and carries the number of its last line
-    (``n``); when numbers are skipped (this node fell
-    behind the stream's bound), ``on_gap()`` comes first, once per gap. A
-    smaller number (Redis restarted empty) is taken as the new start. After
-    a read that brought entries the next waits ``GATHER``. While
-    Redis cannot be reached it retries with backoff (``outage`` logs it).
+    Each entry goes to ``on_entry(fields)`` once, in the stream's order (the
+    members here get what one reply brought as one batch, at the end of the
+    hub's turn; see ``Audience``). An entry holds one line or several (``c``
+    of them, joined by CRLF: the lines to everyone of one script run) and
+    carries the number of its last line (``n``); when numbers are skipped
+    (this node fell behind the stream's bound), ``on_gap()`` comes first,
+    once per gap. A smaller number (Redis restarted empty) is taken as the
+    new start. After a read that brought entries the next waits ``GATHER``.
+    While Redis cannot be reached it retries with backoff (``outage`` logs
+    it).
     """
 
     def __init__(self, client: LazyClient, stream: str, outage: Outage,
                  on_entry: Callable[[dict[str, str]], None],
-                 on_gap: Callable[[], None]) -> None:
+                 on_gap: Callable[[], None],
+                 ready: Callable[[dict[str, str]], bool] = lambda fields: True,
+                 writer_idle: microthreads.Event | None = None) -> None:
         self._client = client
         self._stream = stream
         self.outage = outage
         self._on_entry = on_entry
         self._on_gap = on_gap
+        self._ready = ready
+        self._writer_idle = writer_idle
+        #: The id of the newest entry handed over ('' before ``start``).
+        self.last_id = ""
+        self._last_key = (0, 0)
+        self._last_n: int | None = None
+        self._taking = False
+        self._behind = False            # the writer left entries to the reader
+        self._clock = microthreads.get_hub().clock
+        self._writer_read_at = 0.0      # the hub clock at the writer's latest reply
 
-    def newest(self) -> str:
-        """The id of the stream's newest entry (to read what comes after it);
-        ``0-0`` if there is none or Redis cannot be reached (the log so far
-        goes to nobody: nobody is here yet)."""
+    def start(self) -> None:
+        """Read from after the stream's newest entry: the log so far goes to
+        nobody, nobody is here yet (from the start if Redis cannot be
+        reached)."""
         try:
             newest = self._client.get().xrevrange(self._stream, count=1)
         except REDIS_DOWN as exc:
             self.outage.begin(exc)
-            return "0-0"
-        return newest[0][0] if newest else "0-0"
+            newest = None
+        self.last_id = newest[0][0] if newest else "0-0"
+        self._last_key = entry_key(self.last_id)
 
-    def run(self, last_id: str) -> None:
+    def take(self, entries: Sequence[tuple[str, dict[str, str]]], patient: bool = True) -> None:
+        """Hand over those of ``entries`` (consecutive, in the stream's
+        order) newer than ``last_id``. Not ``patient`` (the writer): stop
+        short of an entry ``ready`` says would wait, and take nothing while
+        the reader is handing over (it may be waiting in ``on_entry``)."""
+        if self._taking:
+            self._behind = True
+            return
+        self._taking = True
+        try:
+            for entry_id, fields in entries:
+                key = entry_key(entry_id)
+                if key <= self._last_key:
+                    continue
+                if not patient and not self._ready(fields):
+                    self._behind = True
+                    return
+                self.last_id, self._last_key = entry_id, key
+                n = int(fields.get("n", 0))     # its last line's number
+                if self._last_n is not None and n - int(fields.get("c", 1)) > self._last_n:
+                    self._on_gap()
+                self._last_n = n                # smaller: Redis restarted empty; go on
+                self._on_entry(fields)
+        finally:
+            self._taking = False
+
+    def take_reply(self, entries: list[Any]) -> None:
+        """``take`` for the entries of a script's reply (fields as a flat
+        list), not patient: the writer must not wait."""
+        self._writer_read_at = self._clock()
+        self.take([(entry_id, dict(zip(flat[::2], flat[1::2]))) for entry_id, flat in entries],
+                  patient=False)
+
+    def run(self) -> None:
         """Read the entries after ``last_id`` until killed."""
         client, stream = self._client, self._stream
-        last_n, backoff = None, Backoff()
+        backoff, idle, clock = Backoff(), self._writer_idle, self._clock
         while True:
+            if idle is not None and not self._behind:
+                idle.wait(WRITER_WAIT)      # meanwhile its replies bring the entries
+                quiet = self._writer_read_at + QUIET - clock()
+                if quiet > 0:               # it may well go again soon: let it
+                    microthreads.sleep(quiet)
+                    continue
             try:
-                reply = client.get().xread({stream: last_id}, count=READ_COUNT, block=1000)
+                reply = client.get().xread({stream: self.last_id}, count=READ_COUNT, block=1000)
             except REDIS_DOWN as exc:
                 self.outage.begin(exc)
                 backoff.wait()
                 continue
             self.outage.end()
             backoff.reset()
+            self._behind = False
             for _stream, entries in reply or ():
-                for entry_id, fields in entries:
-                    last_id = entry_id
-                    n = int(fields.get("n", 0))     # its last line's number
-                    if last_n is not None and n - int(fields.get("c", 1)) > last_n:
-                        self._on_gap()
-                    last_n = n                 # smaller: Redis restarted empty; go on
-                    self._on_entry(fields)
+                self.take(entries)
             if reply:
                 microthreads.sleep(GATHER)

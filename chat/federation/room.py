@@ -63,7 +63,10 @@ class RedisRoom(Room):
         self._membership = Membership(self._link, self._drop, LOST)
         self._reader = Reader(LazyClient(redis_url), prefix + "log",
                               Outage("reader", on_end=self._membership.queue_heartbeat),
-                              on_entry=self._deliver, on_gap=self._missed)
+                              on_entry=self._deliver, on_gap=self._missed,
+                              ready=self._ready, writer_idle=self._link.idle)
+        self._link.read_from = lambda: "" if self.closed else self._reader.last_id
+        self._link.on_read = self._reader.take_reply
 
     # ------------------------------------------------------------ lifetime
 
@@ -71,9 +74,9 @@ class RedisRoom(Room):
         """Find where to read from, then start the writer, the reader and the
         heartbeat; before anyone can join, so a join line comes after."""
         self._membership.last_contact = microthreads.get_hub().clock()
-        start = self._reader.newest()
+        self._reader.start()
         self._writer = _spawn("redis writer", self._link.run)
-        self._others = [_spawn("redis reader", self._reader.run, start),
+        self._others = [_spawn("redis reader", self._reader.run),
                         _spawn("redis heartbeat", self._membership.run)]
         log.info("node %s of room %r on %s", self.node, self.name, url.redact(self.url))
 
@@ -253,6 +256,14 @@ class RedisRoom(Room):
             if member is not None and member in self.audience:
                 member.tell(text)
 
+    def _ready(self, fields: dict[str, str]) -> bool:
+        """Whether ``_deliver`` can take this entry without waiting (a join
+        of this node's whose reply has not come: only the reader waits)."""
+        if fields.get("k") != "j":
+            return True
+        joining = self._joins.get(fields.get("u", ""))
+        return joining is None or joining.replied.is_set() or joining.read.is_set()
+
     def _missed(self) -> None:
         self.audience.broadcast(MISSED)
 
@@ -294,8 +305,8 @@ class _Say:
             self.unanswered.release()
             self.unanswered = None
 
-    def _reply(self, reply: list[Any]) -> None:
-        if reply[0] != "gone":
+    def _reply(self, reply: str) -> None:
+        if reply != "gone":
             self._answered()
         elif self.again:    # Redis restarted empty? a heartbeat puts it back first
             self.again = False

@@ -10,11 +10,12 @@
 --   KEYS[5] n        the line counter
 --   KEYS[6] seq      the join counter
 --   KEYS[7] held     set: the handle keys this node holds (expires with it)
--- ARGV[1] the stream bound, ARGV[2] this node, ARGV[3] the expiry in ms;
+-- ARGV[1] the stream bound, ARGV[2] this node, ARGV[3] the expiry in ms,
+-- ARGV[4] the id of the last entry this node has read ('': none to read);
 -- then the calls, each as: name, count of its arguments, its arguments.
 local LOG, MEMBERS, ORDER, NODES, N, SEQ, HELD =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local BOUND, NODE, EXPIRY = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local BOUND, NODE, EXPIRY, READ_FROM = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local CALLS = {}
 
 local clock = redis.call('TIME')
