@@ -144,6 +144,30 @@ def test_lines_sent_on_both_nodes_arrive_in_one_order_everywhere(nodes):
         assert own == [f"{handle} says: {handle} line {n}" for n in range(count)]
 
 
+def test_lines_go_on_after_redis_forgets_the_script(nodes, redis_server):
+    # SCRIPT FLUSH on a Redis that stays up: the connections live on, and
+    # the next batch's EVALSHA is refused (NOSCRIPT) before it runs anything
+    a, b = nodes()
+    alice = a.join("alice")
+    bob = b.join("bob")
+    alice.expect("bob has joined the chat.")
+    alice.say("before")
+    for member in (alice, bob):
+        member.expect("alice says: before")
+    client = redis_server.client()
+    try:
+        client.script_flush()
+    finally:
+        client.close()
+    for number in range(3):
+        alice.say(f"after {number}")
+        bob.say(f"bob after {number}")
+    for member in (alice, bob):
+        lines = member.lines(6, timeout=10)
+        assert sorted(lines) == sorted([f"alice says: after {n}" for n in range(3)]
+                                       + [f"bob says: bob after {n}" for n in range(3)])
+
+
 def test_a_killed_node_frees_its_handles_and_the_others_see_its_members_leave(nodes):
     a, b = nodes()
     alice = a.join("alice")

@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence, Union
 
 import microthreads
 
-from .client import REDIS_DOWN
+from .client import REDIS_DOWN, ScriptCaller
 
 log = logging.getLogger("chat.federation")
 
@@ -156,9 +156,7 @@ class Link:
 
     def __init__(self, client: Any, script: Any, keys: Sequence[str],
                  common: Sequence[Any]) -> None:
-        self._client = client
-        self._script = script
-        self._keys = list(keys)
+        self._call = ScriptCaller(client, script, keys)
         self._common = list(common)
         self._hub = microthreads.get_hub()
         self._queue: deque[Request] = deque()
@@ -319,4 +317,4 @@ class Link:
 
     def _execute(self, argv: list[Any]) -> list[Any]:
         """One EVALSHA for the whole batch: what it read, then one reply per call."""
-        return self._script(keys=self._keys, args=argv, client=self._client.get())
+        return self._call(argv)
