@@ -95,7 +95,8 @@ class Request:
     whenever the reply comes, even after the call was given up on (what
     Redis did, it did). ``on_fail(error)`` runs once, if the call is given
     up on before its reply; ``done`` (made by ``Link.call``) is set by
-    either.
+    either. A subclass may instead override ``arguments``, ``succeed`` and
+    ``fail`` (a member's line: one object per line, not three).
     """
 
     __slots__ = ("args", "deadline", "done", "error", "finished", "name", "on_fail",
@@ -113,6 +114,11 @@ class Request:
         self.finished = False
         self.reply: Any = None
         self.error: BaseException | None = None
+
+    def arguments(self) -> Sequence[Any]:
+        """The call's arguments, as it is sent now."""
+        args = self.args
+        return args() if callable(args) else args
 
     def fail(self, error: BaseException) -> None:
         """Give up: the caller learns ``error``, unless it has its answer already."""
@@ -198,8 +204,13 @@ class Link:
         name is there already."""
         if first and self._queue and self._queue[0].name == name:
             return
-        self._enqueue(Request(name, args, self._hub.clock() + SEND_LIMIT, on_reply, on_fail),
-                      first)
+        self.submit(Request(name, args, 0.0, on_reply, on_fail), first)
+
+    def submit(self, request: Request, first: bool = False) -> None:
+        """Queue ``request`` without waiting for it; its deadline is now
+        SEND_LIMIT away. ``first``: at the front of the queue."""
+        request.deadline = self._hub.clock() + SEND_LIMIT
+        self._enqueue(request, first)
 
     def retry(self, name: str, args: Args, on_reply: Callable[[Any], None] | None = None,
               on_fail: Callable[[BaseException], None] | None = None) -> None:
@@ -207,8 +218,12 @@ class Link:
         queue, in order with the others retried from the same batch, behind
         what ``on_lost()`` queues first (a heartbeat that puts back what Redis
         lost)."""
-        self._retries.append(Request(name, args, self._hub.clock() + SEND_LIMIT,
-                                     on_reply, on_fail))
+        self.resubmit(Request(name, args, 0.0, on_reply, on_fail))
+
+    def resubmit(self, request: Request) -> None:
+        """``retry`` for a request made by the caller (a fresh one)."""
+        request.deadline = self._hub.clock() + SEND_LIMIT
+        self._retries.append(request)
 
     def _enqueue(self, request: Request, first: bool) -> None:
         if first:
@@ -309,9 +324,11 @@ class Link:
             request = queue.popleft()
             if request.finished:
                 continue
-            args = request.args() if callable(request.args) else request.args
+            args = request.arguments()
             argv += (request.name, len(args), *args)
-            size += sum(len(arg) for arg in args if isinstance(arg, str))
+            for arg in args:
+                if arg.__class__ is str:
+                    size += len(arg)
             batch.append(request)
         return batch, argv
 

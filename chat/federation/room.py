@@ -22,7 +22,7 @@ from ..room import ONLINE_SHOWN, Audience, Member, Room, RoomError, online_line
 from ..text import handle_key
 from . import scripts, url
 from .client import LazyClient
-from .link import SEND_LIMIT, Link, Outage, RoomUnavailable
+from .link import SEND_LIMIT, Link, Outage, Request, RoomUnavailable
 from .membership import EXPIRY, Membership
 from .reader import Reader
 
@@ -147,7 +147,7 @@ class RedisRoom(Room):
         if unanswered is None:
             unanswered = self._unanswered[member.uid] = microthreads.Semaphore(MAX_UNANSWERED)
         unanswered.acquire()
-        _Say(self, member, line, unanswered).send()
+        self._link.submit(_Say(self, member, line, unanswered))
 
     def leave(self, member: Member) -> None:
         """Forget the member here; Redis frees the handle and appends the
@@ -281,41 +281,46 @@ class _Joining:
         self.read = microthreads.Event()
 
 
-class _Say:
-    """One line said by a member, on its way to Redis (``RedisRoom.publish``)."""
+class _Say(Request):
+    """One line said by a member, on its way to Redis (``RedisRoom.publish``):
+    its own call of the script, one object per line."""
 
     __slots__ = ("again", "line", "member", "room", "unanswered")
 
     def __init__(self, room: RedisRoom, member: Member, line: str,
-                 unanswered: microthreads.Semaphore) -> None:
+                 unanswered: microthreads.Semaphore | None, again: bool = True) -> None:
+        Request.__init__(self, "say", (), 0.0)     # the link sets the deadline
         self.room = room
         self.member = member
         self.line = line
-        self.unanswered: microthreads.Semaphore | None = unanswered
-        self.again = True
+        self.unanswered = unanswered
+        self.again = again
 
-    def send(self) -> None:
-        self.room._link.send("say", self._args, on_reply=self._reply, on_fail=self._fail)
-
-    def _args(self) -> tuple[str, str, str]:
-        return (self.member.uid, self.member.key, self.line)
+    def arguments(self) -> tuple[str, str, str]:
+        member = self.member                        # its key as it is now: after a /nick
+        return (member.uid, member.key, self.line)
 
     def _answered(self) -> None:
         if self.unanswered is not None:             # once, a reply or a failure
             self.unanswered.release()
             self.unanswered = None
 
-    def _reply(self, reply: str) -> None:
+    def succeed(self, reply: str) -> None:
+        self.finished = True
         if reply != "gone":
             self._answered()
         elif self.again:    # Redis restarted empty? a heartbeat puts it back first
-            self.again = False
-            self.room._link.retry("say", self._args, self._reply, self._fail)
+            self.room._link.resubmit(_Say(self.room, self.member, self.line, self.unanswered,
+                                          again=False))
+            self.unanswered = None                  # the retry answers for it
         else:
             self._answered()
             self.room._drop(self.member, LOST)
 
-    def _fail(self, error: BaseException) -> None:
+    def fail(self, error: BaseException) -> None:
+        if self.finished:
+            return
+        self.finished = True
         self._answered()
         self.member.tell(UNAVAILABLE)
 

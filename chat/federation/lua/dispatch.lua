@@ -7,6 +7,7 @@ local replies, i = {}, 5
 while i <= #ARGV do
   local name, count, args = ARGV[i], tonumber(ARGV[i + 1]), {}
   for j = 1, count do args[j] = ARGV[i + 1 + j] end
+  if name ~= 'say' then speakers = {} end
   replies[#replies + 1] = CALLS[name](args)
   i = i + 2 + count
 end

@@ -117,6 +117,11 @@ local function online(first, count)
   return listed
 end
 
+-- key -> uid, for the says of one run of says in a row: a member saying
+-- several lines in one batch is looked up once (dispatch.lua empties it
+-- before any other call, which could change who holds what).
+local speakers = {}
+
 local function owner(key)                -- uid holding key, or nil
   local value = redis.call('HGET', MEMBERS, key)
   if not value then return nil end
