@@ -26,8 +26,9 @@ GATHER = 0.001
 #: The reader reads once the writer has brought nothing for this long
 #: (seconds): while this node's members talk, the writer's replies bring
 #: every entry, and reading them again would only double the work (and the
-#: sends to each member). It looks again every WRITER_WAIT while the writer
-#: is busy, and at once when the writer left it an entry (``take``).
+#: sends to each member). Meanwhile it wakes once a QUIET at most, or after
+#: WRITER_WAIT while a batch is in flight, and reads at once when the
+#: writer left it an entry (``take``).
 QUIET = 0.003
 WRITER_WAIT = 0.1
 
@@ -127,10 +128,15 @@ class Reader:
         backoff, idle, clock = Backoff(), self._writer_idle, self._clock
         while True:
             if idle is not None and not self._behind:
-                idle.wait(WRITER_WAIT)      # meanwhile its replies bring the entries
+                # while the writer's replies bring the entries, wake once a
+                # QUIET at most (not after every batch)
                 quiet = self._writer_read_at + QUIET - clock()
-                if quiet > 0:               # it may well go again soon: let it
+                if quiet > 0:                       # it replied lately: it may again
                     microthreads.sleep(quiet)
+                    continue
+                if not idle.wait(WRITER_WAIT):      # a batch in flight: its reply brings them
+                    continue
+                if self._writer_read_at + QUIET > clock():    # which it just did
                     continue
             try:
                 reply = client.get().xread({stream: self.last_id}, count=READ_COUNT, block=1000)
