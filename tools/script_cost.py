@@ -27,9 +27,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import microthreads  # noqa: E402
-from chat.federation import scripts  # noqa: E402
-from chat.federation.client import LazyClient, ScriptCaller  # noqa: E402
+import microthreads
+from chat.federation import scripts
+from chat.federation.client import LazyClient, ScriptCaller
 
 NODE = "node"
 COMMON = [10000, NODE, 6000, ""]     # bound, node, expiry ms, nothing to read back
@@ -48,7 +48,8 @@ def measure(url: str, sizes: list[int], batches: int) -> None:
     keys = scripts.keys("chat:{bench}:", NODE)
     caller = ScriptCaller(lazy, script, keys)
     caller(COMMON + ["join", 5, f"{NODE}:1", "m1", "m1", 0, 20])
-    print(f"{'says':>5} {'Redis us/EVALSHA':>17} {'writer CPU us/batch':>20} {'redis-py Script':>16}")
+    print(f"{'says':>5} {'Redis us/EVALSHA':>17} {'writer CPU us/batch':>20}"
+          f" {'redis-py Script':>16}")
     for size in sizes:
         argv = list(COMMON)
         for number in range(size):
