@@ -212,16 +212,11 @@ class Link:
         request.deadline = self._hub.clock() + SEND_LIMIT
         self._enqueue(request, first)
 
-    def retry(self, name: str, args: Args, on_reply: Callable[[Any], None] | None = None,
-              on_fail: Callable[[BaseException], None] | None = None) -> None:
-        """From an ``on_reply``: send this call again, at the front of the
-        queue, in order with the others retried from the same batch, behind
-        what ``on_lost()`` queues first (a heartbeat that puts back what Redis
-        lost)."""
-        self.resubmit(Request(name, args, 0.0, on_reply, on_fail))
-
     def resubmit(self, request: Request) -> None:
-        """``retry`` for a request made by the caller (a fresh one)."""
+        """From a reply's handling: send ``request`` (a fresh one, the call
+        again) at the front of the queue, in order with the others resubmitted
+        from the same batch, behind what ``on_lost()`` queues first (a
+        heartbeat that puts back what Redis lost)."""
         request.deadline = self._hub.clock() + SEND_LIMIT
         self._retries.append(request)
 

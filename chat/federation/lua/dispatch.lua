@@ -2,7 +2,7 @@
 -- with the log's entries after READ_FROM (at most READ_COUNT of them, those
 -- this batch appended included; an empty list when READ_FROM is ''), then one
 -- reply per call, in order.
-local READ_COUNT = 1000
+local READ_COUNT = 1000      -- as reader.py's READ_COUNT, for its XREAD
 local replies, i = {}, 5
 while i <= #ARGV do
   local name, count, args = ARGV[i], tonumber(ARGV[i + 1]), {}
