@@ -17,7 +17,7 @@ download, no network beyond PyPI):
 What it writes (see chat/handles.py for how it is used):
 
 - ``REPERTOIRE_VERSION``: handles may use only characters assigned in
-  Unicode 13.0, the version of Python 3.9's unicodedata, the oldest Python
+  Unicode 13.0, the version of Python 3.10's unicodedata, the oldest Python
   the project runs on. For those characters NFC, NFKC, NFD and casefold
   give the same results under every later version (Unicode's normalization
   and case folding stability policies), so every node of a room computes
