@@ -275,6 +275,18 @@ class Connection:
             buf = buf[pos:] + chunk if pos < len(buf) else chunk
             pos = 0
 
+    def unread(self, data: bytes) -> None:
+        """Put ``data`` back in front of what was received and not yet returned.
+
+        The next ``recv``/``recv_line`` returns it first, then the bytes that
+        were buffered after it, then the socket's. For a protocol layer that
+        read past its own end (an HTTP server handing the connection on after
+        an upgrade). It never reads or waits; b"" is a no-op.
+        """
+        if data:
+            self._buf = bytes(data) + self._buf[self._pos:]
+            self._pos = 0
+
     def __iter__(self) -> Iterator[bytes]:
         """Yields ``recv_line()`` results until EOF."""
         while True:
