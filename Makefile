@@ -27,7 +27,7 @@ PORT   ?= 1980
 ARGS   ?=
 # Debian packages the end-to-end tests drive (they skip with a reason without them);
 # chromium opens the built API reference (tests/test_docs.py).
-SYSTEM_PACKAGES := telnet netcat-openbsd tmux redis-server openssl ncat chromium
+SYSTEM_PACKAGES := telnet netcat-openbsd tmux redis-server openssl ncat chromium wrk curl
 # The tests of the runtime and microthreads.net alone, without the chat service:
 # what CI runs on the oldest and newest supported Pythons (make test-core).
 CORE_TESTS := tests --ignore-glob='tests/test_chat_*' --ignore=tests/test_faults.py \

@@ -24,7 +24,7 @@ def echo_upgrade(environ, start_response):
 def test_upgrade_writes_the_head_as_given_and_hands_over_the_bytes_read_past_it():
     with serving(echo_upgrade) as served, dial(served) as sock:
         sock.sendall(UPGRADE_REQUEST + b"first\n")       # one segment: head and new protocol
-        head, body, rest = read_response(sock)
+        head, _body, rest = read_response(sock)
         lines = head.split(b"\r\n")
         assert lines[0] == b"HTTP/1.1 101 Switching Protocols"
         names = sorted(line.split(b":")[0].lower() for line in lines[1:])

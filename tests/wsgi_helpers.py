@@ -8,8 +8,8 @@ import pytest
 
 pytest.importorskip("httptools", reason="needs the http extra (pip install 'microthreads[http]')")
 
-import microthreads  # noqa: E402
-from microthreads.wsgi import WSGIServer  # noqa: E402
+import microthreads
+from microthreads.wsgi import WSGIServer
 
 #: No single WSGI test waits longer than this for anything.
 LIMIT = 10

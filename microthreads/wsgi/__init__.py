@@ -15,6 +15,6 @@ callable ``upgrade(status, headers) -> Connection`` that hands the
 connection over to another protocol (WebSocket): see DESIGN.md.
 """
 
-from .server import FileWrapper, Input, WSGIServer
+from .server import FileWrapper, WSGIServer
 
-__all__ = ["FileWrapper", "Input", "WSGIServer"]
+__all__ = ["FileWrapper", "WSGIServer"]

@@ -1,0 +1,1 @@
+"""Applications the WSGI tests serve in subprocesses (python -m microthreads.wsgi, gunicorn)."""
