@@ -1,0 +1,754 @@
+"""WebSocket (RFC 6455) over a ``microthreads.net.Connection``, blocking-looking.
+
+``import microthreads.websocket`` (needs wsproto: ``pip install
+'microthreads[websocket]'``; ``import microthreads`` does not). The protocol
+(framing, fragments, UTF-8 validation, close codes, permessage-deflate) is
+wsproto's, sans-I/O; this module does the I/O on a Connection and the
+policies around it:
+
+- ``accept(environ_or_connection, ...) -> WebSocket``: the server side, from a
+  WSGI environ whose server offers ``environ["microthreads.upgrade"]`` (as
+  ``microthreads.wsgi`` does) or from a raw Connection of a StreamServer-style
+  handler (the HTTP upgrade request is read from it). A request that is not
+  a valid upgrade, or whose Origin is not allowed, raises ``HandshakeError``.
+- ``connect("ws://host:port/path" or "wss://...", ...) -> WebSocket``: a client.
+- ``WebSocket``: ``receive(timeout=None)`` (str or bytes; None once closed),
+  ``send(message)``, ``close(code=1000, reason="")``, iteration over messages,
+  ``closed``, ``close_code``, ``close_reason``.
+
+Received pings are answered and keepalive pongs noticed while some tasklet is
+in ``receive()`` (which is where a WebSocket reads); the chat and most
+servers always have one there.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections import deque
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence, Union
+from urllib.parse import urlsplit
+
+try:
+    from wsproto import WSConnection
+    from wsproto.connection import Connection as _Protocol
+    from wsproto.connection import ConnectionState, ConnectionType
+    from wsproto.events import (
+        AcceptConnection,
+        BytesMessage,
+        CloseConnection,
+        Message,
+        Ping,
+        Pong,
+        RejectConnection,
+        RejectData,
+        Request,
+        TextMessage,
+    )
+    from wsproto.extensions import Extension, PerMessageDeflate
+    from wsproto.frame_protocol import FrameProtocol
+    from wsproto.handshake import server_extensions_handshake
+    from wsproto.utilities import ProtocolError, generate_accept_token, split_comma_header
+except ImportError as exc:                    # pragma: no cover - the extra is missing
+    raise ImportError("microthreads.websocket needs wsproto:"
+                      " pip install 'microthreads[websocket]'") from exc
+
+from .hub import get_hub
+from .net import Connection, NetworkError
+from .net import connect as _dial
+from .net.errors import network_error
+from .sync import Event
+from .timeout import Timeout
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from .timers import Timer
+
+__all__ = ["ConnectionClosed", "HandshakeError", "Prepared", "WebSocket", "accept", "connect"]
+
+#: A message (text or binary) is refused past this many bytes unless told
+#: otherwise: the peer gets close code 1009.
+MAX_MESSAGE = 1 << 20
+#: The raw-Connection path reads a request head of at most this many bytes.
+MAX_REQUEST_HEAD = 16384
+#: How long ``close()`` waits for the peer's close frame (seconds).
+CLOSE_TIMEOUT = 5.0
+#: How long the opening handshake may take (seconds), on the raw path and the client's.
+HANDSHAKE_TIMEOUT = 10.0
+#: How much ``receive()`` asks the Connection for at a time.
+READ_SIZE = 65536
+
+Data = Union[str, bytes]
+
+_OPEN = ConnectionState.OPEN
+#: Frames a server sends uncompressed are the same for every connection: one
+#: framer (wsproto's) makes them for ``Prepared``; a final frame leaves it no state.
+_SERVER_FRAMER = FrameProtocol(client=False, extensions=[])
+
+
+def _message(data: Data | bytearray | memoryview) -> Message[Any]:
+    if isinstance(data, str):
+        return TextMessage(data=data)
+    return BytesMessage(data=bytes(data) if type(data) is memoryview else data)
+
+
+class ConnectionClosed(NetworkError):
+    """``send`` (or ``receive`` waiting in another way) on a closed WebSocket.
+
+    A ``NetworkError`` (so a ``ConnectionError``), as every failure of a
+    peer is in ``microthreads.net``.
+    """
+
+
+class HandshakeError(NetworkError):
+    """The opening handshake failed.
+
+    Server side: the request is not a WebSocket upgrade this server takes.
+    ``status`` (``"400 Bad Request"``, ``"403 Forbidden"`` for an Origin not
+    allowed, ``"426 Upgrade Required"``...), ``headers`` and ``body`` are the
+    HTTP answer: a WSGI app returns them (``start_response(exc.status,
+    exc.headers); return [exc.body]``); on a raw Connection ``accept`` has
+    sent them already. Client side: the server refused (``status`` is its
+    status line) or answered something that is not an acceptance.
+    """
+
+    def __init__(self, status: str, message: str, headers: Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__(f"WebSocket handshake: {status}: {message}")
+        self.status = status
+        self.body = (message + "\n").encode("utf-8")
+        self.headers = [("Content-Type", "text/plain; charset=utf-8"),
+                        ("Content-Length", str(len(self.body))), *headers]
+
+
+class Prepared:
+    """Messages framed once, to be sent to many WebSockets (``send_prepared``).
+
+    As gorilla/websocket's PreparedMessage: a broadcast to N server-side
+    sockets without compression frames the messages once, not N times; a
+    socket that compresses (or a client, which masks) frames them itself.
+    ``messages`` is the sequence given (str: text, bytes: binary).
+    """
+
+    __slots__ = ("_frames", "messages")
+
+    def __init__(self, messages: Sequence[Data]) -> None:
+        self.messages = messages
+        self._frames: bytes | None = None
+
+    @property
+    def frames(self) -> bytes:
+        """The messages as unmasked, uncompressed frames (made on first use)."""
+        if self._frames is None:
+            self._frames = b"".join(_SERVER_FRAMER.send_data(message) for message in self.messages)
+        return self._frames
+
+
+class WebSocket:
+    """One open WebSocket; made by ``accept`` or ``connect``, not directly.
+
+    One tasklet receives at a time (a second gets RuntimeError); any tasklet
+    may send or close. ``path`` and ``request_headers`` (lower-case names)
+    are the opening request's on the server side; ``subprotocol`` is the one
+    agreed (or None); ``peer`` is the Connection's.
+    """
+
+    def __init__(self, conn: Connection, protocol: _Protocol | WSConnection, *, client: bool,
+                 compressed: bool = False, max_message: int = MAX_MESSAGE,
+                 ping_interval: float | None = None, ping_timeout: float | None = 20.0,
+                 close_timeout: float = CLOSE_TIMEOUT, max_output: int | None = None,
+                 on_full: str | None = None, path: str = "",
+                 request_headers: Mapping[str, str] | None = None,
+                 subprotocol: str | None = None) -> None:
+        if max_output is not None:
+            conn.max_output = max_output
+        if on_full is not None:
+            if on_full not in ("wait", "close"):
+                raise ValueError("on_full must be 'wait' or 'close'")
+            conn.on_full = on_full
+        self._conn = conn
+        self._proto = protocol
+        self._hub = get_hub()
+        #: frames of ``Prepared`` fit this socket as they are
+        self._plain = not client and not compressed
+        self.max_message = max_message
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.close_timeout = close_timeout
+        self.path = path
+        self.request_headers: Mapping[str, str] = request_headers or {}
+        self.subprotocol = subprotocol
+        self.peer = conn.peer
+        #: Set once the connection is over: the code of the side that began
+        #: the close (its close frame), 1006 when it was lost without one.
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self._ready: deque[Data] = deque()          # whole messages not yet returned
+        self._parts: list[Any] = []                 # the fragments of the message coming in
+        self._size = 0
+        self._done = False
+        self._finished = Event()
+        self._receiving = False
+        self._ping_timer: Timer | None = None
+        self._pong_timer: Timer | None = None
+        if ping_interval:
+            self._ping_timer = self._hub.call_later(ping_interval, self._keepalive)
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def closed(self) -> bool:
+        """True once the WebSocket is over (closed by either side, or lost)."""
+        return self._done
+
+    @property
+    def connection(self) -> Connection:
+        """The Connection underneath (its ``pending_output``, ``close_reason``...)."""
+        return self._conn
+
+    def _closed_error(self) -> ConnectionClosed:
+        error = ConnectionClosed(f"{self._conn.peer}: WebSocket closed"
+                                 f" ({self.close_code} {self.close_reason})".rstrip())
+        return error
+
+    # ------------------------------------------------------------ receiving
+
+    def receive(self, timeout: float | None = None) -> Data | None:
+        """The next whole message: str for text, bytes for binary; None once closed.
+
+        Waits until a message is complete (fragments are joined), answering
+        pings on the way. A peer's close frame is answered and the
+        connection closed: None, with ``close_code`` set; so is a lost
+        connection (1006). A protocol error, invalid UTF-8 in text (1007) or
+        a message over ``max_message`` bytes (1009) closes the WebSocket
+        with that code: None. Messages that arrived before the close are
+        returned first. ``timeout`` (seconds) raises TimeoutError and leaves
+        the WebSocket open. RuntimeError if another tasklet is receiving.
+        """
+        if self._ready:
+            return self._ready.popleft()
+        if self._done:
+            return None
+        if self._receiving:
+            raise RuntimeError("another tasklet is receiving on this WebSocket")
+        self._receiving = True
+        try:
+            if timeout is None:
+                return self._receive()
+            with Timeout(timeout, TimeoutError(f"{self._conn.peer}: WebSocket receive timed out")):
+                return self._receive()
+        finally:
+            self._receiving = False
+
+    def _receive(self) -> Data | None:
+        proto, conn = self._proto, self._conn
+        while True:
+            for event in proto.events():
+                self._on_event(event)
+                if self._done:
+                    break
+            if self._ready:
+                return self._ready.popleft()
+            if self._done:
+                return None
+            try:
+                data = conn.recv(READ_SIZE)
+            except NetworkError:
+                data = b""
+            if not data:
+                self._lost()
+                return self._ready.popleft() if self._ready else None
+            proto.receive_data(data)
+
+    def _on_event(self, event: Any) -> None:
+        kind = type(event)
+        if kind is TextMessage or kind is BytesMessage:
+            self._take_fragment(event)
+        elif kind is Ping:
+            if self._proto.state is _OPEN:
+                self._write(self._proto.send(event.response()))
+        elif kind is Pong:
+            if self._pong_timer is not None:
+                self._pong_timer.cancel()
+                self._pong_timer = None
+        elif kind is CloseConnection:
+            self._on_close(event)
+
+    def _take_fragment(self, event: Message[Any]) -> None:
+        data = event.data
+        self._size += len(data) if type(data) is not str or data.isascii() else len(
+            data.encode("utf-8"))
+        if self._size > self.max_message:
+            self._fail(1009, f"message over {self.max_message} bytes")
+            return
+        if event.message_finished and not self._parts:
+            self._ready.append(data if type(data) is not bytearray else bytes(data))
+            self._size = 0
+            return
+        self._parts.append(data)
+        if event.message_finished:
+            parts, self._parts, self._size = self._parts, [], 0
+            self._ready.append("".join(parts) if type(data) is str else b"".join(parts))
+
+    def _on_close(self, event: CloseConnection) -> None:
+        state = self._proto.state
+        if state is ConnectionState.REMOTE_CLOSING:      # the peer began: answer, then close
+            self.close_code, self.close_reason = event.code, event.reason or ""
+            self._write(self._proto.send(event.response()))
+            self._shutdown("closed by peer", flush=True)
+        elif state is ConnectionState.CLOSED:            # the answer to ours, or EOF
+            if self.close_code is None:
+                self.close_code, self.close_reason = event.code, event.reason or ""
+            self._shutdown("closed", flush=False)
+        else:                                            # wsproto found a protocol error
+            self._fail(event.code, event.reason or "protocol error")
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Fail the WebSocket (RFC 6455 7.1.7): a close frame with ``code``, then
+        the connection is closed without waiting for the answer."""
+        if self._proto.state is _OPEN:
+            self.close_code, self.close_reason = code, reason
+            try:
+                self._write(self._proto.send(CloseConnection(code=code, reason=reason)))
+            except NetworkError:
+                pass
+        self._shutdown(f"failed: {code} {reason}", flush=True)
+
+    def _lost(self) -> None:
+        if self.close_code is None:
+            self.close_code = 1006
+            self.close_reason = self._conn.close_reason or "connection lost"
+        self._shutdown("connection lost", flush=False)
+
+    def _shutdown(self, why: str, flush: bool) -> None:
+        if self._done:
+            return
+        self._done = True
+        for timer in (self._ping_timer, self._pong_timer):
+            if timer is not None:
+                timer.cancel()
+        self._ping_timer = self._pong_timer = None
+        conn = self._conn
+        if flush and not conn.closed:
+            try:
+                conn.flush(1.0)
+            except NetworkError:
+                pass
+        conn.close(conn.close_reason or f"WebSocket {why}")
+        self._finished.set()
+
+    def __iter__(self) -> Iterator[Data]:
+        """Yields ``receive()`` results until the WebSocket is closed."""
+        while True:
+            message = self.receive()
+            if message is None:
+                return
+            yield message
+
+    # ------------------------------------------------------------ sending
+
+    def _write(self, data: bytes) -> None:
+        """Queue frames on the Connection's bounded output. Over its bound under
+        ``on_full="close"`` (a slow reader), the Connection closes: so does
+        this WebSocket (1006), and ConnectionClosed is raised."""
+        try:
+            self._conn.write(data)
+        except NetworkError as exc:
+            self._lost()
+            raise self._closed_error() from exc
+
+    def send(self, message: Data | bytearray | memoryview) -> None:
+        """Send one message: str as text, bytes (or bytearray) as binary.
+
+        Queued on the Connection's bounded output (``write``): it returns at
+        once unless the backlog is over its bound and the policy is
+        ``"wait"``. ConnectionClosed once the WebSocket is closing or closed,
+        or when the backlog passes its bound under ``"close"``. TypeError
+        for anything else than str or bytes.
+        """
+        if not isinstance(message, (str, bytes, bytearray, memoryview)):
+            raise TypeError(f"a WebSocket message is str or bytes, not {type(message).__name__}")
+        if self._done or self._proto.state is not _OPEN:
+            raise self._closed_error()
+        self._write(self._proto.send(_message(message)))
+
+    def send_prepared(self, prepared: Prepared) -> None:
+        """Send ``prepared.messages``, in order: the frames made once when
+        this socket can take them as they are (server side, uncompressed),
+        else framed here. Fails as ``send``."""
+        if self._done or self._proto.state is not _OPEN:
+            raise self._closed_error()
+        if self._plain:
+            self._write(prepared.frames)
+            return
+        send = self._proto.send
+        self._write(b"".join(send(_message(message)) for message in prepared.messages))
+
+    def ping(self, payload: bytes = b"") -> None:
+        """Send a ping (the peer answers with a pong, which ``receive`` takes)."""
+        if self._done or self._proto.state is not _OPEN:
+            raise self._closed_error()
+        self._write(self._proto.send(Ping(payload=payload)))
+
+    def _keepalive(self) -> None:
+        """On the hub, every ``ping_interval``: a ping, unless one is unanswered."""
+        self._ping_timer = None
+        if self._done or self._proto.state is not _OPEN:
+            return
+        assert self.ping_interval is not None
+        self._ping_timer = self._hub.call_later(self.ping_interval, self._keepalive)
+        conn = self._conn
+        if self._pong_timer is not None or conn.pending_output + 16 > conn.max_output:
+            return                          # still waiting, or a backlog: the writes wait
+        try:
+            conn.write(self._proto.send(Ping(payload=b"keepalive")))
+        except NetworkError:
+            self._lost()
+            return
+        if self.ping_timeout:
+            self._pong_timer = self._hub.call_later(self.ping_timeout, self._no_pong)
+
+    def _no_pong(self) -> None:
+        self._pong_timer = None
+        if self._done:
+            return
+        if self._proto.state is _OPEN and self._conn.pending_output < self._conn.max_output:
+            self.close_code, self.close_reason = 1011, "keepalive ping timeout"
+            try:
+                self._conn.write(self._proto.send(CloseConnection(
+                    code=1011, reason="keepalive ping timeout")))
+            except NetworkError:
+                pass
+        self._conn.close(f"no pong within {self.ping_timeout:g} s")
+        self._lost()
+
+    # ------------------------------------------------------------ closing
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Begin the close handshake and wait (``close_timeout`` at most) for
+        the peer's answer; then close the connection. Idempotent.
+
+        Messages that arrive meanwhile are dropped (a tasklet already in
+        ``receive()`` may still get them). Never raises for a peer that is
+        gone: the WebSocket is closed all the same (``close_code`` 1006 if
+        it was lost first).
+        """
+        if self._done:
+            return
+        if self._proto.state is _OPEN:
+            self.close_code, self.close_reason = code, reason
+            try:
+                self._write(self._proto.send(CloseConnection(code=code, reason=reason)))
+            except NetworkError:
+                return                          # lost: closed already
+        if self._receiving:                     # its reader sees the answer
+            self._finished.wait(self.close_timeout)
+        else:
+            self._receiving = True
+            try:
+                with Timeout(self.close_timeout, TimeoutError("close")):
+                    while not self._done:
+                        self._receive()
+                        self._ready.clear()
+            except TimeoutError:
+                pass
+            finally:
+                self._receiving = False
+        self._shutdown("closed", flush=False)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = f"closed {self.close_code}" if self._done else "open"
+        return f"<WebSocket {self.path or ''} {self._conn.peer} {state}>"
+
+
+# ---------------------------------------------------------------- server side
+
+def _tokens(value: str | None) -> set[str]:
+    return {token.strip().lower() for token in (value or "").split(",")}
+
+
+def _host_port(netloc: str, default_port: int) -> tuple[str, int] | None:
+    """``host[:port]`` as (lower-case host, port); None if it does not parse."""
+    try:
+        parts = urlsplit("//" + netloc)
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname:
+        return None
+    return parts.hostname.lower(), default_port if port is None else port
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def origin_allowed(origin: str | None, host: str | None, origins: Sequence[str] | None,
+                   scheme: str | None = None) -> bool:
+    """Whether a request's ``Origin`` may open a WebSocket.
+
+    No Origin: yes (not a browser, which always sends one). ``origins`` a
+    list: the Origin (``scheme://host[:port]``, compared without case and
+    default port) must be one of them, or the list holds ``"*"``. ``origins``
+    None: the same host: the Origin's host and port must be the ``Host``
+    header's (whose missing port is ``scheme``'s default, or else the
+    Origin's scheme's).
+    """
+    if origin is None:
+        return True
+    mine = _parse_origin(origin)
+    if origins is not None:
+        return "*" in origins or (mine is not None and mine in
+                                  {_parse_origin(allowed) for allowed in origins})
+    if mine is None or host is None:
+        return False
+    default = _DEFAULT_PORTS.get(scheme or mine[0], 80)
+    return mine[1:] == _host_port(host, default)
+
+
+def _parse_origin(origin: str) -> tuple[str, str, int] | None:
+    try:
+        parts = urlsplit(origin.strip())
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        return None
+    where = _host_port(parts.netloc, _DEFAULT_PORTS[scheme])
+    return None if where is None else (scheme, *where)
+
+
+def _negotiate(method: str, headers: Mapping[str, str], origins: Sequence[str] | None,
+               scheme: str | None, subprotocols: Sequence[str],
+               compression: bool) -> tuple[list[tuple[str, str]], list[Extension], str | None]:
+    """Check an upgrade request (RFC 6455 4.2.1); the 101 answer's headers, the
+    extensions agreed and the subprotocol. HandshakeError when refused."""
+    if method != "GET":
+        raise HandshakeError("405 Method Not Allowed", "a WebSocket opens with GET",
+                             [("Allow", "GET")])
+    if "websocket" not in _tokens(headers.get("upgrade")):
+        raise HandshakeError("426 Upgrade Required", "this is a WebSocket endpoint",
+                             [("Upgrade", "websocket"), ("Connection", "Upgrade")])
+    if "upgrade" not in _tokens(headers.get("connection")):
+        raise HandshakeError("400 Bad Request", "Connection: Upgrade is missing")
+    if headers.get("sec-websocket-version", "").strip() != "13":
+        raise HandshakeError("426 Upgrade Required", "WebSocket version 13 only",
+                             [("Sec-WebSocket-Version", "13")])
+    key = headers.get("sec-websocket-key", "").strip()
+    try:
+        if len(base64.b64decode(key, validate=True)) != 16:
+            raise ValueError
+    except (ValueError, binascii.Error):
+        raise HandshakeError("400 Bad Request", "Sec-WebSocket-Key is not 16 bytes of base64") \
+            from None
+    if not origin_allowed(headers.get("origin"), headers.get("host"), origins, scheme):
+        raise HandshakeError("403 Forbidden", "this Origin may not open a WebSocket here")
+    answer = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+              ("Sec-WebSocket-Accept", generate_accept_token(key.encode("ascii")).decode("ascii"))]
+    chosen = None
+    offered = split_comma_header(headers.get("sec-websocket-protocol", "").encode("latin-1"))
+    for name in offered:
+        if name in subprotocols:
+            chosen = name
+            answer.append(("Sec-WebSocket-Protocol", name))
+            break
+    extensions: list[Extension] = []
+    requested = headers.get("sec-websocket-extensions")
+    if compression and requested:
+        deflate = PerMessageDeflate()
+        agreed = server_extensions_handshake(
+            split_comma_header(requested.encode("latin-1")), [deflate])
+        if agreed is not None:
+            extensions.append(deflate)
+            answer.append(("Sec-WebSocket-Extensions", agreed.decode("ascii")))
+    return answer, extensions, chosen
+
+
+def _read_request(conn: Connection) -> tuple[str, str, dict[str, str]]:
+    """The request line and headers from a raw Connection (names lower-case,
+    repeats joined with ", "); HandshakeError for anything else."""
+    size = 0
+    lines: list[str] = []
+    while True:
+        line = conn.recv_line(MAX_REQUEST_HEAD)
+        size += len(line)
+        if size > MAX_REQUEST_HEAD:
+            raise HandshakeError("431 Request Header Fields Too Large",
+                                 f"a request head is at most {MAX_REQUEST_HEAD} bytes")
+        if not line:
+            raise network_error(f"{conn.peer}: EOF before the end of the request head")
+        text = line.decode("latin-1").rstrip("\r\n")
+        if not text:
+            if lines:
+                break
+            continue                        # RFC 9112 2.2: an empty line before it is ignored
+        lines.append(text)
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise HandshakeError("400 Bad Request", "not an HTTP/1.1 request")
+    headers: dict[str, str] = {}
+    for text in lines[1:]:
+        name, colon, value = text.partition(":")
+        if not colon or not name or name != name.strip():
+            raise HandshakeError("400 Bad Request", "a malformed header line")
+        key = name.lower()
+        value = value.strip()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    return parts[0], parts[1], headers
+
+
+def _environ_headers(environ: Mapping[str, Any]) -> dict[str, str]:
+    headers = {key[5:].replace("_", "-").lower(): str(value)
+               for key, value in environ.items() if key.startswith("HTTP_")}
+    return headers
+
+
+def accept(source: Connection | Mapping[str, Any], *, origins: Sequence[str] | None = None,
+           subprotocols: Sequence[str] = (), compression: bool = False,
+           max_message: int = MAX_MESSAGE, ping_interval: float | None = None,
+           ping_timeout: float | None = 20.0, close_timeout: float = CLOSE_TIMEOUT,
+           max_output: int | None = None, on_full: str | None = None,
+           handshake_timeout: float = HANDSHAKE_TIMEOUT) -> WebSocket:
+    """Accept a WebSocket upgrade; the open WebSocket, server side.
+
+    ``source`` is a WSGI ``environ`` (the server must offer
+    ``environ["microthreads.upgrade"]``, as ``microthreads.wsgi`` does:
+    RuntimeError otherwise) or a raw ``Connection`` from which the HTTP
+    request is read (at most ``handshake_timeout`` seconds: TimeoutError;
+    ``MAX_REQUEST_HEAD`` bytes). A request that is not a valid upgrade
+    (RFC 6455 4.2.1) or whose ``Origin`` is not allowed raises
+    ``HandshakeError``: from an environ, the app is to answer with it; on a
+    raw Connection the answer has been sent.
+
+    ``origins``: None allows the same host as the request's ``Host`` (and
+    requests without Origin: not from a browser); a list allows those
+    origins (``"https://example.com"``; ``"*"`` any). ``subprotocols``: the
+    first the client offers that is in this list is agreed.
+    ``compression``: agree to permessage-deflate if the client offers it.
+    ``max_message`` bytes per message (1009 past it). ``ping_interval``
+    seconds: a keepalive ping that often; no pong within ``ping_timeout``
+    closes with 1011. ``max_output``/``on_full`` set the Connection's
+    output bound and policy (``"close"`` drops a slow reader).
+    """
+    options: dict[str, Any] = dict(max_message=max_message, ping_interval=ping_interval,
+                                   ping_timeout=ping_timeout, close_timeout=close_timeout,
+                                   max_output=max_output, on_full=on_full)
+    if isinstance(source, Connection):
+        conn = source
+        try:
+            with Timeout(handshake_timeout,
+                         TimeoutError(f"{conn.peer}: no WebSocket request in time")):
+                method, target, headers = _read_request(conn)
+            answer, extensions, chosen = _negotiate(method, headers, origins, None,
+                                                    subprotocols, compression)
+        except HandshakeError as exc:
+            _send_head(conn, exc.status, exc.headers + [("Connection", "close")], exc.body)
+            raise
+        _send_head(conn, "101 Switching Protocols", answer)
+    else:
+        environ = source
+        upgrade = environ.get("microthreads.upgrade")
+        if upgrade is None:
+            raise RuntimeError("this WSGI server cannot hand over its connection"
+                               " (no environ['microthreads.upgrade']): serve the app with"
+                               " microthreads.wsgi")
+        headers = _environ_headers(environ)
+        answer, extensions, chosen = _negotiate(
+            environ.get("REQUEST_METHOD", "GET"), headers, origins,
+            environ.get("wsgi.url_scheme"), subprotocols, compression)
+        target = environ.get("PATH_INFO", "/")
+        if environ.get("QUERY_STRING"):
+            target += "?" + environ["QUERY_STRING"]
+        conn = upgrade("101 Switching Protocols", answer)
+    protocol = _Protocol(ConnectionType.SERVER, extensions)
+    return WebSocket(conn, protocol, client=False, compressed=bool(extensions), path=target,
+                     request_headers=headers, subprotocol=chosen, **options)
+
+
+def _send_head(conn: Connection, status: str, headers: Iterable[tuple[str, str]],
+               body: bytes = b"") -> None:
+    head = f"HTTP/1.1 {status}\r\n" + "".join(f"{name}: {value}\r\n" for name, value in headers)
+    conn.sendall(head.encode("latin-1") + b"\r\n" + body)
+
+
+# ---------------------------------------------------------------- client side
+
+def connect(url: str, *, timeout: float | None = HANDSHAKE_TIMEOUT, ssl: Any = None,
+            origin: str | None = None, headers: Sequence[tuple[str, str]] = (),
+            subprotocols: Sequence[str] = (), compression: bool = False,
+            max_message: int = MAX_MESSAGE, ping_interval: float | None = None,
+            ping_timeout: float | None = 20.0, close_timeout: float = CLOSE_TIMEOUT,
+            max_output: int | None = None, on_full: str | None = None) -> WebSocket:
+    """Open a WebSocket to ``url`` (``ws://host[:port]/path`` or ``wss://...``).
+
+    Dial and opening handshake within ``timeout`` seconds (TimeoutError).
+    ``wss`` uses ``ssl`` (an ``ssl.SSLContext``; default: the system's
+    trusted certificates, hostname checked). ``origin`` and ``headers`` are
+    sent with the request; ``subprotocols`` offered; ``compression`` offers
+    permessage-deflate. A refusal raises HandshakeError (``status`` is the
+    server's), a failure to reach the server NetworkError; ValueError for
+    a URL that is not ws or wss. The other options as for ``accept``.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"not a ws:// or wss:// URL: {url!r}")
+    port = parts.port or _DEFAULT_PORTS[scheme]
+    if scheme == "wss" and ssl is None:
+        from .net import ssl as _ssl
+        ssl = _ssl.create_default_context()
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    extra = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+    if origin is not None:
+        extra.append((b"Origin", origin.encode("latin-1")))
+    protocol = WSConnection(ConnectionType.CLIENT)
+    extensions: list[Extension] = [PerMessageDeflate()] if compression else []
+    deadline = None if timeout is None else get_hub().clock() + timeout
+    conn = _dial((parts.hostname, port), timeout=timeout, ssl=ssl if scheme == "wss" else None)
+    try:
+        with Timeout(None if deadline is None else max(0.0, deadline - get_hub().clock()),
+                     TimeoutError(f"{url}: no WebSocket handshake in time")):
+            conn.sendall(protocol.send(Request(host=parts.netloc, target=target,
+                                               extensions=extensions,
+                                               subprotocols=list(subprotocols),
+                                               extra_headers=extra)))
+            accepted = _client_handshake(conn, protocol, url)
+    except BaseException:
+        conn.close()
+        raise
+    return WebSocket(conn, protocol, client=True, max_message=max_message,
+                     ping_interval=ping_interval, ping_timeout=ping_timeout,
+                     close_timeout=close_timeout, max_output=max_output, on_full=on_full,
+                     path=target, subprotocol=accepted.subprotocol)
+
+
+def _client_handshake(conn: Connection, protocol: WSConnection, url: str) -> AcceptConnection:
+    """Read the server's answer: its acceptance, or HandshakeError with its
+    status and (up to 64 KiB of) its body."""
+    refused: RejectConnection | None = None
+    body = b""
+    finished = False
+    while True:
+        data = conn.recv(READ_SIZE)
+        try:
+            protocol.receive_data(data or None)
+            for event in protocol.events():
+                if isinstance(event, AcceptConnection):
+                    return event
+                if isinstance(event, RejectConnection):
+                    refused, finished = event, not event.has_body
+                elif isinstance(event, RejectData):
+                    body += event.data
+                    finished = event.body_finished
+        except ProtocolError as exc:
+            raise HandshakeError("502 Bad Gateway", f"{url}: {exc}") from None
+        if refused is not None and (finished or not data or len(body) > 65536):
+            raise HandshakeError(str(refused.status_code),
+                                 body.decode("utf-8", "replace").strip() or "refused")
+        if not data:
+            raise network_error(f"{url}: connection closed during the WebSocket handshake")
