@@ -424,9 +424,10 @@ class WebSocket:
 
     # ------------------------------------------------------------ closing
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
-        """Begin the close handshake and wait (``close_timeout`` at most) for
-        the peer's answer; then close the connection. Idempotent.
+    def close(self, code: int = 1000, reason: str = "", timeout: float | None = None) -> None:
+        """Begin the close handshake and wait (``timeout``, default
+        ``close_timeout``, seconds at most; 0: not at all) for the peer's
+        answer; then close the connection. Idempotent.
 
         Messages that arrive meanwhile are dropped (a tasklet already in
         ``receive()`` may still get them). Never raises for a peer that is
@@ -441,12 +442,15 @@ class WebSocket:
                 self._write(self._proto.send(CloseConnection(code=code, reason=reason)))
             except NetworkError:
                 return                          # lost: closed already
-        if self._receiving:                     # its reader sees the answer
-            self._finished.wait(self.close_timeout)
+        wait = self.close_timeout if timeout is None else timeout
+        if wait <= 0:
+            pass
+        elif self._receiving:                   # its reader sees the answer
+            self._finished.wait(wait)
         else:
             self._receiving = True
             try:
-                with Timeout(self.close_timeout, TimeoutError("close")):
+                with Timeout(wait, TimeoutError("close")):
                     while not self._done:
                         self._receive()
                         self._ready.clear()
@@ -454,7 +458,7 @@ class WebSocket:
                 pass
             finally:
                 self._receiving = False
-        self._shutdown("closed", flush=False)
+        self._shutdown("closed", flush=wait <= 0)
 
     def __enter__(self) -> Self:
         return self
