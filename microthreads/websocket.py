@@ -65,7 +65,8 @@ if TYPE_CHECKING:
 
     from .timers import Timer
 
-__all__ = ["ConnectionClosed", "HandshakeError", "Prepared", "WebSocket", "accept", "connect"]
+__all__ = ["ConnectionClosed", "HandshakeError", "Prepared", "WebSocket", "accept", "connect",
+           "origin_allowed"]
 
 #: A message (text or binary) is refused past this many bytes unless told
 #: otherwise: the peer gets close code 1009.
