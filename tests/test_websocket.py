@@ -7,6 +7,7 @@ blocked the hub could never be answered.
 """
 
 import struct
+import urllib.request
 
 import pytest
 from net_helpers import LIMIT, run
@@ -443,3 +444,60 @@ def test_wss_with_its_own_client_and_a_websockets_client(certs):
 def test_connect_refuses_a_url_that_is_not_ws():
     with pytest.raises(ValueError):
         microthreads.run(websocket.connect, "http://127.0.0.1:1/")
+
+
+def wsgi_app(seen):
+    """A WSGI app: /ws upgrades and echoes; a refused upgrade gets the
+    HandshakeError's answer; anything else a page."""
+    def app(environ, start_response):
+        if environ["PATH_INFO"] != "/ws":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"a page\n"]
+        try:
+            ws = websocket.accept(environ)
+        except websocket.HandshakeError as exc:
+            seen.append(exc.status)
+            start_response(exc.status, exc.headers)
+            return [exc.body]
+        seen.append(echo(ws))
+        return []
+    return app
+
+
+def test_on_wsgi_server_a_websockets_client_upgrades_and_pages_are_served_beside():
+    wsgi = pytest.importorskip("microthreads.wsgi")
+
+    def main():
+        seen = []
+        server = wsgi.WSGIServer(("127.0.0.1", 0), wsgi_app(seen)).start()
+        port = server.address[1]
+
+        def client():
+            with sync_client.connect(f"ws://127.0.0.1:{port}/ws", open_timeout=LIMIT,
+                                     origin=f"http://127.0.0.1:{port}") as ws:
+                ws.send("over wsgi")
+                first = ws.recv(LIMIT)
+                ws.send(b"\x01" * 70000)                  # more than one read
+                second = ws.recv(LIMIT)
+            try:
+                sync_client.connect(f"ws://127.0.0.1:{port}/ws", open_timeout=LIMIT,
+                                    origin="https://elsewhere.example")
+            except wsexc.InvalidStatus as exc:
+                refused = exc.response.status_code
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=LIMIT) as page:
+                body = page.read()
+            return first, len(second), refused, body
+
+        result = in_thread(client)
+        microthreads.sleep(0.05)
+        server.stop()
+        return result, seen
+
+    (first, size, refused, body), seen = run(main)
+    assert (first, size, refused, body) == ("over wsgi", 70000, 403, b"a page\n")
+    assert seen == [1000, "403 Forbidden"]
+
+
+def test_accept_from_an_environ_without_the_upgrade_hook_is_a_runtime_error():
+    with pytest.raises(RuntimeError, match=r"microthreads\.upgrade"):
+        websocket.accept({"REQUEST_METHOD": "GET", "PATH_INFO": "/"})
