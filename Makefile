@@ -24,10 +24,13 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 PINNED := -c constraints.txt
 HOST   ?= 127.0.0.1
 PORT   ?= 1980
+WEB_PORT ?= 8080
 ARGS   ?=
 # Debian packages the end-to-end tests drive (they skip with a reason without them);
-# chromium opens the built API reference (tests/test_docs.py).
-SYSTEM_PACKAGES := telnet netcat-openbsd tmux redis-server openssl ncat chromium wrk curl
+# chromium opens the built API reference (tests/test_docs.py); with chromium-driver,
+# Selenium drives the chat page (tests/test_chat_browser.py).
+SYSTEM_PACKAGES := telnet netcat-openbsd tmux redis-server openssl ncat chromium chromium-driver \
+	wrk curl
 # The tests of the runtime and microthreads.net alone, without the chat service:
 # what CI runs on the oldest and newest supported Pythons (make test-core).
 CORE_TESTS := tests --ignore-glob='tests/test_chat_*' --ignore=tests/test_faults.py \
@@ -41,7 +44,7 @@ $(PY):
 	$(BASE_PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed-run: setup.cfg pyproject.toml | $(PY)
-	$(PIP) install -e .
+	$(PIP) install -e '.[websocket,http]'
 	touch $@
 
 $(VENV)/.installed-test: setup.cfg pyproject.toml constraints.txt | $(PY)
@@ -60,8 +63,9 @@ $(VENV)/.installed-docs: setup.cfg pyproject.toml constraints.txt | $(PY)
 	$(PIP) install $(PINNED) -e '.[docs]'
 	touch $@ $(VENV)/.installed-run
 
-run: $(VENV)/.installed-run  ## the chat server on 127.0.0.1:1980 (telnet or nc to it)
-	$(PY) -m chat --host $(HOST) --port $(PORT) $(ARGS)
+run: $(VENV)/.installed-run  ## the chat server on 127.0.0.1:1980 (telnet or nc to it), its page on :8080
+	@echo "chat: telnet $(HOST) $(PORT), or a browser at http://$(HOST):$(WEB_PORT)/"
+	$(PY) -m chat --host $(HOST) --port $(PORT) --web-port $(WEB_PORT) $(ARGS)
 
 # A local Redis (loopback, port 6390, no persistence) and a 2-worker chat on it;
 # Ctrl-C stops both. Needs redis-server (make system-deps).

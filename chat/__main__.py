@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import signal
@@ -58,6 +59,9 @@ def build_parser():
                         help="address to listen on (default %(default)s)")
     parser.add_argument("--port", type=_within(int, 0, 65535), default=defaults.port,
                         help="TCP port (default %(default)s; 0 picks a free one)")
+    parser.add_argument("--web-port", type=_within(int, 0, 65535), default=8080,
+                        help="HTTP port of the chat page and its WebSocket /ws, on --host"
+                             " (https and wss with --tls-cert); 0 is off (default %(default)s)")
     parser.add_argument("--max-clients", type=_within(int, 1), default=defaults.max_clients,
                         help="connections held at once, logged in or at the prompt"
                              " (default %(default)s)")
@@ -174,7 +178,16 @@ def main(argv=None):
                       rate=args.rate, join_rate=args.join_rate, keepalive=args.keepalive,
                       max_line=args.max_line,
                       login_timeout=args.login_timeout, max_backlog=args.max_backlog,
-                      stall_timeout=args.stall_timeout, reuse_port=bool(args.worker_of))
+                      stall_timeout=args.stall_timeout, reuse_port=bool(args.worker_of),
+                      web_port=args.web_port or None)
+    if options.web_port is not None:    # wsproto and httptools are imported only here
+        try:
+            importlib.import_module("microthreads.wsgi")
+            importlib.import_module("chat.web")
+        except ImportError as exc:
+            log.error("--web-port needs the websocket and http extras (pip install"
+                      " 'microthreads[websocket,http]'; --web-port 0 turns it off): %s", exc)
+            return 2
     if args.tls_cert:
         try:
             options.tls = tls_context(args.tls_cert, args.tls_key)
@@ -204,7 +217,8 @@ def main(argv=None):
     try:
         microthreads.run(server.listener)
     except OSError as exc:
-        log.error("cannot serve on %s:%d: %s", args.host, args.port, exc.strerror or exc)
+        log.error("cannot serve on %s (port %d, web port %s): %s", args.host, args.port,
+                  args.web_port or "off", exc.strerror or exc)
         return 1
     log.info("stopped")
     return 0

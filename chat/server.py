@@ -53,6 +53,7 @@ class Options:
     keepalive: int = 30            # idle seconds before TCP keepalive's first probe
     reuse_port: bool = False       # --workers: every worker listens on the same port
     tls: object = None             # an ssl.SSLContext: --tls-cert/--tls-key (None: plain TCP)
+    web_port: object = None        # --web-port: the chat page and /ws (None: no web port)
 
 
 class ChatServer:
@@ -69,6 +70,8 @@ class ChatServer:
         self.limits = AddressLimits(self.options.rate, self.options.join_rate)
         self.closing = False
         self.server = None
+        self.web = None             # the web port's WSGIServer (chat/web.py), if any
+        self.web_members = {}       # the WebLinks of web connections, an ordered set
         self._stop_early = False   # shutdown asked while the room was opening
         self.commands = {
             "quit": (self.cmd_quit, "/quit - leave the chat"),
@@ -94,6 +97,11 @@ class ChatServer:
                 refuse=self.refuse, max_output=o.max_backlog, on_full="close",
                 stall_timeout=o.stall_timeout, reuse_port=o.reuse_port, ssl=o.tls)
             self.server.start()
+            if o.web_port is not None:
+                from . import web
+                self.web = web.serve(self, o.host, o.web_port, ssl=o.tls, reuse_port=o.reuse_port)
+                log.info("chat page on %s://%s:%d/", "https" if o.tls else "http", o.host,
+                         self.web.address[1])
             log.info("chat listening on %s:%d%s (max clients %d, rate %s lines/s, max line"
                      " %d bytes, login timeout %gs, max backlog %d bytes)", o.host,
                      self.server.address[1], " over TLS" if o.tls else "", o.max_clients,
@@ -106,15 +114,54 @@ class ChatServer:
         conn.sendall(b"Server is full, try again later.\r\n")
 
     def login(self, conn):
-        """Ask for a handle until a valid, free one comes; then chat."""
+        """A telnet member: its terminal over ``conn``, then ``enter``."""
         o = self.options       # a silent peer: dropped after ~keepalive + 15 s, or the stall limit
         conn.set_keepalive(o.keepalive, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES,
                            user_timeout=o.stall_timeout)
+        address, limiter = self._line_limiter(conn.peer)
+        self.enter(Terminal(conn, max_line=o.max_line, limiter=limiter, rate=0,
+                            clock=microthreads.get_hub().clock), address)
+
+    def web_session(self, ws):
+        """A web member (chat/web.py): its terminal over the WebSocket ``ws``,
+        then ``enter``, as for telnet; over ``--max-clients`` (telnet and web
+        connections together), ``Server is full, try again later.``"""
+        from .web import WebTerminal
+        o = self.options
+        held = len(self.server.connections) + len(self.web_members)
+        if self.closing or held >= o.max_clients:
+            try:
+                ws.send("Server is shutting down." if self.closing else
+                        "Server is full, try again later.")
+            except NetworkError:
+                pass
+            ws.close(1013 if not self.closing else 1001)
+            return
+        address, limiter = self._line_limiter(ws.peer)
+        term = WebTerminal(ws, max_line=o.max_line, limiter=limiter,
+                           clock=microthreads.get_hub().clock)
+        self.web_members[term.conn] = None
+        try:
+            self.enter(term, address)
+        finally:
+            del self.web_members[term.conn]
+            term.conn.close()
+
+    def _line_limiter(self, peer):
+        """The address key of ``peer`` and the line limiter its connection uses
+        (a reconnect's is kept: chat.limits); given back when this tasklet ends."""
         clock = microthreads.get_hub().clock
-        address = address_key(conn.peer)
-        limiter = self.limits.line_limiter(address, clock())     # a reconnect's is kept
+        address = address_key(peer)
+        limiter = self.limits.line_limiter(address, clock())
         microthreads.on_finish(lambda: self.limits.release(address, limiter, clock()))
-        term = Terminal(conn, max_line=o.max_line, limiter=limiter, rate=0, clock=clock)
+        return address, limiter
+
+    def enter(self, term, address):
+        """Ask for a handle until a valid, free one comes; then chat. ``term``
+        is the member's transport: a telnet ``Terminal`` or a ``WebTerminal``."""
+        o = self.options
+        conn = term.conn
+        clock = microthreads.get_hub().clock
         member = None
         try:
             with microthreads.Timeout(o.login_timeout):
@@ -263,6 +310,14 @@ class ChatServer:
             except (NetworkError, OSError):
                 pass
             conn.close("server shutting down")
+        for link in list(self.web_members):
+            try:
+                link.flush(max(0.0, deadline - hub.clock()))
+            except (NetworkError, OSError):
+                pass
+            link.close("server shutting down")
+        if self.web is not None:
+            self.web.stop()
         self.server.stop()
 
 

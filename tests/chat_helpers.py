@@ -33,6 +33,7 @@ from collections import deque
 TIMEOUT = 10.0
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LISTENING = re.compile(r"chat listening on [0-9.]+:(\d+) ")   # --host may name another address
+WEB_LISTENING = re.compile(r"chat page on https?://[0-9.]+:(\d+)/")
 
 IAC, DONT, DO, WONT, WILL, SB, SE = 255, 254, 253, 252, 251, 250, 240
 NOP, IP, AYT, GA = 241, 244, 246, 249
@@ -53,7 +54,9 @@ class ServerProcess:
     """One ``python -m chat`` subprocess; see ``chat_servers``."""
 
     def __init__(self, args):
-        self.args = [sys.executable, "-m", "chat", "--host", "127.0.0.1", "--port", "0", *args]
+        # no web port unless asked for (--web-port N later on the line wins)
+        self.args = [sys.executable, "-m", "chat", "--host", "127.0.0.1", "--port", "0",
+                     "--web-port", "0", *args]
         self.clients = []
         self.log = []                       # stderr lines, as they come
         self._log_changed = threading.Condition()
@@ -70,6 +73,9 @@ class ServerProcess:
             self.stop()                     # it never listened: do not leave it running
             raise
         self.port = int(match.group(1))
+        self.web_port = None
+        if "--web-port" in args and args[args.index("--web-port") + 1] != "0":
+            self.web_port = int(self.wait_for_log(WEB_LISTENING).group(1))
 
     def _read_log(self):
         for line in self.proc.stderr:
