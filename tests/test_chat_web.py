@@ -12,6 +12,7 @@ import urllib.request
 
 import pytest
 from chat_helpers import GREETING, TIMEOUT, chat_servers
+from redis_helpers import RedisServer, needs_redis
 from tls_helpers import client_context, needs_openssl
 
 sync_client = pytest.importorskip("websockets.sync.client")
@@ -194,3 +195,27 @@ def test_over_tls_the_page_is_https_and_the_socket_wss(certs):
         web.join("frank")
     assert status == 200 and "Content-Security-Policy" in headers
     assert f"chat page on https://127.0.0.1:{server.web_port}/" in server.log_text()
+
+
+@needs_redis
+@pytest.mark.slow
+def test_a_federated_room_carries_web_members_across_nodes():
+    redis = RedisServer()
+    try:
+        with chat_servers() as start:
+            a = web_server(start, redis=redis.url)
+            b = start(redis=redis.url)
+            web = WebMember(a)
+            web.join("wendy")
+            tom = b.join("tom")
+            assert tom.online == "Online (2): wendy, tom"
+            web.expect("tom has joined the chat.")
+            tom.say("hello, browser")
+            web.expect("tom says: hello, browser")
+            web.say("/msg tom hi across")
+            web.expect("[private to tom] hi across")
+            tom.expect("tom says: hello, browser", "[private] wendy: hi across")
+            web.close()
+            tom.expect("wendy has left the chat.")
+    finally:
+        redis.stop()
