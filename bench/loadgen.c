@@ -42,6 +42,12 @@
  * is the result. Diagnostics go to stderr. --timeout bounds the whole run.
  * --spin busy-polls epoll instead of sleeping in it (off by default: on a
  * shared machine a spinning client competes for its CPU).
+ *
+ * --ws PATH (chat, idle): each member opens a WebSocket (RFC 6455) at PATH:
+ * an upgrade request, then the 101 answer; it sends each line as one masked
+ * text frame (without its \n) and reads each text frame the server sends
+ * as one line, as a browser on the chat page does. No compression offered;
+ * control frames from the server are skipped.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -86,6 +92,13 @@ struct conn {
     uint64_t order_hash; /* chat: rolling hash of the order of says-lines */
     uint32_t next_seq;   /* sender: number of lines sent */
     uint32_t inflight;   /* sender: own lines not yet received back */
+    /* --ws: the HTTP upgrade's answer, then frames (RFC 6455) */
+    int ws_open;         /* the 101 answer's head has been read */
+    int ws_crlf;         /* how much of "\r\n\r\n" the head ends with so far */
+    unsigned char ws_hdr[14];
+    size_t ws_hdrlen;    /* bytes of the current frame's header read */
+    uint64_t ws_left;    /* payload bytes of the current frame still to come */
+    int ws_text;         /* the current frame carries text (a line) */
 };
 
 /* ---- settings and state ---- */
@@ -109,6 +122,7 @@ static volatile sig_atomic_t stop_requested;
 static int spin = 0;
 static uint64_t batch_now; /* when the data being parsed was read */
 static int server_pid;      /* --server-pid: its CPU use is measured too */
+static const char *ws_path; /* --ws PATH: members talk WebSocket, one text message a line */
 static double server_cpu0, client_cpu0, server_cpu_share = -1, client_cpu_share = -1;
 /* idle: the probe during logins, and the fan-out of member 0's lines after */
 static double probe_ms = 50.0;
@@ -310,6 +324,44 @@ static void conn_send(struct conn *c, const char *data, size_t len)
         flush_out(c);
 }
 
+/* Send lines ("...\n" each): as they are, or under --ws one masked text frame
+ * per line (without its \n), as a browser sends them. */
+static void send_lines(struct conn *c, const char *data, size_t len)
+{
+    if (!ws_path) {
+        conn_send(c, data, len);
+        return;
+    }
+    char frames[64 * 40];
+    size_t n = 0;
+    static const unsigned char mask[4] = {0x37, 0xfa, 0x21, 0x3d};
+    const char *p = data, *end = data + len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t line = (size_t)((nl ? nl : end) - p);
+        if (line > 125 || n + 6 + line > sizeof frames)
+            fail("a line too long for the --ws frame buffer");
+        frames[n++] = (char)0x81;
+        frames[n++] = (char)(0x80 | line);
+        memcpy(frames + n, mask, 4);
+        n += 4;
+        for (size_t i = 0; i < line; i++)
+            frames[n++] = (char)(p[i] ^ mask[i & 3]);
+        p += line + 1;
+    }
+    conn_send(c, frames, n);
+}
+
+static void send_upgrade(struct conn *c)
+{
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n", ws_path, host, port);
+    conn_send(c, req, (size_t)n);
+}
+
 /* ---- connecting, with at most `ramp` connections not yet ready ---- */
 static int total_conns(void) { return mode == MODE_ECHO ? nconns : members; }
 
@@ -337,7 +389,7 @@ static void send_handle(struct conn *c)
 {
     char h[32];
     int n = snprintf(h, sizeof h, "m%d\n", c->idx);
-    conn_send(c, h, (size_t)n);
+    send_lines(c, h, (size_t)n);
 }
 
 /* echo: at most `ramp` connections without a first answer. chat and idle:
@@ -382,6 +434,8 @@ static void on_connected(struct conn *c)
     set_events(c, 0);
     if (mode == MODE_ECHO)
         send_request(c);
+    else if (ws_path)
+        send_upgrade(c);
 }
 
 /* ---- chat senders ---- */
@@ -400,7 +454,7 @@ static void top_up(struct conn *c)
         c->inflight++;
     }
     if (len)
-        conn_send(c, buf, len);
+        send_lines(c, buf, len);
 }
 
 /* ---- parsing what the server sends ---- */
@@ -508,7 +562,7 @@ static void probe_tick(uint64_t t)
     probe_inflight = 1;
     probe_sent_at = t;
     probe_next_at = t + (uint64_t)(probe_ms * 1000);
-    conn_send(&conns[0], buf, (size_t)n);
+    send_lines(&conns[0], buf, (size_t)n);
 }
 
 static void say_fanout(uint64_t t)
@@ -518,7 +572,7 @@ static void say_fanout(uint64_t t)
     fanout_sent++;
     fanout_seen = 0;
     fanout_sent_at = t;
-    conn_send(&conns[0], buf, (size_t)n);
+    send_lines(&conns[0], buf, (size_t)n);
 }
 
 static void on_line(struct conn *c, const char *line, size_t len)
@@ -572,6 +626,76 @@ static void on_line(struct conn *c, const char *line, size_t len)
 
 static char rbuf[READ_CHUNK];
 
+/* Append payload bytes to the line being built (its start, up to PART_MAX). */
+static void part_add(struct conn *c, const char *p, size_t take)
+{
+    if (c->partlen + take > PART_MAX)
+        take = PART_MAX > c->partlen ? PART_MAX - c->partlen : 0;
+    memcpy(c->part + c->partlen, p, take);
+    c->partlen += take;
+}
+
+/* --ws: the 101 answer's head, then server frames (unmasked): each text frame
+ * is one line; other frames are skipped (a close frame is followed by EOF). */
+static void ws_feed(struct conn *c, const char *p, const char *end)
+{
+    while (p < end && !c->ws_open) {
+        static const char crlf2[] = "\r\n\r\n";
+        if (c->partlen < 12)
+            c->part[c->partlen++] = *p;   /* "HTTP/1.1 101" */
+        c->ws_crlf = *p == crlf2[c->ws_crlf] ? c->ws_crlf + 1 : (*p == '\r' ? 1 : 0);
+        p++;
+        if (c->ws_crlf == 4) {
+            if (c->partlen < 12 || memcmp(c->part + 9, "101", 3) != 0)
+                fail("the WebSocket upgrade was refused");
+            c->ws_open = 1;
+            c->partlen = 0;
+        }
+    }
+    while (p < end) {
+        if (c->ws_left == 0 && c->ws_hdrlen < 14) {   /* a frame header */
+            c->ws_hdr[c->ws_hdrlen++] = (unsigned char)*p++;
+            if (c->ws_hdrlen < 2)
+                continue;
+            unsigned len7 = c->ws_hdr[1] & 0x7f;
+            size_t need = len7 == 126 ? 4 : len7 == 127 ? 10 : 2;
+            if (c->ws_hdrlen < need)
+                continue;
+            uint64_t len = len7;
+            if (len7 == 126)
+                len = ((uint64_t)c->ws_hdr[2] << 8) | c->ws_hdr[3];
+            else if (len7 == 127)
+                for (int i = 2; i < 10; i++)
+                    len = (len << 8) | c->ws_hdr[i];
+            unsigned opcode = c->ws_hdr[0] & 0x0f;
+            c->ws_text = opcode == 1 || (opcode == 0 && c->ws_text);
+            c->ws_hdrlen = 0;
+            c->ws_left = len;
+            if (len == 0 && c->ws_text && (c->ws_hdr[0] & 0x80)) {
+                on_line(c, c->part, c->partlen);
+                c->partlen = 0;
+            }
+            continue;
+        }
+        size_t avail = (size_t)(end - p);
+        size_t take = avail < c->ws_left ? avail : (size_t)c->ws_left;
+        int fin = (c->ws_hdr[0] & 0x80) != 0;
+        c->ws_left -= take;
+        if (c->ws_text) {
+            if (c->ws_left == 0 && fin && c->partlen == 0)
+                on_line(c, p, take);          /* the usual case: a whole line here */
+            else {
+                part_add(c, p, take);
+                if (c->ws_left == 0 && fin) {
+                    on_line(c, c->part, c->partlen);
+                    c->partlen = 0;
+                }
+            }
+        }
+        p += take;
+    }
+}
+
 static void on_readable(struct conn *c)
 {
     for (int rounds = 0; rounds < 4 && !c->dead; rounds++) {
@@ -584,6 +708,12 @@ static void on_readable(struct conn *c)
             return;
         batch_now = now_us();
         const char *p = rbuf, *end = rbuf + n;
+        if (ws_path) {
+            ws_feed(c, p, end);
+            if ((size_t)n < sizeof rbuf)
+                break;
+            continue;
+        }
         while (p < end) {
             const char *nl = memchr(p, '\n', (size_t)(end - p));
             if (!nl) { /* keep the start of the incomplete line */
@@ -828,6 +958,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--ramp")) ramp = (int)arg_num(argc, argv, &i);
         else if (!strcmp(a, "--batch")) batch = (int)arg_num(argc, argv, &i);
         else if (!strcmp(a, "--spin")) spin = 1;
+        else if (!strcmp(a, "--ws") && i + 1 < argc) ws_path = argv[++i];
         else if (!strcmp(a, "--server-pid")) server_pid = (int)arg_num(argc, argv, &i);
         else if (!strcmp(a, "--warmup")) warmup_s = arg_num(argc, argv, &i);
         else if (!strcmp(a, "--duration")) duration_s = arg_num(argc, argv, &i);

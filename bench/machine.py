@@ -9,7 +9,8 @@ from importlib import metadata
 
 from bench import runner
 
-DISTRIBUTIONS = ["gevent", "eventlet", "uvloop", "trio", "greenlet", "matplotlib"]
+DISTRIBUTIONS = ["gevent", "eventlet", "uvloop", "trio", "greenlet", "matplotlib", "websockets",
+                 "gevent-websocket", "wsproto"]
 
 
 def cpu_model():

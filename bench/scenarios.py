@@ -44,6 +44,16 @@ GREENLET = Row("greenlet", "raw greenlet pair (ref)", "greenlet", "bench.peers.g
 CHAT_ONE = Row("microthreads", "python -m chat, 1 process", None, None)
 CHAT_WORKERS = Row("workers2", "--workers 2 + redis-server", None, None)
 
+# the WebSocket fan-out table (8): the chat service over WebSocket (the reference) and
+# over telnet in the same run, and WebSocket broadcast servers on two peers
+CHAT_WS = Row("microthreads", "python -m chat, WebSocket", None, None)
+CHAT_TELNET = Row("chat_telnet", "python -m chat, telnet", None, None)
+WEBSOCKETS = Row("websockets", "websockets (asyncio)", "websockets",
+                 "bench.peers.websockets_peer")
+GEVENT_WS = Row("gevent_ws", "gevent + gevent-websocket", "gevent-websocket",
+                "bench.peers.gevent_ws_peer")
+WS_ROWS = [CHAT_WS, CHAT_TELNET, WEBSOCKETS, GEVENT_WS]
+
 SERVER_ROWS = [GEVENT, EVENTLET, ASYNCIO, UVLOOP, TRIO, SELECTORS, C_LIMIT, MICROTHREADS]
 TASK_ROWS = [GEVENT, EVENTLET, ASYNCIO, UVLOOP, TRIO, SELECTORS, MICROTHREADS]
 # chat rooms: the floor also as a careful callback server batches (echo has nothing to batch)
@@ -208,6 +218,43 @@ def chat_runner(members, senders):
                 "login_s": result["login_s"], "raw": result}
 
     return run_chat
+
+
+def run_chat_ws(row, settings, ctx):
+    """chat100's load over WebSocket (the load generator's --ws: one masked text
+    frame per line, as a browser sends) against `python -m chat --web-port` and
+    the peers' WebSocket chats; the telnet row is the same load on the same
+    `python -m chat`'s telnet port. Pinned as the chat table is."""
+    members, senders = 100, 10
+    port = runner.free_port()
+    if row in (CHAT_WS, CHAT_TELNET):
+        web_port = runner.free_port()
+        cmd = [PYTHON, "-m", "chat", "--host", runner.HOST, "--port", port, "--web-port",
+               web_port, "--rate", "0", "--join-rate", "0", "--max-clients", "20000"]
+        target = ["--ws", "/ws", "--port", web_port] if row is CHAT_WS else ["--port", port]
+        listening = web_port if row is CHAT_WS else port
+    else:
+        cmd = peer_cmd(row, "chat", "--port", port)
+        target, listening = ["--ws", "/ws", "--port", port], port
+    proc = ctx.procs.start(cmd, SERVER_CPU, f"chatws-server-{row.key}")
+    try:
+        runner.wait_listening(proc, listening)
+        limit = (login_seconds(members) + settings.chat_warmup + settings.chat_duration
+                 + settings.chat_drain + 10)
+        result = ctx.procs.run(
+            [ctx.loadgen, "chat", *target, "--server-pid", proc.pid, "--members", members,
+             "--senders", senders, "--window", settings.chat_window,
+             "--warmup", settings.chat_warmup, "--duration", settings.chat_duration,
+             "--drain", settings.chat_drain, "--timeout", limit],
+            CLIENT_CPU, f"chatws-loadgen-{row.key}", timeout=limit + 10)
+        if proc.poll() is not None and not proc.killed:
+            raise RunError(f"the server died: {runner.failure_reason(proc)}")
+    finally:
+        ctx.procs.kill(proc)
+    return {"lines_s": result["lines_s"], "p50_ms": result["p50_us"] / 1000,
+            "p99_ms": result["p99_us"] / 1000, "lost": result["lost"],
+            "misordered": result["misordered"], "server_cpu": result["server_cpu"],
+            "raw": result}
 
 
 def redis_missing():
@@ -387,6 +434,13 @@ def idle_runner(members, per_line=40e-6):
 
 # ---- the tables ----
 
+#: The figures of every table under chat100's kind of load (chat, cluster, chatws).
+FANOUT_FIGURES = [Figure("lines_s", "lines/s", "higher"),
+                  Figure("p50_ms", "p50 ms", "lower", -1),
+                  Figure("p99_ms", "p99 ms", "lower", -1),
+                  Figure("lost", "lost", "zero"),
+                  Figure("misordered", "misordered", "zero")]
+
 def tables(settings):
     s = settings
     found = [
@@ -423,11 +477,7 @@ def tables(settings):
             f"chat{members}", "chat",
             f"4. chat fan-out: {members:,} members, {senders} senders (window "
             f"{s.chat_window}), {s.chat_duration:g} s",
-            [Figure("lines_s", "lines/s", "higher"),
-             Figure("p50_ms", "p50 ms", "lower", -1),
-             Figure("p99_ms", "p99 ms", "lower", -1),
-             Figure("lost", "lost", "zero"),
-             Figure("misordered", "misordered", "zero"),
+            [*FANOUT_FIGURES,
              Figure("server_cpu", "srv CPU", "info", -2),
              Figure("login_s", "login s", "lower", -1)],
             CHAT_ROWS, chat_runner(members, senders), needs="chat",
@@ -469,11 +519,7 @@ def tables(settings):
         "cluster", "cluster",
         f"6. chat scale-out: chat100's load (100 members, 10 senders, window "
         f"{s.chat_window}, {s.chat_duration:g} s), one process against 2 workers + Redis",
-        [Figure("lines_s", "lines/s", "higher"),
-         Figure("p50_ms", "p50 ms", "lower", -1),
-         Figure("p99_ms", "p99 ms", "lower", -1),
-         Figure("lost", "lost", "zero"),
-         Figure("misordered", "misordered", "zero"),
+        [*FANOUT_FIGURES,
          Figure("cpu_us_line", "CPU us/line", "lower", 2),
          Figure("redis_us_sent", "Redis us/said", "info", 1)],
         [CHAT_ONE, CHAT_WORKERS], run_cluster, needs="chat",
@@ -493,10 +539,21 @@ def tables(settings):
         note="asyncio rows: coroutines only (a task awaiting a done future; two tasks "
              "handing a token through futures); microthreads: a tasklet through "
              "aio.await_ on asyncio's selector loop, the other side a coroutine"))
+    found.append(Table(
+        "chatws", "websocket",
+        f"8. WebSocket fan-out: chat100's load (100 members, 10 senders, window "
+        f"{s.chat_window}, {s.chat_duration:g} s) over WebSocket, one text message a line",
+        [*FANOUT_FIGURES, Figure("server_cpu", "srv CPU", "info", -2)],
+        WS_ROWS, run_chat_ws, needs="chat",
+        note="vs mt = divided by the WebSocket row (python -m chat --web-port, /ws); the "
+             "telnet row is the same server and load on its telnet port, in the same run; "
+             "the load generator sends each line as a masked text frame and offers no "
+             "compression; the peers broadcast each line to every member's socket"))
     return found
 
 
-SCENARIOS = ["switch", "spawn", "echo", "chat", "idle", "crowd", "cluster", "bridge"]
+SCENARIOS = ["switch", "spawn", "echo", "chat", "idle", "crowd", "cluster", "bridge",
+             "websocket"]
 
 # (table, figure, label) bar groups in the plot
 PLOTTED = [
