@@ -38,11 +38,13 @@ import signal
 import subprocess as _std
 import threading
 from collections.abc import Sequence
-from typing import Any, AnyStr
+from typing import Any, AnyStr, Callable, TypeVar
 
+from . import nonblocking
 from .hub import Hub, get_hub
+from .nonblocking import READABLE, WRITABLE, deadline_after, remaining
 from .sync import Event
-from .tasklet import Tasklet, getcurrent, joinall, killall, spawn
+from .tasklet import Tasklet, joinall, killall, spawn
 
 PIPE = _std.PIPE
 STDOUT = _std.STDOUT
@@ -59,6 +61,7 @@ __all__ = ["DEVNULL", "PIPE", "STDOUT", "CalledProcessError", "CompletedProcess"
 
 #: How much one read of a pipe asks for (a Linux pipe holds 64 KiB by default).
 READ_SIZE = 65536
+T = TypeVar("T")
 #: The last-resort watcher's interval, in seconds.
 POLL_INTERVAL = 0.02
 
@@ -93,25 +96,28 @@ class _PipeEnd(io.RawIOBase):
     def writable(self) -> bool:
         return self._file.writable()
 
+    def _io(self, writable: bool, operation: Callable[..., T], *args: Any) -> T:
+        """``operation(self._fd, *args)`` (an ``os`` call), waiting while the pipe would block.
+
+        ValueError once closed, as for any closed file (the descriptor
+        number may already belong to another file).
+        """
+        if self.closed:
+            raise ValueError("I/O operation on closed pipe")
+        return nonblocking.call(self._hub, self._fd, writable, None, operation, self._fd, *args)
+
     def readinto(self, buffer: Any) -> int:
         """Read into ``buffer``; 0 at EOF. Waits only while the pipe is empty."""
-        while True:
-            count = self._file.readinto(buffer)
-            if count is not None:
-                return count
-            self._hub.wait_readable(self._fd)
+        return self._io(READABLE, os.readv, [buffer])
 
     def readall(self) -> bytes:
         """Everything up to EOF, READ_SIZE at a time."""
-        chunks = []
+        chunks: list[bytes] = []
         while True:
-            chunk = self._file.read(READ_SIZE)
-            if chunk is None:
-                self._hub.wait_readable(self._fd)
-            elif chunk:
-                chunks.append(chunk)
-            else:
+            chunk = self._io(READABLE, os.read, READ_SIZE)
+            if not chunk:
                 return b"".join(chunks)
+            chunks.append(chunk)
 
     def write(self, data: Any) -> int:
         """Write what the pipe takes now (at least one byte); the count.
@@ -119,11 +125,7 @@ class _PipeEnd(io.RawIOBase):
         Waits only while the pipe is full. BrokenPipeError once the child's
         end is closed.
         """
-        while True:
-            count = self._file.write(data)
-            if count is not None:
-                return count
-            self._hub.wait_writable(self._fd)
+        return self._io(WRITABLE, os.write, data)
 
     def write_all(self, data: bytes) -> None:
         view = memoryview(data).cast("B")
@@ -131,18 +133,14 @@ class _PipeEnd(io.RawIOBase):
             view = view[self.write(view):]
 
     def close(self) -> None:
+        """Close our end; a tasklet waiting on it gets ``OSError(EBADF)``."""
         if self.closed:
             return
-        waiters = self._hub.forget_fd(self._fd)
+        self._hub.close_fd(self._fd, OSError(errno.EBADF, f"pipe fd {self._fd} was closed"))
         try:
             self._file.close()
         finally:
             super().close()
-        current = getcurrent()
-        for waiter in waiters:
-            if waiter is not current:
-                self._hub.schedule_throw(waiter, OSError(errno.EBADF, f"pipe fd {self._fd}"
-                                                                      " was closed"))
 
 
 def _pipe_end(stream: Any) -> _PipeEnd:
@@ -243,14 +241,14 @@ class Popen(_std.Popen[Any]):
         if self._communicators is None:
             self._communicators = self._start_communicating(input)
         hub = self._hub
-        deadline = None if timeout is None else hub.clock() + timeout
+        deadline = deadline_after(hub, timeout)
         try:
             if len(joinall(self._communicators, timeout)) < len(self._communicators):
                 raise TimeoutExpired(self.args, timeout or 0.0)   # only a timeout stops it short
             for tasklet in self._communicators:
                 if tasklet.exception is not None:
                     raise tasklet.exception
-            self.wait(None if deadline is None else max(0.0, deadline - hub.clock()))
+            self.wait(remaining(hub, deadline))
         except TimeoutExpired:
             raise
         except BaseException:
@@ -320,7 +318,7 @@ def _watch_pidfd(popen: Popen) -> None:
 
     def exited() -> None:
         if popen._exit_seen():
-            hub.forget_fd(fd)
+            hub.close_fd(fd, OSError(errno.EBADF, f"pidfd {fd} was closed"))
             os.close(fd)
 
     hub.add_reader(fd, exited)

@@ -12,12 +12,11 @@ from typing import Any
 from ..errors import TaskletExit
 from ..group import Group
 from ..hub import get_hub
+from ..nonblocking import EAGER_BUDGET, READABLE, WRITABLE, EagerBudget, call, retry
 from ..sync import Event, Lock
 from ..tasklet import Tasklet, getcurrent, joinall, killall, spawn
-from ..timeout import sleep
+from .common import describe, family_of, resolve
 from .errors import NetworkError
-from .server import _family_of, _sockaddr
-from .stream import EAGER_BUDGET, _describe
 
 log = logging.getLogger("microthreads.net")
 
@@ -102,13 +101,13 @@ class DatagramServer:
         self._bound = sock.getsockname()
         self._stopped.clear()
         self._reader = spawn(self._read_loop, sock)
-        self._reader.name = f"datagrams {_describe(self._bound)}"
+        self._reader.name = f"datagrams {describe(self._bound)}"
         return self
 
     def _bind(self) -> _socket.socket:
         if isinstance(self._address, _socket.socket):
             return self._address
-        family, sockaddr = _sockaddr(self._address, _family_of(self._address))
+        family, sockaddr = resolve(self._address, family_of(self._address))
         sock = _socket.socket(family, _socket.SOCK_DGRAM)
         try:
             if family == _socket.AF_INET6:
@@ -138,14 +137,11 @@ class DatagramServer:
         reader, self._reader = self._reader, None
         sock, self._sock = self._sock, None
         reader.kill(block=False)
-        hub = get_hub()
         fd = sock.fileno()
-        waiters = hub.forget_fd(fd) if fd >= 0 else []
+        if fd >= 0:                           # a sender waiting for room gets NetworkError
+            get_hub().close_fd(fd, NetworkError(f"datagram server {describe(self._bound)}"
+                                                " was stopped"))
         sock.close()
-        for waiter in waiters:                # a sender waiting for room
-            if waiter is not reader:
-                hub.schedule_throw(waiter, NetworkError(
-                    f"datagram server {_describe(self._bound)} was stopped"))
         idle, self._idle = self._idle, []
         killall(idle, block=False)
         me = getcurrent()
@@ -163,49 +159,45 @@ class DatagramServer:
         Raises NetworkError if the server is not started (or is stopped
         meanwhile), OSError as ``socket.sendto`` does (too long, unreachable).
         """
-        hub = get_hub()
-        while True:
-            sock = self._sock
-            if sock is None:
-                raise NetworkError(f"datagram server {_describe(self.address)} is not started")
-            try:
-                return sock.sendto(data, address)
-            except BlockingIOError:
-                pass
-            with self._send_lock:
-                hub.wait_writable(sock.fileno())
+        sock = self._started_socket()
+        try:
+            return sock.sendto(data, address)
+        except BlockingIOError:
+            pass
+        with self._send_lock:
+            sock = self._started_socket()     # stop() may have come while we waited
+            return retry(get_hub(), sock.fileno(), WRITABLE, None, sock.sendto, data, address)
+
+    def _started_socket(self) -> _socket.socket:
+        sock = self._sock
+        if sock is None:
+            raise NetworkError(f"datagram server {describe(self.address)} is not started")
+        return sock
 
     def _read_loop(self, sock: _socket.socket) -> None:
         hub = get_hub()
         fd = sock.fileno()
         recvfrom = sock.recvfrom
         size = self.max_datagram
-        eager = 0
+        budget = EagerBudget(hub, EAGER_BUDGET)
         while True:
             if self.max_handlers is not None and self._busy >= self.max_handlers:
                 self._room.clear()
                 self._room.wait()             # the kernel buffers (or drops) meanwhile
                 continue
+            budget.spend()                    # a flood yields every EAGER_BUDGET datagrams
             try:
-                data, address = recvfrom(size)
-            except BlockingIOError:
-                eager = 0
-                hub.wait_readable(fd)
-                continue
+                data, address = call(hub, fd, READABLE, None, recvfrom, size, budget=budget)
             except OSError as exc:
                 if exc.errno in (errno.EBADF, errno.ENOTSOCK):
                     return                    # closed under us
-                log.debug("datagram server %s: %s", _describe(self._bound), exc)
+                log.debug("datagram server %s: %s", describe(self._bound), exc)
                 continue                      # an ICMP error reported on a later read
             self._busy += 1
             if self._idle:
                 hub.schedule_wakeup(self._idle.pop(), (data, address))
             else:
                 self._handlers.spawn(self._serve, data, address)
-            eager += 1
-            if eager >= EAGER_BUDGET:
-                eager = 0
-                sleep(0)
 
     def _serve(self, data: bytes, address: Address) -> None:
         """A handler tasklet's body: handle, then wait to be handed the next datagram."""
@@ -236,9 +228,9 @@ class DatagramServer:
         except TaskletExit:
             raise
         except NetworkError as exc:           # sendto after stop(), say
-            log.debug("datagram handler for %s: %s", _describe(address), exc)
+            log.debug("datagram handler for %s: %s", describe(address), exc)
         except Exception:
-            log.exception("datagram handler for %s failed", _describe(address))
+            log.exception("datagram handler for %s failed", describe(address))
 
     def __enter__(self) -> DatagramServer:
         return self.start()
@@ -248,4 +240,4 @@ class DatagramServer:
 
     def __repr__(self) -> str:
         state = "" if self._reader is not None else " stopped"
-        return f"<DatagramServer {_describe(self.address)} handlers={len(self._handlers)}{state}>"
+        return f"<DatagramServer {describe(self.address)} handlers={len(self._handlers)}{state}>"

@@ -9,13 +9,15 @@ import socket as _socket
 from typing import TYPE_CHECKING, Any
 
 from ..hub import get_hub
+from ..nonblocking import READABLE, EagerBudget, retry
 from ..sync import Event
 from ..tasklet import Tasklet, getcurrent, joinall, killall, spawn
 from ..timeout import Timeout, sleep
 from . import socket as _coop
 from . import ssl as _tls
+from .common import describe, family_of, forget_on_its_thread, resolve
 from .errors import NetworkError, network_error
-from .stream import Connection, _describe, _forget_on_its_thread, check_options
+from .stream import Connection, check_options
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -33,23 +35,6 @@ ACCEPT_BUDGET = 32
 EMFILE_BACKOFF = 0.1
 #: How long a TLS client may take over its handshake (seconds), unless told.
 HANDSHAKE_TIMEOUT = 10.0
-
-
-def _family_of(address: Any) -> int | None:
-    if isinstance(address, (str, bytes, os.PathLike)):
-        return _socket.AF_UNIX
-    host = address[0]
-    if not host:
-        return _socket.AF_INET                # "" binds every IPv4 address
-    return _coop.ip_family(host)              # None: a hostname, resolved off the hub
-
-
-def _sockaddr(address: Any, family: int | None) -> tuple[int, Any]:
-    if family is not None:
-        return family, address
-    infos = _coop.getaddrinfo(address[0], address[1], 0, _socket.SOCK_STREAM)
-    family, _type, _proto, _canon, sockaddr = infos[0]
-    return family, sockaddr
 
 
 class Listener:
@@ -77,7 +62,7 @@ class Listener:
         self.handshake_timeout = handshake_timeout
         self.connection_options = connection_options
         self._closed = False
-        self._eager = 0                       # accepts in a row that did not wait
+        self._budget = EagerBudget(self._hub, ACCEPT_BUDGET)   # accepts in a row without a wait
 
     def fileno(self) -> int:
         return self._fd
@@ -85,26 +70,18 @@ class Listener:
     def accept_socket(self) -> tuple[_socket.socket, Any]:
         """The next ``(socket, peer)``: waits for one. OSError (EMFILE, ...) as raised.
 
-        After ACCEPT_BUDGET accepts in a row that did not wait, the caller
-        yields once before the next (the hub polls first): a flood of
-        connections keeps the accept loop busy, never the hub.
+        Every ACCEPT_BUDGET-th call in a row that did not wait first yields
+        once (the hub polls first): a flood of connections keeps the accept
+        loop busy, never the hub. NetworkError once the listener is closed.
         """
-        if self._eager >= ACCEPT_BUDGET:
-            self._eager = 0
-            self._hub.poll_soon()
-            sleep(0)
-        while True:
-            if self._closed:                  # else accept() on a closed socket: EBADF
-                raise network_error(f"listener {_describe(self.address)} is closed")
-            try:
-                accepted = self._sock.accept()
-            except BlockingIOError:
-                accepted = None
-            if accepted is not None:
-                self._eager += 1
-                return accepted
-            self._eager = 0
-            self._hub.wait_readable(self._fd)
+        self._budget.spend()
+        if self._closed:                      # else accept() on a closed socket: EBADF
+            raise network_error(f"listener {describe(self.address)} is closed")
+        try:
+            return self._sock.accept()
+        except BlockingIOError:
+            pass
+        return retry(self._hub, self._fd, READABLE, None, self._sock.accept, budget=self._budget)
 
     def accept(self) -> Connection:
         """Wait for the next connection and return it as a Connection.
@@ -136,10 +113,10 @@ class Listener:
         if self.ssl is None:
             return
         try:
-            _tls.handshake(conn._sock, self.handshake_timeout)
+            _tls.handshake(conn.socket, self.handshake_timeout)
         except (OSError, ValueError) as exc:
             conn.close("TLS handshake failed")
-            raise NetworkError(f"{_describe(conn.peer)}: TLS handshake failed:"
+            raise NetworkError(f"{describe(conn.peer)}: TLS handshake failed:"
                                f" {_tls.describe_error(exc)}") from exc
 
     def close(self) -> None:
@@ -147,7 +124,7 @@ class Listener:
         if self._closed:
             return
         self._closed = True
-        error = network_error(f"listener {_describe(self.address)} was closed")
+        error = network_error(f"listener {describe(self.address)} was closed")
         self._hub.close_fd(self._fd, error)
         self._sock.close()
         if isinstance(self.address, str) and self.address and not self.address.startswith("\0"):
@@ -164,10 +141,10 @@ class Listener:
 
     def __del__(self) -> None:
         if not self._closed:                  # dropped without close(): see Connection
-            _forget_on_its_thread(self._hub, self._fd)
+            forget_on_its_thread(self._hub, self._fd)
 
     def __repr__(self) -> str:
-        return f"<Listener {_describe(self.address)}{' closed' if self._closed else ''}>"
+        return f"<Listener {describe(self.address)}{' closed' if self._closed else ''}>"
 
 
 def listen(address: Any, backlog: int = 128, reuse_port: bool = False,
@@ -182,7 +159,7 @@ def listen(address: Any, backlog: int = 128, reuse_port: bool = False,
     ``handshake_timeout``) make every accepted Connection TLS: see Listener.
     """
     check_options(connection_options, also=("ssl", "handshake_timeout"))
-    family, sockaddr = _sockaddr(address, _family_of(address))
+    family, sockaddr = resolve(address, family_of(address))
     sock = _socket.socket(family, _socket.SOCK_STREAM)
     try:
         if family == _socket.AF_UNIX:
@@ -220,7 +197,7 @@ def connect(address: Any, timeout: float | None = None, *, ssl: Any = None,
     ``ssl.SSLCertVerificationError``, any other TLS failure NetworkError.
     """
     check_options(connection_options)
-    family = _family_of(address)
+    family = family_of(address)
     if family is not None:
         candidates = [(family, address)]
     else:
@@ -251,11 +228,11 @@ def _dial(hub: Hub, family: int, sockaddr: Any, deadline: float | None) -> _sock
     try:
         code = _coop.dial(sock, sockaddr, deadline)
         if code:
-            raise network_error(f"connect to {_describe(sockaddr)}: {os.strerror(code)}", code)
+            raise network_error(f"connect to {describe(sockaddr)}: {os.strerror(code)}", code)
         if family in (_socket.AF_INET, _socket.AF_INET6):
             sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
     except BaseException:
-        hub.forget_fd(sock.fileno())
+        hub.close_fd(sock.fileno(), network_error(f"connect to {describe(sockaddr)} failed"))
         sock.close()
         raise
     return sock
@@ -324,7 +301,7 @@ class StreamServer:
         self._stopped.clear()
         self._open_spare()
         self._accepter = spawn(self._accept_loop, listener)
-        self._accepter.name = f"accept {_describe(listener.address)}"
+        self._accepter.name = f"accept {describe(listener.address)}"
         return self
 
     def serve_forever(self) -> None:
@@ -376,10 +353,10 @@ class StreamServer:
                 continue
             if self.max_connections is not None and len(self.connections) >= \
                     self.max_connections:
-                spawn(self._refuse, conn, listener).name = f"refuse {_describe(peer)}"
+                spawn(self._refuse, conn, listener).name = f"refuse {describe(peer)}"
                 continue
             tasklet = spawn(self._handle, conn, listener)
-            tasklet.name = f"handler {_describe(peer)}"
+            tasklet.name = f"handler {describe(peer)}"
             self.connections[tasklet] = conn
 
     def _handle(self, conn: Connection, listener: Listener) -> None:
@@ -391,7 +368,7 @@ class StreamServer:
         except NetworkError as exc:
             log.debug("%s", exc)               # the message names the peer already
         except Exception:
-            log.exception("handler for %s failed", _describe(conn.peer))
+            log.exception("handler for %s failed", describe(conn.peer))
         finally:
             conn.close()
             self.connections.pop(me, None)
@@ -405,7 +382,7 @@ class StreamServer:
         except (NetworkError, Timeout):
             pass
         except Exception:
-            log.exception("refuse() for %s failed", _describe(conn.peer))
+            log.exception("refuse() for %s failed", describe(conn.peer))
         finally:
             conn.close()
 
@@ -425,7 +402,7 @@ class StreamServer:
         if not self._emfile_logged:
             self._emfile_logged = True
             log.warning("accept on %s: %s; shedding waiting connections and backing off",
-                        _describe(listener.address), exc.strerror)
+                        describe(listener.address), exc.strerror)
         if self._spare is not None:
             self._close_spare()               # one descriptor free: accept and close
             raw = listener._sock              # every waiting connection with it
@@ -445,4 +422,4 @@ class StreamServer:
         self.stop()
 
     def __repr__(self) -> str:
-        return f"<StreamServer {_describe(self.address)} connections={len(self.connections)}>"
+        return f"<StreamServer {describe(self.address)} connections={len(self.connections)}>"

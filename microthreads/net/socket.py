@@ -29,6 +29,7 @@ from socket import *  # noqa: F403  (constants and helpers, re-exported as they 
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from ..hub import current_hub, get_hub
+from ..nonblocking import READABLE, WRITABLE, deadline_after, retry, wait_ready
 from ..threads import run_in_thread
 from ..timeout import sleep
 from .errors import network_error
@@ -39,6 +40,8 @@ if TYPE_CHECKING:                   # the same names, as the type checker knows 
     from types import FrameType
 
     from typing_extensions import Buffer, Self
+
+    from ..hub import Hub
 
     _std = _std_module
 else:
@@ -87,76 +90,70 @@ class socket(_std.socket):
     def getblocking(self) -> bool:
         return self._mt_timeout != 0.0
 
-    def _deadline(self) -> float | None:
-        t = self._mt_timeout
-        return None if t is None else get_hub().clock() + t
+    def _io(self, writable: bool, operation: Callable[..., T], *args: Any) -> T:
+        """``operation(*args)``, the one path of every method that may wait.
 
-    def _wait(self, writable: bool, deadline: float | None) -> None:
-        """Wait for readiness; raise BlockingIOError (timeout 0) or TimeoutError."""
-        if self._mt_timeout == 0.0:
-            raise BlockingIOError(_errno.EAGAIN, "Resource temporarily unavailable")
+        Tried at once; if it would block, BlockingIOError under a timeout of
+        0.0, else waits (``microthreads.nonblocking.retry``) at most the
+        socket's timeout, then ``socket.timeout``.
+        """
+        try:
+            return operation(*args)
+        except BlockingIOError:
+            if self._mt_timeout == 0.0:
+                raise
         hub = get_hub()
-        remaining = None
-        if deadline is not None:
-            remaining = deadline - hub.clock()
-            if remaining <= 0:
-                raise _std.timeout("timed out")
-        wait = hub.wait_writable if writable else hub.wait_readable
-        if not wait(self.fileno(), remaining):
-            raise _std.timeout("timed out")
-
-    def _io(self, writable: bool, method: Callable[..., T], *args: Any) -> T:
-        deadline = self._deadline()
-        while True:
-            try:
-                return method(self, *args)
-            except BlockingIOError:
-                self._wait(writable, deadline)
+        return retry(hub, self.fileno(), writable, deadline_after(hub, self._mt_timeout),
+                     operation, *args, timeout_error=_std.timeout)
 
     # ---------------------------------------------------------------- methods
 
     def recv(self, *args: Any) -> bytes:
-        return self._io(False, _std.socket.recv, *args)
+        return self._io(READABLE, _std.socket.recv, self, *args)
 
     def recv_into(self, *args: Any) -> int:
-        return self._io(False, _std.socket.recv_into, *args)
+        return self._io(READABLE, _std.socket.recv_into, self, *args)
 
     def recvfrom(self, *args: Any) -> tuple[bytes, Any]:
-        return self._io(False, _std.socket.recvfrom, *args)
+        return self._io(READABLE, _std.socket.recvfrom, self, *args)
 
     def recvfrom_into(self, *args: Any) -> tuple[int, Any]:
-        return self._io(False, _std.socket.recvfrom_into, *args)
+        return self._io(READABLE, _std.socket.recvfrom_into, self, *args)
 
     def recvmsg(self, *args: Any) -> tuple[bytes, list[tuple[int, int, bytes]], int, Any]:
-        return self._io(False, _std.socket.recvmsg, *args)
+        return self._io(READABLE, _std.socket.recvmsg, self, *args)
 
     def send(self, *args: Any) -> int:
-        return self._io(True, _std.socket.send, *args)
+        return self._io(WRITABLE, _std.socket.send, self, *args)
 
     def sendto(self, *args: Any) -> int:
-        return self._io(True, _std.socket.sendto, *args)
+        return self._io(WRITABLE, _std.socket.sendto, self, *args)
 
     def sendmsg(self, *args: Any) -> int:
-        return self._io(True, _std.socket.sendmsg, *args)
+        return self._io(WRITABLE, _std.socket.sendmsg, self, *args)
 
     def sendall(self, data: Buffer, flags: int = 0) -> None:
+        """Send all of ``data``; the socket's timeout bounds the whole, as the stdlib's."""
         view = memoryview(data).cast("B")
-        deadline = self._deadline()
+        send = _std.socket.send
         sent = 0
+        hub: Hub | None = None
+        deadline: float | None = None
         while sent < len(view):
             try:
-                sent += _std.socket.send(self, view[sent:], flags)
+                sent += send(self, view[sent:], flags)
+                continue
             except BlockingIOError:
-                self._wait(True, deadline)
+                if self._mt_timeout == 0.0:
+                    raise
+            if hub is None:
+                hub = get_hub()
+                deadline = deadline_after(hub, self._mt_timeout)
+            sent += retry(hub, self.fileno(), WRITABLE, deadline, send, self, view[sent:], flags,
+                          timeout_error=_std.timeout)
 
     def accept(self) -> tuple[socket, Any]:
-        deadline = self._deadline()
-        while True:
-            try:
-                fd, address = self._accept()  # type: ignore[attr-defined]  # the C method
-                break
-            except BlockingIOError:
-                self._wait(False, deadline)
+        fd, address = self._io(READABLE, self._accept)  # type: ignore[attr-defined]  # the C method
         # as the stdlib's: a plain socket of this module (an SSLSocket subclass wraps it
         # itself), with the default timeout, not the listener's
         return socket(self.family, self.type, self.proto, fileno=fd), address
@@ -170,7 +167,8 @@ class socket(_std.socket):
         address = _resolve_for(self.family, address)
         if self._mt_timeout == 0.0:              # non-blocking: one attempt, as the stdlib's
             return _std.socket.connect_ex(self, address)
-        return dial(self, address, self._deadline(), _std.timeout)
+        hub = get_hub()
+        return dial(self, address, deadline_after(hub, self._mt_timeout), _std.timeout)
 
     def getsockopt(self, *args: Any) -> Any:
         if args[:2] == (_std.SOL_SOCKET, _std.SO_TYPE):   # the stdlib ssl's first question
@@ -282,9 +280,8 @@ def dial(sock: _std.socket, sockaddr: Any, deadline: float | None,
             raise timeout_error(f"connect to {sockaddr!r} timed out")
         sleep(UNIX_CONNECT_RETRY)
     if code in (_EINPROGRESS, _EAGAIN, _EALREADY):
-        remaining = None if deadline is None else max(0.0, deadline - hub.clock())
-        if not hub.wait_writable(sock.fileno(), remaining):
-            raise timeout_error(f"connect to {sockaddr!r} timed out")
+        wait_ready(hub, sock.fileno(), WRITABLE, deadline, timeout_error,
+                   f"connect to {sockaddr!r} timed out")
         code = sock.getsockopt(_std.SOL_SOCKET, _std.SO_ERROR)
     return code
 

@@ -47,7 +47,10 @@ import ssl as _std
 from typing import Any, Callable, TypeVar, cast
 
 from ..hub import get_hub
+from ..nonblocking import deadline_after, remaining, retry
 from . import socket as _coop
+from .common import describe
+from .errors import NetworkError
 
 __all__ = sorted({name for name in dir(_std) if not name.startswith("_")} |
                  {"SSLContext", "SSLSocket", "create_default_context", "wrap_with"})
@@ -61,6 +64,8 @@ def __getattr__(name: str) -> Any:
 
 _T = TypeVar("_T")
 _EOF_CODES = (_std.SSL_ERROR_EOF, _std.SSL_ERROR_ZERO_RETURN)
+#: OpenSSL's "would block": it needs the descriptor readable, or writable
+_WOULD_BLOCK = (_std.SSLWantReadError, _std.SSLWantWriteError)
 
 
 class SSLSocket(_std.SSLSocket, _coop.socket):
@@ -91,22 +96,14 @@ class SSLSocket(_std.SSLSocket, _coop.socket):
             timeout = self._mt_timeout
             if timeout == 0.0:
                 return operation(*args)
+        try:
+            return operation(*args)
+        except _WOULD_BLOCK as exc:
+            writable = isinstance(exc, _std.SSLWantWriteError)
         hub = get_hub()
-        deadline = None if timeout is None else hub.clock() + timeout
-        while True:
-            try:
-                return operation(*args)
-            except _std.SSLWantReadError:
-                wait = hub.wait_readable
-            except _std.SSLWantWriteError:
-                wait = hub.wait_writable
-            remaining = None
-            if deadline is not None:
-                remaining = deadline - hub.clock()
-                if remaining <= 0:
-                    raise _coop.timeout("timed out")
-            if not wait(self.fileno(), remaining):
-                raise _coop.timeout("timed out")
+        return retry(hub, self.fileno(), writable, deadline_after(hub, timeout), operation, *args,
+                     timeout_error=_coop.timeout, would_block=_WOULD_BLOCK,
+                     wants_write=_std.SSLWantWriteError)
 
     # ------------------------------------------------------ stdlib methods
 
@@ -264,21 +261,18 @@ def client_handshake(context: _std.SSLContext, sock: _socket.socket,
     as OpenSSL gave it (a certificate or name the context refuses),
     ``TimeoutError`` past the deadline, NetworkError for anything else.
     """
-    from .errors import NetworkError
-    from .stream import _describe
     tls = None
     try:
         tls = wrap_with(context, sock, server_hostname=server_hostname,
                           do_handshake_on_connect=False)
-        timeout = None if deadline is None else max(0.0, deadline - get_hub().clock())
-        handshake(tls, timeout)
+        handshake(tls, remaining(get_hub(), deadline))
         return tls
     except BaseException as exc:
         (tls or sock).close()
         if isinstance(exc, (_std.SSLCertVerificationError, TimeoutError)) or \
                 not isinstance(exc, (OSError, ValueError)):
             raise
-        raise NetworkError(f"{_describe(peer)}: TLS handshake failed:"
+        raise NetworkError(f"{describe(peer)}: TLS handshake failed:"
                            f" {describe_error(exc)}") from exc
 
 

@@ -20,25 +20,23 @@ from __future__ import annotations
 
 import logging
 import socket as _socket
-import threading
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 from ..hub import get_hub
+from ..nonblocking import EAGER_BUDGET, READABLE, WRITABLE, EagerBudget, deadline_after, retry
 from ..sync import Event
-from ..timeout import sleep
+from .common import describe, forget_on_its_thread
 from .errors import LineTooLong, NetworkError, network_error
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer, Self
 
-    from ..hub import Hub
     from ..timers import Timer
 
 log = logging.getLogger("microthreads.net")
+T = TypeVar("T")
 
-#: Operations in a row that did not wait, after which a tasklet yields once.
-EAGER_BUDGET = 64
 #: How much ``recv_line`` asks the kernel for at a time.
 READ_SIZE = 65536
 #: After a read that would have blocked, this many reads wait for readiness
@@ -46,12 +44,6 @@ READ_SIZE = 65536
 READ_PROBE = 8
 #: At most this much queued output is joined into one send.
 SEND_CHUNK = 256 * 1024
-
-
-def _forget_on_its_thread(hub: Hub | None, fd: int) -> None:
-    """``hub.forget_fd(fd)`` from a finalizer, if it runs on the hub's own thread."""
-    if hub is not None and fd >= 0 and hub.thread_id == threading.get_ident():
-        hub.forget_fd(fd)
 
 
 def check_options(options: dict[str, object], also: tuple[str, ...] = ()) -> None:
@@ -62,13 +54,6 @@ def check_options(options: dict[str, object], also: tuple[str, ...] = ()) -> Non
     if unknown:
         raise TypeError(f"unknown Connection option{'s' if len(unknown) > 1 else ''}"
                         f" {', '.join(map(repr, unknown))} (it takes {', '.join(known)})")
-
-
-def _describe(peer: Any) -> str:
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        host = peer[0]
-        return f"[{host}]:{peer[1]}" if ":" in str(host) else f"{host}:{peer[1]}"
-    return str(peer) if peer else "unix socket"
 
 
 class Connection:
@@ -86,7 +71,7 @@ class Connection:
     is closed (None: never).
     """
 
-    __slots__ = ("__weakref__", "_buf", "_closed", "_discarding", "_drained", "_eager", "_eof",
+    __slots__ = ("__weakref__", "_budget", "_buf", "_closed", "_discarding", "_drained", "_eof",
                  "_fd", "_gone", "_guess", "_hub", "_lost", "_out", "_out_moved", "_out_size",
                  "_pos", "_recv", "_room", "_send", "_sock", "_stall_timer", "_waits_after_miss",
                  "_writer_armed",
@@ -114,7 +99,7 @@ class Connection:
         self._pos = 0                     # ... from this offset on
         self._discarding = False          # inside an overlong line
         self._eof = False
-        self._eager = 0
+        self._budget = EagerBudget(self._hub, EAGER_BUDGET)  # operations in a row that did not wait
         self._guess = 0                   # < 0: the next read waits first (see _read_chunk)
         # TLS: plaintext may sit decrypted in OpenSSL while the descriptor is not
         # readable, so a TLS read always tries first
@@ -139,40 +124,51 @@ class Connection:
     def closed(self) -> bool:
         return self._closed
 
-    def _wait_readable(self) -> None:
-        if self._closed:
-            raise self._closed_error()
-        self._eager = 0
-        if not self._hub.wait_readable(self._fd, self.timeout):
-            raise TimeoutError(f"{_describe(self.peer)}: receive timed out")
+    @property
+    def socket(self) -> Any:
+        """The socket underneath (a ``microthreads.net.ssl.SSLSocket`` under TLS).
 
-    def _spend_budget(self) -> None:
-        """Count one operation; after EAGER_BUDGET in a row that did not wait, yield once.
-
-        Called as an operation begins, before it takes or sends anything, so a
-        kill or Timeout raised in the yield loses no data. Every line counts,
-        buffered or not: a flooding peer fills the buffer with thousands of
-        lines per read, and those must not run unbroken. The hub polls for
-        I/O before this tasklet runs again, so the others' input gets in.
+        For what the Connection does not wrap (socket options, the TLS
+        session, the peer's certificate). Reading or writing it directly
+        bypasses the Connection's buffers and its output queue.
         """
-        self._eager += 1
-        if self._eager >= EAGER_BUDGET:
-            self._eager = 0
-            self._hub.poll_soon()
-            sleep(0)
+        return self._sock
 
     def charge(self, cost: int) -> None:
-        """Count ``cost`` more operations against the eager budget (see
-        ``_spend_budget``), yielding once if that spends it.
+        """Count ``cost`` more operations against the eager budget, yielding once
+        if that spends it (``microthreads.nonblocking.EagerBudget``).
 
-        For a protocol layer that does work per item of what one ``recv``
-        returned (a line, a telnet command): one read of 16 KiB can hold
-        16,384 of them, and counted as one operation they would run unbroken.
-        Call it before taking the next item, never between taking and keeping
-        one: a kill or Timeout raised in the yield must lose nothing.
+        Every operation (each ``recv``, ``recv_line``, ``send``, ``sendall``)
+        counts one, buffered or not, as it begins. A protocol layer that does
+        work per item of what one ``recv`` returned (a line, a telnet command)
+        charges the rest: one read of 16 KiB can hold 16,384 of them, and
+        counted as one operation they would run unbroken. Call it before
+        taking the next item, never between taking and keeping one: a kill or
+        Timeout raised in the yield must lose nothing.
         """
-        self._eager += cost - 1
-        self._spend_budget()
+        self._budget.spend(cost)
+
+    def _after_eagain(self, writable: bool, doing: str, operation: Callable[[Any], T],
+                      arg: Any) -> T:
+        """The slow path of every operation: the socket would block, so wait
+        for it (each wait at most ``timeout`` seconds) and try again
+        (``microthreads.nonblocking.retry``).
+
+        TimeoutError when time runs out, the connection left open;
+        NetworkError if it is closed meanwhile; an OSError from the socket
+        ends it (``_failed``).
+        """
+        if self._closed:
+            raise self._closed_error()
+        hub = self._hub
+        try:
+            return retry(hub, self._fd, writable, deadline_after(hub, self.timeout), operation,
+                         arg, what=f"{describe(self.peer)}: {doing} timed out",
+                         budget=self._budget)
+        except OSError as exc:
+            if exc.errno is None and isinstance(exc, (TimeoutError, NetworkError)):
+                raise            # the wait's time limit, or close() meanwhile: not the socket's
+            raise self._failed(exc, doing) from exc
 
     def _read_chunk(self, size: int) -> bytes:
         """The next bytes from the socket (b"" at EOF), waiting if needed.
@@ -187,24 +183,24 @@ class Connection:
         """
         if self._guess < 0:                    # a recent eager read found nothing
             self._guess += 1
-            self._wait_readable()
-        while True:
+            data = self._after_eagain(READABLE, "receive", self._recv, size)
+        else:
+            got: bytes | None
             try:
-                data = self._recv(size)
+                got = self._recv(size)
             except BlockingIOError:
                 self._guess = -self._waits_after_miss
                 # wait below, outside the handler: a tasklet parked inside it keeps
                 # the exception and its traceback alive (0.5 KiB per idle connection)
-                data = None
+                got = None
             except OSError as exc:
                 raise self._failed(exc, "receive") from exc
-            if data is None:
-                self._wait_readable()
-                continue
-            if not data:
-                self._eof = True
-                self._mark_lost()
-            return data
+            data = self._after_eagain(READABLE, "receive", self._recv, size) \
+                if got is None else got
+        if not data:
+            self._eof = True
+            self._mark_lost()
+        return data
 
     def recv(self, n: int = READ_SIZE) -> bytes:
         """Up to ``n`` bytes; waits until at least one is there. b"" at EOF.
@@ -212,7 +208,7 @@ class Connection:
         Bytes already buffered by ``recv_line`` come first. Raises
         NetworkError on a reset or after close, TimeoutError past ``timeout``.
         """
-        self._spend_budget()
+        self._budget.spend()
         if self._pos < len(self._buf):
             end = self._pos + n
             data = self._buf[self._pos:end]
@@ -229,7 +225,7 @@ class Connection:
         while missing:
             data = self.recv(missing)
             if not data:
-                raise network_error(f"{_describe(self.peer)}: EOF after {n - missing} of"
+                raise network_error(f"{describe(self.peer)}: EOF after {n - missing} of"
                                    f" {n} bytes")
             parts.append(data)
             missing -= len(data)
@@ -245,7 +241,7 @@ class Connection:
         one read of ``READ_SIZE``. Lines are sliced out of one buffer per
         read: no copying of the buffer per line.
         """
-        self._spend_budget()
+        self._budget.spend()
         buf, pos = self._buf, self._pos
         while True:
             end = buf.find(b"\n", pos)
@@ -304,20 +300,20 @@ class Connection:
         """
         if self._out:
             self.flush()
-        self._spend_budget()
-        while True:
-            try:
-                return self._send(data)
-            except BlockingIOError:
-                self._wait_writable()
-            except OSError as exc:
-                raise self._failed(exc, "send") from exc
+        self._budget.spend()
+        try:
+            return self._send(data)
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            raise self._failed(exc, "send") from exc
+        return self._after_eagain(WRITABLE, "send", self._send, data)
 
     def sendall(self, data: bytes | bytearray | memoryview) -> None:
         """Send all of ``data``, waiting as needed; queued output goes first."""
         if self._out:
             self.flush()
-        self._spend_budget()
+        self._budget.spend()
         try:
             sent = self._send(data)           # the usual case: all of it, at once
         except BlockingIOError:
@@ -328,20 +324,8 @@ class Connection:
             return
         view = memoryview(data)
         total = len(view)
-        while sent < total:
-            try:
-                sent += self._send(view[sent:])
-            except BlockingIOError:
-                self._wait_writable()
-            except OSError as exc:
-                raise self._failed(exc, "send") from exc
-
-    def _wait_writable(self) -> None:
-        if self._closed:
-            raise self._closed_error()
-        self._eager = 0
-        if not self._hub.wait_writable(self._fd, self.timeout):
-            raise TimeoutError(f"{_describe(self.peer)}: send timed out")
+        while sent < total:               # the socket took part of it: wait for room
+            sent += self._after_eagain(WRITABLE, "send", self._send, view[sent:])
 
     def _failed(self, exc: OSError, doing: str) -> NetworkError:
         """The failure policy (DESIGN.md, "Failures"): an OSError from the socket
@@ -353,13 +337,13 @@ class Connection:
         another tasklet, or the hub's writer): "connection closed".
         """
         if self._closed:
-            return network_error(f"{_describe(self.peer)}: connection closed", exc.errno)
+            return network_error(f"{describe(self.peer)}: connection closed", exc.errno)
         reason = exc.strerror or str(exc)
         self.close(f"{doing} failed: {reason}")
-        return network_error(f"{_describe(self.peer)}: {reason}", exc.errno)
+        return network_error(f"{describe(self.peer)}: {reason}", exc.errno)
 
     def _closed_error(self) -> NetworkError:
-        return network_error(f"{_describe(self.peer)}: connection closed")
+        return network_error(f"{describe(self.peer)}: connection closed")
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Queue ``data`` (bytes) for sending; the hub sends it in order.
@@ -396,7 +380,7 @@ class Connection:
         if self._out_size > self.max_output:
             if self.on_full == "close":
                 self.close(f"output backlog over {self.max_output} bytes")
-                raise network_error(f"{_describe(self.peer)}: output backlog over"
+                raise network_error(f"{describe(self.peer)}: output backlog over"
                                    f" {self.max_output} bytes; connection closed")
             self._wait_for_room()
 
@@ -458,7 +442,7 @@ class Connection:
                 self._room = Event()
             self._room.clear()
             if not self._room.wait(self.timeout):
-                raise TimeoutError(f"{_describe(self.peer)}: no room for output in time")
+                raise TimeoutError(f"{describe(self.peer)}: no room for output in time")
             if self._closed:
                 raise self._closed_error()
 
@@ -586,11 +570,11 @@ class Connection:
         # A Connection whose __init__ failed has no _closed (its slots are
         # unset) and registered nothing: nothing to do.
         if not getattr(self, "_closed", True):
-            _forget_on_its_thread(self._hub, self._fd)
+            forget_on_its_thread(self._hub, self._fd)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"<Connection {_describe(self.peer)} {state} fd={self._fd}>"
+        return f"<Connection {describe(self.peer)} {state} fd={self._fd}>"
 
 
 #: The keyword options ``Connection`` takes, which listen(), connect(), Listener
