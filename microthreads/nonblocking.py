@@ -97,14 +97,19 @@ def retry(hub: Hub, fd: int, writable: bool, deadline: float | None,
     for ``wait_ready``.
     """
     if budget is not None:
-        budget.refill()
+        budget._left = budget.size                # refill(), inlined: the slow path is hot too
+    wait = hub.wait_writable if writable else hub.wait_readable
     while True:
-        wait_ready(hub, fd, writable, deadline, timeout_error, what)
+        if deadline is None:                      # wait_ready(), inlined
+            wait(fd)
+        elif not wait(fd, max(0.0, deadline - hub.clock())):
+            raise timeout_error(what)
         try:
             return operation(*args)
         except would_block as exc:
             if wants_write:
                 writable = isinstance(exc, wants_write)
+                wait = hub.wait_writable if writable else hub.wait_readable
 
 
 def call(hub: Hub, fd: int, writable: bool, deadline: float | None,

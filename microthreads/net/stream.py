@@ -161,14 +161,17 @@ class Connection:
         if self._closed:
             raise self._closed_error()
         hub = self._hub
+        timeout = self.timeout                # (no call for the usual None)
+        deadline = None if timeout is None else deadline_after(hub, timeout)
         try:
-            return retry(hub, self._fd, writable, deadline_after(hub, self.timeout), operation,
-                         arg, what=f"{describe(self.peer)}: {doing} timed out",
-                         budget=self._budget)
+            return retry(hub, self._fd, writable, deadline, operation, arg, budget=self._budget)
         except OSError as exc:
-            if exc.errno is None and isinstance(exc, (TimeoutError, NetworkError)):
-                raise            # the wait's time limit, or close() meanwhile: not the socket's
-            raise self._failed(exc, doing) from exc
+            if exc.errno is not None or not isinstance(exc, (TimeoutError, NetworkError)):
+                raise self._failed(exc, doing) from exc   # the socket's (a kernel ETIMEDOUT too)
+            if isinstance(exc, NetworkError):
+                raise                                   # close() meanwhile
+            # the wait's own time limit; the message is made only now, off the hot path
+            raise TimeoutError(f"{describe(self.peer)}: {doing} timed out") from None
 
     def _read_chunk(self, size: int) -> bytes:
         """The next bytes from the socket (b"" at EOF), waiting if needed.
