@@ -237,6 +237,7 @@ class _HTTPConnection:
         self.in_head = False                      # a request head has begun, not ended
         self.head_bytes = 0
         self.idle = False                         # waiting for a request, none begun
+        self.idle_since = 0.0                     # ... since then (hub clock)
         self.hijacked = False
         self.served = 0
         self.request: _Request          # the one being answered (set by respond)
@@ -302,7 +303,8 @@ class _HTTPConnection:
         parser = self.parser
         environ = self._environ
         url = self._url
-        method = parser.get_method().decode("latin-1")
+        method_bytes = parser.get_method()
+        method = _METHODS.get(method_bytes) or method_bytes.decode("latin-1")
         version = parser.get_http_version()
         environ["REQUEST_METHOD"] = method
         environ["SERVER_PROTOCOL"] = "HTTP/" + version
@@ -321,15 +323,11 @@ class _HTTPConnection:
         request = _Request(environ, parser.should_keep_alive(), version == "1.0",
                            method == "HEAD", parser.should_upgrade())
         length = environ.get("CONTENT_LENGTH")
-        if length is not None:
-            if int(length) > self.server.max_body:   # llhttp checked it is digits
+        if length is not None or "HTTP_TRANSFER_ENCODING" in environ:
+            if length is not None and int(length) > self.server.max_body:  # llhttp: digits
                 raise _Reject(413, f"a body over {self.server.max_body} bytes")
-            request.continue_expected = environ.get("HTTP_EXPECT", "").lower() == \
-                "100-continue"
-            environ["wsgi.input"] = Input(self, request)
-        elif "HTTP_TRANSFER_ENCODING" in environ:
-            request.continue_expected = environ.get("HTTP_EXPECT", "").lower() == \
-                "100-continue"
+            if "HTTP_EXPECT" in environ:
+                request.continue_expected = environ["HTTP_EXPECT"].lower() == "100-continue"
             environ["wsgi.input"] = Input(self, request)
         else:
             environ["wsgi.input"] = _NO_BODY
@@ -387,9 +385,9 @@ class _HTTPConnection:
                 if deadline is None:
                     deadline = get_hub().clock() + server.header_timeout
                 conn.timeout = max(deadline - get_hub().clock(), 0.0)
-            else:
-                conn.timeout = server.keepalive_timeout if self.served else \
-                    server.header_timeout
+            else:                             # the server's sweep ends a long wait
+                conn.timeout = None
+                self.idle_since = server.clock()
                 self.idle = True
             try:
                 data = conn.recv(READ_SIZE)
@@ -397,6 +395,10 @@ class _HTTPConnection:
                 if self.in_head:
                     self.answer_error(_Reject(408, "the request head took too long"))
                 return None
+            except NetworkError:
+                if conn.closed and self.idle:
+                    return None               # closed by the sweep or by stop()
+                raise
             finally:
                 self.idle = False
             if not data:
@@ -720,6 +722,8 @@ def _unquote(path: bytes) -> bytes:
     return unquote_to_bytes(path)
 
 
+_METHODS = {name.encode(): name for name in (
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")}
 _KEYS: dict[bytes, str | None] = {}
 
 
@@ -803,6 +807,10 @@ class WSGIServer:
         self.base_environ: dict[str, Any] = {}
         self._status_lines: dict[str, str] = {}
         self._date_timer: Timer | None = None
+        self._sweep_timer: Timer | None = None
+        self.clock = get_hub().clock
+        #: how often idle connections are checked against their timeouts
+        self.sweep_every = max(0.05, min(1.0, keepalive_timeout / 4, header_timeout / 4))
         self.date_line = self.server_line = self.date_and_server = b""
         self._update_date()
 
@@ -816,8 +824,11 @@ class WSGIServer:
         self.stopping = False
         self.stream_server.start()
         self.base_environ = self._base_environ()
+        self.clock = get_hub().clock
         if self._date_timer is None:
             self._update_date()
+        if self._sweep_timer is None:
+            self._sweep_timer = get_hub().call_later(self.sweep_every, self._sweep)
         return self
 
     def serve_forever(self) -> None:
@@ -837,9 +848,10 @@ class WSGIServer:
             if http.idle:
                 http.conn.close("server stopping")
         self.stream_server.stop(timeout)
-        if self._date_timer is not None:
-            self._date_timer.cancel()
-            self._date_timer = None
+        for timer in (self._date_timer, self._sweep_timer):
+            if timer is not None:
+                timer.cancel()
+        self._date_timer = self._sweep_timer = None
 
     def __enter__(self) -> WSGIServer:
         return self.start()
@@ -897,6 +909,21 @@ class WSGIServer:
                                                     self._update_date)
         else:
             self._date_timer = None
+
+    def _sweep(self) -> None:
+        """Close the connections that waited for a request longer than they may:
+        ``header_timeout`` for a first request, ``keepalive_timeout`` after one.
+        One timer for the server instead of one per wait."""
+        now = self.clock()
+        for http in list(self.http_connections):
+            if http.idle:
+                limit = self.keepalive_timeout if http.served else self.header_timeout
+                if now - http.idle_since >= limit:
+                    http.conn.close("idle" if http.served else "no request in time")
+        if self.stopping:
+            self._sweep_timer = None
+        else:
+            self._sweep_timer = get_hub().call_later(self.sweep_every, self._sweep)
 
     def _handle(self, conn: Connection) -> None:
         _HTTPConnection(self, conn).serve()
