@@ -351,12 +351,12 @@ class _HTTPConnection:
     # ------------------------------------------------------------ reading
 
     def feed(self, data: bytes) -> None:
-        """Parse ``data``; a parse error is kept in ``self.error`` (answered in turn)."""
-        if self.in_head:
-            self.head_bytes += len(data)
-            if self.head_bytes > self.server.max_head:
-                self.error = _Reject(431, f"request head over {self.server.max_head} bytes")
-                return
+        """Parse ``data``; a parse error is kept in ``self.error`` (answered in turn).
+
+        A head still incomplete after it is charged the whole of ``data`` (an
+        upper bound when the head began inside it), so a head that never ends
+        holds at most ``max_head`` bytes plus one read.
+        """
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -366,6 +366,10 @@ class _HTTPConnection:
             self.error = cause if isinstance(cause, _Reject) else _Reject(400, str(exc))
         except httptools.HttpParserError as exc:
             self.error = _Reject(400, str(exc) or "malformed request")
+        if self.in_head:
+            self.head_bytes += len(data)
+            if self.head_bytes > self.server.max_head and self.error is None:
+                self.error = _Reject(431, f"request head over {self.server.max_head} bytes")
 
     def next_request(self) -> _Request | None:
         """The next request whose head is complete, reading as needed; None: close."""

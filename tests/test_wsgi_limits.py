@@ -1,0 +1,121 @@
+"""Bad input gets an HTTP answer and costs nothing else: each case serves a fast
+request on another connection while the bad one is under way."""
+
+import threading
+import time
+
+import pytest
+from wsgi_helpers import LIMIT, closed_by_peer, dial, hello, read_response, serving
+
+
+def fast_request_works(served):
+    with dial(served) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, _, _ = read_response(sock)
+    return head.startswith(b"HTTP/1.1 200 ")
+
+
+def answer_and_close(sock):
+    """The status of the answer ``sock`` gets, after which the server must close."""
+    head, _, _ = read_response(sock)
+    assert b"Connection: close" in head
+    assert closed_by_peer(sock)
+    return int(head.split(b" ")[1])
+
+
+def reading_app(environ, start_response):
+    data = environ["wsgi.input"].read()
+    start_response("200 OK", [])
+    return [b"read %d" % len(data)]
+
+
+@pytest.mark.parametrize(("begun", "ended", "status"), [
+    (b"GET / HTTP/1.1\r\nHost: x\r\n", b"no colon in this header\r\n\r\n", 400),
+    (b"GET /", b"a" * 9000 + b" HTTP/1.1\r\n\r\n", 414),
+    (b"GET / HTTP/1.1\r\n", b"".join(b"X-%d: y\r\n" % i for i in range(101)) + b"\r\n", 431),
+    (b"GET / HTTP/1.1\r\nX-Big: ", b"y" * 9000 + b"\r\n\r\n", 431),
+    (b"POST / HTTP/1.1\r\nHost: x\r\n", b"Content-Length: 2000\r\n\r\n", 413),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", b"zz\r\n", 400),
+], ids=["malformed", "long-target", "header-count", "header-size", "body-size", "bad-chunk"])
+def test_a_bad_request_is_answered_and_closed_while_others_are_served(begun, ended, status):
+    with serving(hello if status != 400 else reading_app, max_body=1000) as served, \
+            dial(served) as bad:
+        bad.sendall(begun)
+        assert fast_request_works(served)
+        bad.sendall(ended)
+        assert answer_and_close(bad) == status
+
+
+def test_a_head_over_its_total_limit_is_431():
+    with serving(hello, max_head=2000) as served, dial(served) as bad:
+        bad.sendall(b"GET / HTTP/1.1\r\n")
+        for i in range(30):
+            bad.sendall(b"X-%d: %s\r\n" % (i, b"y" * 100))
+        assert answer_and_close(bad) == 431
+        assert fast_request_works(served)
+
+
+def test_a_chunked_body_over_the_limit_is_413_whatever_the_app_returns():
+    with serving(reading_app, max_body=1000) as served, dial(served) as bad:
+        bad.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        bad.sendall(b"400\r\n" + b"x" * 0x400 + b"\r\n")
+        assert answer_and_close(bad) == 413
+        assert fast_request_works(served)
+
+
+def test_a_body_within_the_limit_is_read():
+    with serving(reading_app, max_body=1000) as served, dial(served) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"x" * 1000)
+        assert read_response(sock)[1] == b"read 1000"
+
+
+def test_a_client_that_sends_its_head_a_byte_at_a_time_gets_408_at_the_header_timeout():
+    request = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"y" * 1000
+    with serving(hello, header_timeout=0.5) as served, dial(served) as slow:
+        stop = threading.Event()
+
+        def dribble():
+            for byte in request:
+                if stop.wait(0.05):
+                    return
+                try:
+                    slow.send(bytes([byte]))
+                except OSError:
+                    return
+
+        dribbler = threading.Thread(target=dribble)
+        began = time.monotonic()
+        dribbler.start()
+        try:
+            assert fast_request_works(served)
+            assert answer_and_close(slow) == 408
+            assert 0.4 < time.monotonic() - began < LIMIT
+        finally:
+            stop.set()
+            dribbler.join(LIMIT)
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_its_timeout():
+    with serving(hello, keepalive_timeout=0.3) as served, dial(served) as idle:
+        idle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        read_response(idle)
+        began = time.monotonic()
+        assert fast_request_works(served)
+        assert closed_by_peer(idle)
+        assert 0.25 < time.monotonic() - began < LIMIT
+
+
+def test_a_connection_that_never_sends_a_request_is_closed_at_the_header_timeout():
+    with serving(hello, header_timeout=0.3) as served, dial(served) as silent:
+        assert fast_request_works(served)
+        assert closed_by_peer(silent)
+
+
+def test_over_max_connections_a_client_gets_503():
+    with serving(hello, max_connections=1) as served, dial(served) as first:
+        first.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        read_response(first)                         # the one slot is taken now
+        with dial(served) as second:
+            assert answer_and_close(second) == 503
+        first.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(first)[1] == b"hello"
