@@ -15,7 +15,8 @@ from dataclasses import asdict, replace
 from bench import machine, report, runner, scenarios
 from bench.scenarios import MICROTHREADS, SCENARIOS, RunError
 
-ROW_KEYS = [row.key for row in [*scenarios.CHAT_ROWS, scenarios.GREENLET, scenarios.CHAT_WORKERS]]
+ROW_KEYS = [row.key for row in [*scenarios.CHAT_ROWS, scenarios.GREENLET, scenarios.CHAT_WORKERS,
+                                 *scenarios.HTTP_ROWS[:-1]]]
 
 
 def parse_args(argv):

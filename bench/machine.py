@@ -10,7 +10,8 @@ from importlib import metadata
 from bench import runner
 
 DISTRIBUTIONS = ["gevent", "eventlet", "uvloop", "trio", "greenlet", "matplotlib", "websockets",
-                 "gevent-websocket", "wsproto"]
+                 "gevent-websocket", "wsproto", "httptools", "gunicorn", "waitress", "uvicorn",
+                 "granian"]
 
 
 def cpu_model():

@@ -6,6 +6,7 @@ a single run for a single row and returns that run's figures.
 import contextlib
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -54,6 +55,17 @@ GEVENT_WS = Row("gevent_ws", "gevent + gevent-websocket", "gevent-websocket",
                 "bench.peers.gevent_ws_peer")
 WS_ROWS = [CHAT_WS, CHAT_TELNET, WEBSOCKETS, GEVENT_WS]
 
+# the HTTP tables (9): each row is a server command (http_server_cmd), all serving
+# bench/peers/http_apps.py's hello and echo apps
+PYWSGI = Row("pywsgi", "gevent.pywsgi", "gevent", None)
+GUNICORN_GEVENT = Row("gunicorn_gevent", "gunicorn -k gevent, 1 worker", "gunicorn", None)
+WAITRESS = Row("waitress", "waitress", "waitress", None)
+UVICORN = Row("uvicorn", "uvicorn httptools+uvloop (ASGI)", "uvicorn", None)
+GRANIAN = Row("granian", "granian WSGI, 1 worker (Rust)", "granian", None)
+GUNICORN_MT = Row("gunicorn_mt", "gunicorn -k microthreads, 1 worker", "gunicorn", None)
+HTTP_MT = Row("microthreads", "microthreads.wsgi", "microthreads", None)
+HTTP_ROWS = [PYWSGI, GUNICORN_GEVENT, WAITRESS, UVICORN, GRANIAN, GUNICORN_MT, HTTP_MT]
+
 SERVER_ROWS = [GEVENT, EVENTLET, ASYNCIO, UVLOOP, TRIO, SELECTORS, C_LIMIT, MICROTHREADS]
 TASK_ROWS = [GEVENT, EVENTLET, ASYNCIO, UVLOOP, TRIO, SELECTORS, MICROTHREADS]
 # chat rooms: the floor also as a careful callback server batches (echo has nothing to batch)
@@ -86,13 +98,16 @@ class Settings:
     big_crowd: int = 10000  # members in the big crowd table (only when asked for)
     probe_ms: float = 50.0  # idle and crowd: a probe member's line every this often
     fanout_lines: int = 5  # idle and crowd: lines member 0 says once everyone is in
+    http_conns: int = 100
+    http_warmup: float = 1.0
+    http_duration: float = 3.0
     quick: bool = False
 
 
 DEFAULT = Settings()
 QUICK = replace(DEFAULT, runs=1, switch_target=0.1, echo_warmup=0.5, echo_duration=1.0,
                 chat_warmup=0.5, chat_duration=1.0, chat_drain=3.0, idle_members=500,
-                quick=True)
+                http_warmup=0.5, http_duration=1.0, quick=True)
 
 
 @dataclass
@@ -432,6 +447,123 @@ def idle_runner(members, per_line=40e-6):
     return run_idle
 
 
+def http_server_cmd(row, port):
+    """The command that serves bench.peers.http_apps on 127.0.0.1:port as ``row``."""
+    bind = f"{runner.HOST}:{port}"
+    wsgi = "bench.peers.http_apps:wsgi_app"
+    gunicorn = [PYTHON, "-m", "gunicorn", "-w", "1", "-b", bind, "--log-level", "warning",
+                "--backlog", "2048", "--worker-connections", "10000"]
+    if gunicorn_has_control_socket():
+        gunicorn.append("--no-control-socket")
+    return {
+        HTTP_MT.key: [PYTHON, "-m", "microthreads.wsgi", wsgi, "--bind", bind,
+                      "--log-level", "warning", "--backlog", "2048"],
+        GUNICORN_MT.key: [*gunicorn, "-k", "microthreads.gunicorn.Worker", wsgi],
+        PYWSGI.key: [PYTHON, "-m", "bench.peers.http_apps", "gevent", "--port", port],
+        GUNICORN_GEVENT.key: [*gunicorn, "-k", "gevent", wsgi],
+        WAITRESS.key: [PYTHON, "-m", "waitress", f"--listen={bind}", wsgi],
+        UVICORN.key: [PYTHON, "-m", "uvicorn", "bench.peers.http_apps:asgi_app", "--host",
+                      runner.HOST, "--port", port, "--loop", "uvloop", "--http", "httptools",
+                      "--no-access-log", "--log-level", "warning", "--lifespan", "off"],
+        GRANIAN.key: [PYTHON, "-m", "granian", "--interface", "wsgi", "--host", runner.HOST,
+                      "--port", port, "--workers", "1", "--no-access-log",
+                      "--log-level", "warning", wsgi],
+    }[row.key]
+
+
+def gunicorn_has_control_socket():
+    """gunicorn 25+ opens a control socket in ~/.gunicorn unless told not to."""
+    try:
+        from importlib import metadata
+        return int(metadata.version("gunicorn").split(".")[0]) >= 25
+    except (ImportError, ValueError, metadata.PackageNotFoundError):
+        return False
+
+
+WRK_POST = """wrk.method = "POST"
+wrk.body = string.rep("x", {size})
+wrk.headers["Content-Type"] = "application/octet-stream"
+"""
+
+
+def parse_wrk(text):
+    """req/s, p99 (ms) and error counts from ``wrk --latency`` output."""
+    def number(pattern, default=None):
+        match = re.search(pattern, text)
+        if match is None:
+            if default is None:
+                raise RunError(f"wrk printed no {pattern!r}: {text[-300:]!r}")
+            return default
+        return match.groups()
+
+    (req_s,) = number(r"Requests/sec:\s+([\d.]+)")
+    value, unit = number(r"\n\s+99%\s+([\d.]+)(us|ms|s)\b")
+    p99_ms = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    errors = sum(map(int, number(r"Socket errors: connect (\d+), read (\d+), write (\d+), "
+                                 r"timeout (\d+)", ("0", "0", "0", "0"))))
+    (non_2xx,) = number(r"Non-2xx or 3xx responses: (\d+)", ("0",))
+    return float(req_s), p99_ms, errors, int(non_2xx)
+
+
+def http_runner(method, body_size=0):
+    """One run: the row's server on the server CPU, wrk on the client CPU:
+    ``http_warmup`` seconds, then ``http_duration`` measured (and the server's
+    CPU time over those, children included: gunicorn's worker, granian's)."""
+    def run_http(row, settings, ctx):
+        wrk = shutil.which("wrk")
+        if wrk is None:
+            raise RunError("wrk not found on PATH (make system-deps)")
+        port = runner.free_port()
+        proc = ctx.procs.start(http_server_cmd(row, port), SERVER_CPU,
+                               f"http-{method.lower()}-server-{row.key}")
+        try:
+            runner.wait_listening(proc, port)
+            time.sleep(0.3)                     # gunicorn's worker boots after the bind
+            script = []
+            if method == "POST":
+                path = runner.LOGS / f"wrk-post-{body_size}.lua"
+                path.write_text(WRK_POST.format(size=body_size))
+                script = ["-s", path]
+            url = f"http://{runner.HOST}:{port}/"
+            common = [wrk, "-t1", f"-c{settings.http_conns}", "--latency", *script]
+            ctx.procs.check([*common, f"-d{max(settings.http_warmup, 0.5):g}s", url],
+                            CLIENT_CPU, f"http-{method.lower()}-warmup-{row.key}",
+                            timeout=settings.http_warmup + 30)
+            pids = [proc.pid, *children(proc.pid)]
+            cpu_before = cpu_seconds(pids)
+            out = ctx.procs.start([*common, f"-d{settings.http_duration:g}s", url],
+                                  CLIENT_CPU, f"http-{method.lower()}-wrk-{row.key}",
+                                  stdout=subprocess.PIPE)
+            try:
+                text, _ = out.communicate(timeout=settings.http_duration + 30)
+            finally:
+                ctx.procs.kill(out)
+            cpu = cpu_seconds(pids) - cpu_before
+            if proc.poll() is not None and not proc.killed:
+                raise RunError(f"the server died: {runner.failure_reason(proc)}")
+        finally:
+            kill_group(ctx, proc)
+        req_s, p99_ms, errors, non_2xx = parse_wrk(text.decode(errors="replace"))
+        if non_2xx:
+            raise RunError(f"{non_2xx} answers were not 2xx")
+        figures = {"req_s": req_s, "p99_ms": p99_ms, "errors": errors,
+                   "server_cpu": cpu / settings.http_duration}
+        if cpu > 0:
+            figures["req_cpu_s"] = req_s * settings.http_duration / cpu
+        return figures
+
+    return run_http
+
+
+def kill_group(ctx, proc):
+    """SIGKILL the process group of ``proc`` (its own session: gunicorn's and
+    granian's workers with it), then reap ``proc``."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    ctx.procs.kill(proc)
+
+
 # ---- the tables ----
 
 #: The figures of every table under chat100's kind of load (chat, cluster, chatws).
@@ -549,11 +681,30 @@ def tables(settings):
              "telnet row is the same server and load on its telnet port, in the same run; "
              "the load generator sends each line as a masked text frame and offers no "
              "compression; the peers broadcast each line to every member's socket"))
+    http_figures = [Figure("req_s", "req/s", "higher"),
+                    Figure("p99_ms", "p99 ms", "lower", -1),
+                    Figure("errors", "socket errors", "zero"),
+                    Figure("server_cpu", "srv CPU", "info", -2),
+                    Figure("req_cpu_s", "req/CPU s", "higher")]
+    http_note = ("wrk -t1 on the client CPU, every server on the server CPU (gunicorn's "
+                 "arbiter and worker, granian's processes and threads all on it); srv CPU "
+                 "and req/CPU s count the server's child processes too; uvicorn serves the "
+                 "same answers as an ASGI app; granian is the native limit")
+    found.append(Table(
+        "http_hello", "http",
+        f"9. HTTP hello world: GET on {s.http_conns} keep-alive connections, "
+        f"{s.http_duration:g} s (wrk)",
+        http_figures, HTTP_ROWS, http_runner("GET"), note=http_note))
+    found.append(Table(
+        "http_post", "http",
+        f"9b. HTTP echo: a 1 KiB POST body read and sent back, {s.http_conns} keep-alive "
+        f"connections, {s.http_duration:g} s (wrk)",
+        http_figures, HTTP_ROWS, http_runner("POST", 1024), note=http_note))
     return found
 
 
 SCENARIOS = ["switch", "spawn", "echo", "chat", "idle", "crowd", "cluster", "bridge",
-             "websocket"]
+             "websocket", "http"]
 
 # (table, figure, label) bar groups in the plot
 PLOTTED = [
