@@ -307,10 +307,10 @@ class _HTTPConnection:
         method = _METHODS.get(method_bytes) or method_bytes.decode("latin-1")
         version = parser.get_http_version()
         environ["REQUEST_METHOD"] = method
-        environ["SERVER_PROTOCOL"] = "HTTP/" + version
+        environ["SERVER_PROTOCOL"] = _PROTOCOLS.get(version) or "HTTP/" + version
         raw_uri = url.decode("latin-1")
         environ["RAW_URI"] = environ["REQUEST_URI"] = raw_uri
-        if url[:1] != b"/" and url != b"*" and method != "CONNECT":  # absolute form
+        if not url.startswith(b"/") and url != b"*" and method != "CONNECT":  # absolute
             parsed = httptools.parse_url(url)
             url = parsed.path or b"/"
             if parsed.query is not None:
@@ -468,7 +468,7 @@ class _HTTPConnection:
             if not self.hijacked:
                 self._failed(request)
         finally:
-            close = getattr(result, "close", None)
+            close = None if type(result) is list else getattr(result, "close", None)
             if close is not None:
                 try:
                     close()
@@ -564,21 +564,26 @@ class _HTTPConnection:
         keep_alive = request.keep_alive and not server.stopping
         extra = b""
         has_length = has_date = has_server = framed = False
+        kinds = _HEADER_KINDS
         for name, value in self.response_headers:
-            lname = name.lower()
-            if lname == "content-length":
+            lines += f"{name}: {value}\r\n"
+            kind = kinds.get(name)
+            if kind is None:
+                kind = _header_kind(name)
+            if not kind:
+                continue
+            if kind == 1:
                 has_length = True
                 self.left = int(value)
-            elif lname == "connection":
+            elif kind == 2:
                 if value.lower() == "close":
                     keep_alive = False
-            elif lname == "date":
+            elif kind == 3:
                 has_date = True
-            elif lname == "server":
+            elif kind == 4:
                 has_server = True
-            elif lname == "transfer-encoding":
+            else:
                 framed = True                 # the app frames the body itself
-            lines += f"{name}: {value}\r\n"
         if lines.count("\n") != len(self.response_headers) + 1 or \
                 lines.count("\r") != len(self.response_headers) + 1:
             raise ValueError("a response header holds a line break")
@@ -726,6 +731,21 @@ def _unquote(path: bytes) -> bytes:
     return unquote_to_bytes(path)
 
 
+#: response header names the server looks at: 1 Content-Length, 2 Connection,
+#: 3 Date, 4 Server, 5 Transfer-Encoding; 0 any other (cached per spelling)
+_KIND_OF = {"content-length": 1, "connection": 2, "date": 3, "server": 4,
+            "transfer-encoding": 5}
+_HEADER_KINDS: dict[str, int] = {}
+
+
+def _header_kind(name: str) -> int:
+    kind = _KIND_OF.get(name.lower(), 0)
+    if len(_HEADER_KINDS) < 1024:
+        _HEADER_KINDS[name] = kind
+    return kind
+
+
+_PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 _METHODS = {name.encode(): name for name in (
     "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")}
 _KEYS: dict[bytes, str | None] = {}
