@@ -9,7 +9,7 @@ import socket as _socket
 from typing import TYPE_CHECKING, Any
 
 from ..hub import get_hub
-from ..nonblocking import READABLE, EagerBudget, retry
+from ..nonblocking import READABLE, EagerBudget, deadline_after, retry
 from ..sync import Event
 from ..tasklet import Tasklet, getcurrent, joinall, killall, spawn
 from ..timeout import Timeout, sleep
@@ -204,7 +204,7 @@ def connect(address: Any, timeout: float | None = None, *, ssl: Any = None,
         infos = _coop.getaddrinfo(address[0], address[1], 0, _socket.SOCK_STREAM)
         candidates = [(info[0], info[4]) for info in infos]
     hub = get_hub()
-    deadline = None if timeout is None else hub.clock() + timeout
+    deadline = deadline_after(hub, timeout)
     error: NetworkError | None = None
     for family, sockaddr in candidates:
         try:
