@@ -377,3 +377,25 @@ def test_a_tls_socket_times_out_as_its_timeout_says(certs):
             tls.close()
 
     run(main)
+
+
+def test_a_tls_socket_wrapped_before_it_connects_handshakes_on_connect(certs):
+    """As http.client and many clients do: wrap a fresh socket, then connect it
+    (the cooperative connect once connected a second time: ValueError)."""
+    def serve(conn):
+        conn.sendall(conn.recv_line().upper())
+
+    def main():
+        with net.StreamServer(("127.0.0.1", 0), serve, ssl=server_context(certs)) as server:
+            answers = []
+            for connect in ("connect", "connect_ex"):
+                tls = mssl.wrap_with(client_context(certs), cosocket.socket(),
+                                     server_hostname="localhost")
+                tls.settimeout(LIMIT)
+                assert getattr(tls, connect)(server.address) in (None, 0)
+                tls.sendall(b"hello\n")
+                answers.append(tls.recv(100))
+                tls.close()
+            return answers
+
+    assert run(main) == [b"HELLO\n", b"HELLO\n"]

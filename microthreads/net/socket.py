@@ -159,7 +159,8 @@ class socket(_std.socket):
         return socket(self.family, self.type, self.proto, fileno=fd), address
 
     def connect(self, address: Any) -> None:
-        error = self.connect_ex(address)
+        # this class's connect_ex, not self's: an SSLSocket's connects (wraps) a second time
+        error = socket.connect_ex(self, address)
         if error:
             raise OSError(error, _strerror(error))
 
