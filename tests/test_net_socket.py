@@ -145,6 +145,93 @@ def test_a_non_blocking_socket_raises_blocking_io_error_when_nothing_is_there():
     assert run(main) == (False, 0.0)
 
 
+RECEIVES = {
+    "recv": lambda sock: sock.recv(10),
+    "recv_into": lambda sock: _into(sock.recv_into),
+    "recvfrom": lambda sock: sock.recvfrom(10)[0],
+    "recvfrom_into": lambda sock: _into(lambda buf: sock.recvfrom_into(buf)[0]),
+    "recvmsg": lambda sock: sock.recvmsg(10)[0],
+    "recvmsg_into": lambda sock: _into(lambda buf: sock.recvmsg_into([buf])[0]),
+}
+
+
+def _into(receive):
+    buffer = bytearray(10)
+    return bytes(buffer[:receive(buffer)])
+
+
+@pytest.mark.parametrize("method", sorted(RECEIVES))
+def test_every_receive_method_parks_the_tasklet_until_data_comes(method):
+    events = []
+
+    def main():
+        left, right = socket.socketpair()
+        reader = microthreads.spawn(lambda: events.append(RECEIVES[method](right)))
+        microthreads.sleep(0)                    # the reader waits; the hub is free
+        events.append("reader is waiting")
+        left.sendall(b"data")
+        reader.get()
+        left.close()
+        right.close()
+
+    run(main)
+    assert events == ["reader is waiting", b"data"]
+
+
+def _fill(sock):
+    """Send until the socket's buffers are full (MSG_DONTWAIT: never waits)."""
+    sent = 0
+    with pytest.raises(BlockingIOError):
+        while True:
+            sent += sock.send(b"x" * 65536, socket.MSG_DONTWAIT)
+    return sent
+
+
+SENDS = {
+    "send": lambda sock, data: sock.send(data),
+    "sendall": lambda sock, data: sock.sendall(data),
+    "sendmsg": lambda sock, data: sock.sendmsg([data]),
+}
+
+
+@pytest.mark.parametrize("method", sorted(SENDS))
+def test_every_send_method_parks_the_tasklet_while_the_buffers_are_full(method):
+    events = []
+
+    def main():
+        left, right = socket.socketpair()
+        queued = _fill(left)
+        writer = microthreads.spawn(lambda: events.append(SENDS[method](left, b"last") or 4))
+        microthreads.sleep(0)
+        events.append("writer is waiting")
+        received = 0
+        while received < queued + 4:
+            received += len(right.recv(1 << 20))
+        writer.get()
+        left.close()
+        right.close()
+
+    run(main)
+    assert events == ["writer is waiting", 4]
+
+
+def test_msg_dontwait_raises_blocking_io_error_on_a_blocking_socket():
+    def main():
+        left, right = socket.socketpair()       # timeout None: the calls would wait
+        with pytest.raises(BlockingIOError):
+            right.recv(10, socket.MSG_DONTWAIT)
+        with pytest.raises(BlockingIOError):
+            right.recv_into(bytearray(10), 0, socket.MSG_DONTWAIT)
+        _fill(left)                               # send with MSG_DONTWAIT, until full
+        with pytest.raises(BlockingIOError):
+            left.sendall(b"more", socket.MSG_DONTWAIT)
+        left.close()
+        right.close()
+        return left.gettimeout()
+
+    assert run(main) is None
+
+
 def test_socketpair_gives_two_connected_cooperative_sockets():
     events = []
 

@@ -21,6 +21,7 @@ cooperatively when handed this module.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket as _std_module
 import sys
@@ -90,17 +91,18 @@ class socket(_std.socket):
     def getblocking(self) -> bool:
         return self._mt_timeout != 0.0
 
-    def _io(self, writable: bool, operation: Callable[..., T], *args: Any) -> T:
+    def _io(self, writable: bool, flags: int, operation: Callable[..., T], *args: Any) -> T:
         """``operation(*args)``, the one path of every method that may wait.
 
         Tried at once; if it would block, BlockingIOError under a timeout of
-        0.0, else waits (``microthreads.nonblocking.retry``) at most the
-        socket's timeout, then ``socket.timeout``.
+        0.0 or with ``MSG_DONTWAIT`` in ``flags`` (as the stdlib's), else waits
+        (``microthreads.nonblocking.retry``) at most the socket's timeout,
+        then ``socket.timeout``.
         """
         try:
             return operation(*args)
         except BlockingIOError:
-            if self._mt_timeout == 0.0:
+            if self._mt_timeout == 0.0 or flags & _MSG_DONTWAIT:
                 raise
         hub = get_hub()
         return retry(hub, self.fileno(), writable, deadline_after(hub, self._mt_timeout),
@@ -108,29 +110,44 @@ class socket(_std.socket):
 
     # ---------------------------------------------------------------- methods
 
-    def recv(self, *args: Any) -> bytes:
-        return self._io(READABLE, _std.socket.recv, self, *args)
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        return self._io(READABLE, flags, _std.socket.recv, self, bufsize, flags)
 
-    def recv_into(self, *args: Any) -> int:
-        return self._io(READABLE, _std.socket.recv_into, self, *args)
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        return self._io(READABLE, flags, _std.socket.recv_into, self, buffer, nbytes, flags)
 
-    def recvfrom(self, *args: Any) -> tuple[bytes, Any]:
-        return self._io(READABLE, _std.socket.recvfrom, self, *args)
+    def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
+        return self._io(READABLE, flags, _std.socket.recvfrom, self, bufsize, flags)
 
-    def recvfrom_into(self, *args: Any) -> tuple[int, Any]:
-        return self._io(READABLE, _std.socket.recvfrom_into, self, *args)
+    def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
+        return self._io(READABLE, flags, _std.socket.recvfrom_into, self, buffer, nbytes, flags)
 
-    def recvmsg(self, *args: Any) -> tuple[bytes, list[tuple[int, int, bytes]], int, Any]:
-        return self._io(READABLE, _std.socket.recvmsg, self, *args)
+    def recvmsg(self, bufsize: int, ancbufsize: int = 0,
+                flags: int = 0) -> tuple[bytes, list[tuple[int, int, bytes]], int, Any]:
+        return self._io(READABLE, flags, _std.socket.recvmsg, self, bufsize, ancbufsize, flags)
 
-    def send(self, *args: Any) -> int:
-        return self._io(WRITABLE, _std.socket.send, self, *args)
+    def recvmsg_into(self, buffers: Any, ancbufsize: int = 0,
+                     flags: int = 0) -> tuple[int, list[tuple[int, int, bytes]], int, Any]:
+        return self._io(READABLE, flags, _std.socket.recvmsg_into, self, buffers, ancbufsize,
+                        flags)
 
-    def sendto(self, *args: Any) -> int:
-        return self._io(WRITABLE, _std.socket.sendto, self, *args)
+    def send(self, data: Buffer, flags: int = 0) -> int:
+        return self._io(WRITABLE, flags, _std.socket.send, self, data, flags)
+
+    def sendto(self, data: Buffer, *flags_address: Any) -> int:
+        """``sendto(data, address)`` or ``sendto(data, flags, address)``, as the stdlib's."""
+        flags = flags_address[0] if len(flags_address) > 1 else 0
+        return self._io(WRITABLE, flags, _std.socket.sendto, self, data, *flags_address)
 
     def sendmsg(self, *args: Any) -> int:
-        return self._io(WRITABLE, _std.socket.sendmsg, self, *args)
+        """``sendmsg(buffers[, ancdata[, flags[, address]]])``, as the stdlib's."""
+        flags = args[2] if len(args) > 2 else 0
+        return self._io(WRITABLE, flags, _std.socket.sendmsg, self, *args)
+
+    if hasattr(_std.socket, "sendmsg_afalg"):         # Linux
+        def sendmsg_afalg(self, *args: Any, **kwargs: Any) -> int:
+            send = functools.partial(_std.socket.sendmsg_afalg, self, *args, **kwargs)
+            return self._io(WRITABLE, kwargs.get("flags", 0), send)
 
     def sendall(self, data: Buffer, flags: int = 0) -> None:
         """Send all of ``data``; the socket's timeout bounds the whole, as the stdlib's."""
@@ -144,7 +161,7 @@ class socket(_std.socket):
                 sent += send(self, view[sent:], flags)
                 continue
             except BlockingIOError:
-                if self._mt_timeout == 0.0:
+                if self._mt_timeout == 0.0 or flags & _MSG_DONTWAIT:
                     raise
             if hub is None:
                 hub = get_hub()
@@ -153,7 +170,7 @@ class socket(_std.socket):
                           timeout_error=_std.timeout)
 
     def accept(self) -> tuple[socket, Any]:
-        fd, address = self._io(READABLE, self._accept)  # type: ignore[attr-defined]  # the C method
+        fd, address = self._io(READABLE, 0, self._accept)  # type: ignore[attr-defined]  # the C method
         # as the stdlib's: a plain socket of this module (an SSLSocket subclass wraps it
         # itself), with the default timeout, not the listener's
         return socket(self.family, self.type, self.proto, fileno=fd), address
@@ -217,6 +234,7 @@ import errno as _errno  # noqa: E402
 import os as _os  # noqa: E402
 
 _EINPROGRESS, _EAGAIN, _EALREADY = _errno.EINPROGRESS, _errno.EAGAIN, _errno.EALREADY
+_MSG_DONTWAIT = getattr(_std, "MSG_DONTWAIT", 0)
 _dup = _os.dup
 _strerror = _os.strerror
 
