@@ -1,6 +1,7 @@
 """microthreads.net.socket: stdlib-style blocking socket code, run cooperatively."""
 
 import socket as std_socket
+import sys
 
 import pytest
 from net_helpers import run
@@ -369,3 +370,19 @@ def test_a_socket_dropped_without_close_leaves_its_descriptor_number_clean():
         return data
 
     assert run(main, seconds=5) == b"two"
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="all_errors came with Python 3.11")
+def test_create_connection_with_all_errors_raises_every_address_s_error():
+    def main():
+        bound = std_socket.socket()                # bound, never listening: refuses
+        bound.bind(("127.0.0.1", 0))
+        port = bound.getsockname()[1]
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5)
+        with pytest.raises(ExceptionGroup) as caught:  # noqa: F821  (3.11+)
+            socket.create_connection(("127.0.0.1", port), timeout=5, all_errors=True)
+        bound.close()
+        return [type(error) for error in caught.value.exceptions]
+
+    assert run(main) == [ConnectionRefusedError]

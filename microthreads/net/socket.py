@@ -21,6 +21,7 @@ cooperatively when handed this module.
 
 from __future__ import annotations
 
+import builtins
 import functools
 import ipaddress
 import socket as _std_module
@@ -235,6 +236,7 @@ import os as _os  # noqa: E402
 
 _EINPROGRESS, _EAGAIN, _EALREADY = _errno.EINPROGRESS, _errno.EAGAIN, _errno.EALREADY
 _MSG_DONTWAIT = getattr(_std, "MSG_DONTWAIT", 0)
+_ExceptionGroup: Any = getattr(builtins, "ExceptionGroup", None)   # 3.11+
 _dup = _os.dup
 _strerror = _os.strerror
 
@@ -375,8 +377,14 @@ def fromfd(fd: int, family: int, type: int, proto: int = 0) -> socket:
 
 
 def create_connection(address: tuple[str | None, int], timeout: Any = _GLOBAL_DEFAULT_TIMEOUT,
-                      source_address: Any = None, **kwargs: Any) -> socket:
-    """Connect to ``(host, port)``, trying each address in turn, cooperatively."""
+                      source_address: Any = None, *, all_errors: bool = False) -> socket:
+    """Connect to ``(host, port)``, trying each address in turn, cooperatively.
+
+    As the stdlib's: when every address fails, the first error is raised, or
+    with ``all_errors=True`` (Python 3.11+) an ``ExceptionGroup`` of them all.
+    """
+    if all_errors and sys.version_info < (3, 11):
+        raise TypeError("create_connection() got an unexpected keyword argument 'all_errors'")
     host, port = address
     errors: list[OSError] = []
     for family, type_, proto, _canon, sockaddr in getaddrinfo(host, port, 0, _std.SOCK_STREAM):
@@ -393,9 +401,14 @@ def create_connection(address: tuple[str | None, int], timeout: Any = _GLOBAL_DE
             errors.append(exc)
             if sock is not None:
                 sock.close()
-    if errors:
+    if not errors:
+        raise OSError("getaddrinfo returns an empty list")
+    try:
+        if all_errors:
+            raise _ExceptionGroup("create_connection failed", errors)
         raise errors[0]
-    raise OSError("getaddrinfo returns an empty list")
+    finally:
+        errors.clear()                        # no reference cycle through the tracebacks
 
 
 def create_server(address: Any, *, family: int = _std.AF_INET, backlog: int | None = None,
