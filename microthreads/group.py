@@ -7,8 +7,10 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import CancelledError
 from contextlib import closing
 from typing import TYPE_CHECKING, Any, TypeVar
+from weakref import WeakKeyDictionary
 
 from .errors import TaskletExit
+from .hub import get_hub
 from .result import AsyncResult
 from .sync import Event, Queue, Semaphore
 from .tasklet import Tasklet, killall, spawn
@@ -22,6 +24,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 log = logging.getLogger("microthreads")
+
+#: The group each member tasklet belongs to (one at most).
+_OWNERS: WeakKeyDictionary[Tasklet, Group] = WeakKeyDictionary()
 
 
 class Group:
@@ -61,17 +66,26 @@ class Group:
         """Make an existing, live tasklet a member; returns it."""
         if tasklet.dead:
             return tasklet
-        if tasklet._group is not None and tasklet._group is not self:
+        owner = _OWNERS.get(tasklet)
+        if owner is None:
+            _OWNERS[tasklet] = self
+            tasklet.link(self._member_ended)     # counts as joining: the group reports
+        elif owner is not self:
             raise ValueError(f"{tasklet!r} already belongs to another group")
-        tasklet._group = self
         self._members[tasklet] = None
         self._idle.clear()
         return tasklet
 
     def _member_ended(self, tasklet: Tasklet) -> None:
+        """A member's link: it has ended. In a ``with`` block the first error
+        is kept for the block; outside one an error is reported as a tasklet
+        nobody joined."""
         self._members.pop(tasklet, None)
+        _OWNERS.pop(tasklet, None)
         exc = tasklet.exception
-        if exc is not None and self._entered:
+        if exc is not None and not self._entered:
+            get_hub().report_error(tasklet, exc)
+        elif exc is not None:
             if self._error is None:
                 self._error = exc
                 killall(list(self._members), block=False)

@@ -1,79 +1,78 @@
 """The hub: one greenlet per OS thread that runs the loop.
 
-The hub owns three things and knows nothing else: a poller (``poller.py``:
-epoll, or a ``selectors`` selector elsewhere), a heap of timers
-(``timers.py``) and a FIFO of ready entries. Everything that waits (sleep,
-locks, queues, sockets) is built from two verbs: ``park()`` the current
-tasklet, and ``schedule_wakeup()`` another. The ready FIFO's entry format is
-this module's alone: other modules go through the verbs (``start``,
-``yield_now``, ``schedule_kill``, ``wait_for_thread``, ...).
+The hub runs the loop and keeps what it schedules: a FIFO of ready entries,
+a heap of timers (``timers.py``) on a clock (the ``Clock`` protocol there),
+and the tasklets it started. What waits on descriptors is its I/O manager's
+(``io.py``, over the pollers of ``poller.py``); how other threads and signals
+reach it, its waker's (``waker.py``). Everything that waits (sleep, locks,
+queues, sockets) is built from two verbs: ``park()`` the current tasklet,
+and ``schedule_wakeup()`` another. The ready FIFO's entry format is this
+module's alone: other modules go through the verbs.
 
 A wake-up is stamped with the number of the wait it was meant for: each time
 the hub resumes a greenlet that number goes up, so a wake-up that arrives
 after its wait already ended (the tasklet was killed, timed out, or woken by
 something else first) is dropped instead of resuming a later, unrelated wait.
 
-The per-greenlet wait state is two attributes the hub keeps on every greenlet
-that parks: ``_seq`` (the number of its current wait) and ``_kill_exc`` (a
-kill not yet delivered). ``Tasklet`` declares them as slots; any other
-greenlet (the thread's main greenlet) gets them from ``_wait_number()`` on
-its first wait.
+The per-greenlet wait state is two attributes this module keeps on every
+greenlet that parks: ``_seq`` (the number of its current wait) and
+``_kill_exc`` (a kill not yet delivered). ``Tasklet`` reserves them as slots
+(``WAIT_STATE``); ``start()`` and ``wait_number()`` set them.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
-import os
 import signal
 import threading
-import time
+import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
 from greenlet import getcurrent, greenlet
 
+from .env import env_number
 from .errors import DeadlockError
-from .poller import READING, SIDES, VERB, WRITING, FdWatch, make_poller
+from .io import IOManager
+from .poller import READING, WRITING
 from .stacks import Watchdog, describe_wait
-from .timers import Timer, TimerHeap
+from .timers import TIMED_OUT, Clock, MonotonicClock, Timer, TimerHeap
+from .waker import Waker
 
 if TYPE_CHECKING:
-    from signal import getsignal as _getsignal
-
     from .tasklet import Tasklet
-    from .testing import VirtualClock
-else:   # the C function: signal.getsignal's enum wrapping costs ~1 µs (typeshed has no _signal)
-    from _signal import getsignal as _getsignal
+
+__all__ = ["TIMED_OUT", "WAIT_STATE", "Hub", "current_hub", "get_hub", "sleep"]
 
 log = logging.getLogger("microthreads")
 
-
-class _TimedOut:
-    """The value ``park(timeout)`` returns when its time ran out."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "TIMED_OUT"
-
-
-TIMED_OUT = _TimedOut()
+#: The attributes the hub keeps on each greenlet that parks (Tasklet's slots).
+WAIT_STATE = ("_seq", "_kill_exc")
 
 _local = threading.local()
 
 #: While work keeps coming, poll for I/O at least once per this many wake-ups.
 POLL_EVERY = 32
 
-_SIGINT = int(signal.SIGINT)
+
+class _ThreadEnd:
+    """Held by the thread-local beside its hub: dropped when the thread ends."""
+
+    __slots__ = ("__weakref__",)
 
 
 def get_hub() -> Hub:
-    """This OS thread's hub, made on first use."""
+    """This OS thread's hub, made on first use.
+
+    A hub its thread never ``close()``\\ s releases its descriptors when the
+    thread ends.
+    """
     try:
         return _local.hub  # type: ignore[no-any-return]
     except AttributeError:
         hub = _local.hub = Hub()
+        end = _local.end = _ThreadEnd()
+        weakref.finalize(end, hub.release).atexit = False
         return hub
 
 
@@ -85,6 +84,7 @@ def current_hub() -> Hub | None:
 def _forget_hub(hub: Hub) -> None:
     if getattr(_local, "hub", None) is hub:
         del _local.hub
+        del _local.end
 
 
 def sleep(seconds: float = 0) -> None:
@@ -111,50 +111,35 @@ def sleep(seconds: float = 0) -> None:
         hub.yield_now()
 
 
-def _wait_number(g: Any) -> int:
-    """The number of ``g``'s current wait; a greenlet new to the hub gets its
-    wait state here (the one place it is made for non-tasklets)."""
-    try:
-        return g._seq  # type: ignore[no-any-return]
-    except AttributeError:
-        g._seq = 0
-        g._kill_exc = None
-        return 0
-
-
 class Hub:
     """The loop of one OS thread. Get it with ``get_hub()``.
 
     User code never runs in the hub's own greenlet: it runs in tasklets, which
     switch to the hub when they wait. Public verbs for embedding: ``tick()``,
-    ``fileno()``, ``next_deadline()``, ``clock()``, ``call_soon_threadsafe()``,
-    ``watchdog()``, ``close()``. Verbs for building primitives: ``park()``,
-    ``schedule_wakeup()``, ``schedule_throw()``, ``schedule_kill()``,
+    ``fileno()``, ``next_deadline()``, ``clock()``, ``set_clock()``,
+    ``call_soon_threadsafe()``, ``watchdog()``, ``close()``. Verbs for
+    building primitives: ``park()``, ``schedule_wakeup()``,
+    ``schedule_throw()``, ``schedule_kill()``, ``cancel_wakeups()``,
     ``yield_now()``, ``call_soon()``, ``call_later()``, ``call_at()``,
     ``wait_readable()``, ``wait_writable()``, ``close_fd()``, ``forget_fd()``,
     ``poll_soon()``, ``wait_for_thread()``. Verbs for the runtime's own
     modules: ``start()``, ``start_later()``, ``retire()``, ``interrupt()``,
-    ``install_virtual_clock()``.
+    ``resume()``, ``wait_number()``.
     """
 
-    def __init__(self, clock: Callable[[], float] | None = None) -> None:
-        #: The hub's clock: absolute seconds, monotonic. Injectable for tests
-        #: (``microthreads.testing.VirtualClock`` replaces it).
-        self.clock = clock or time.monotonic
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock: Clock = clock or MonotonicClock()
+        #: The hub's clock: ``now()`` of its ``Clock``, absolute seconds.
+        self.clock: Callable[[], float] = self._clock.now
+        self._sleep_time = self._clock.deadline_to_sleep_time
         #: The OS thread this hub belongs to.
         self.thread_id = threading.get_ident()
         # (seq, greenlet, value): a wake-up for wait number seq of greenlet;
         # (None, callback, args): a call. Run in FIFO order; private to this module.
         self._ready: deque[tuple[Any, Any, Any]] = deque()
-        self._threadsafe: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
         self._timers = TimerHeap()
-        self._poller = make_poller()
-        self._poller_sides = self._poller.sides
-        self._fds: dict[int, FdWatch] = {}
-        self._fd_waiters = 0               # parked greenlets and callbacks on fds
         self._threads_at_work = 0          # run_in_thread jobs not yet returned
-        self._live: set[Tasklet] = set()   # tasklets started or scheduled, not ended
-        self._virtual_clock: VirtualClock | None = None   # auto-jumps when all wait
+        self._live: dict[Tasklet, None] = {}   # started or scheduled, not ended; spawn order
         self._mode: str | None = None
         self._target: Tasklet | None = None
         self._tick_timeout: float | None = 0
@@ -168,28 +153,22 @@ class Hub:
         root = getcurrent()
         while root.parent is not None:
             root = root.parent
-        _wait_number(root)                 # the main greenlet can park too
+        self.wait_number(root)             # the main greenlet can park too
         self._greenlet = greenlet(self._main, parent=root)
         self._switch = self._greenlet.switch
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._wake_pending = False
-        self.add_reader(self._wake_r, self._drain_waker)
-        self._fd_waiters -= 1              # the waker alone never keeps the loop alive
-        self._old_wakeup_fd: int | None = None
-        if threading.current_thread() is threading.main_thread():
-            try:
-                self._old_wakeup_fd = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
-            except (ValueError, OSError):
-                self._old_wakeup_fd = None
-        ms = os.environ.get("MICROTHREADS_WATCHDOG_MS")
+        self._io = IOManager(self)
+        self._poller_poll = self._io.poller.poll
+        self._waker = Waker(self._ready, self.interrupt)
+        self._threadsafe = self._waker.items   # sent from other threads, not yet drained
+        self._io.add_callback(self._waker.fileno(), READING, self._waker.drain)
+        self._io.waiters -= 1              # the waker alone never keeps the loop alive
+        ms = env_number("MICROTHREADS_WATCHDOG_MS", "milliseconds (0: off)")
         if ms:
-            self.watchdog(float(ms))
+            self.watchdog(ms)
 
     def __repr__(self) -> str:
         return (f"<Hub thread={self.thread_id} tasklets={len(self._live)} "
-                f"ready={len(self._ready)} timers={len(self._timers)} fds={len(self._fds)}>")
+                f"ready={len(self._ready)} timers={len(self._timers)} fds={len(self._io)}>")
 
     @property
     def greenlet(self) -> greenlet:
@@ -219,13 +198,13 @@ class Hub:
         1. run the entries that were ready when this iteration began (wake-ups
            and callbacks, FIFO); what they schedule waits for the next turn
         2. decide how long I/O may wait: 0 if work is queued or the caller is
-           to be given control back; else until the earliest timer, within a
-           tick()'s budget; else without limit. Then, when nothing is left
-           that could ever end that wait:
+           to be given control back; else until the earliest timer (the
+           clock's ``deadline_to_sleep_time``), within a tick()'s budget;
+           else without limit. Then, when nothing is left that could end it:
            2a. deadlock detection (run() only): every blocked tasklet gets
                DeadlockError, and the wait is 0;
-           2b. a VirtualClock jumps to the earliest deadline instead of
-               waiting for it (after one poll of real I/O);
+           2b. a clock that may jump (``autojump_threshold`` not None) jumps
+               to the earliest deadline instead (after one poll of real I/O)
         3. poll, and wake the greenlets and callbacks whose descriptors are
            ready. While tasklets keep yielding, a zero-wait poll is made once
            per POLL_EVERY wake-ups rather than every turn (I/O waits for at
@@ -234,65 +213,56 @@ class Hub:
         """
         self._run_ready()                                    # 1
         limit: float | None
-        deadline: float | None
         if self._ready or self._threadsafe or self._interrupt is not None:
-            limit, deadline = 0, None                        # 2: work is queued: no wait
+            timeout: float | None = 0                        # 2: work is queued: no wait
+        elif self._mode == _TICK:
+            limit = self._tick_timeout                       # the host's budget
+            timeout = 0 if limit == 0 else self._wait_for_timers(limit)
+        elif self._done():
+            timeout = 0
         else:
-            limit, deadline = self._wait_bounds()            # 2
-        if limit == 0:
-            timeout: float | None = 0
-        elif deadline is None:
-            timeout = limit
-            if self._mode != _TICK and not self._fd_waiters and not self._threads_at_work:
-                timeout = self._nothing_can_wake()           # 2a
-        elif self._virtual_clock is not None:
-            timeout = self._jump_virtual_clock(deadline, limit)   # 2b
-        else:
-            timeout = _min_wait(deadline - self.clock(), limit)
+            timeout = self._wait_for_timers(None)
         # Thread-safe callbacks reach _ready only through the waker's fd: poll
         # for them, or a signal handler's call_soon_threadsafe() spins forever.
         # Nothing queued (a tick(0), a due timer): poll, or I/O is never seen.
         if timeout != 0 or not self._ready or self._threadsafe or \
                 self._switches - self._polled_at >= POLL_EVERY:
             self._polled_at = self._switches
-            self._dispatch_io(self._poll(timeout))           # 3
+            self._io.dispatch(self._poll(timeout))           # 3
         if self._timers.heap:                                # 4 (most turns have none)
             self._fire_due_timers()
 
-    def _wait_bounds(self) -> tuple[float | None, float | None]:
-        """Phase 2: (the longest I/O may wait, None for no limit; the earliest
-        timer's deadline or None), when nothing is queued. A limit of 0 means
-        "do not wait"."""
-        if self._mode == _TICK:
-            limit = self._tick_timeout         # the host's budget for this iteration
-        elif self._done():
-            return 0, None
-        else:
-            limit = None
-        return limit, self._timers.next_deadline()
+    def _wait_for_timers(self, limit: float | None) -> float | None:
+        """Phase 2 with nothing queued: how long the poll may wait, within
+        ``limit`` (None: no limit), for the earliest timer; 2a and 2b."""
+        deadline = self._timers.next_deadline()
+        if deadline is None:
+            if self._mode == _TICK or self._can_wake():
+                return limit
+            return self._nothing_can_wake()                  # 2a
+        wait = self._sleep_time(deadline)
+        if limit is not None and wait > limit:
+            return limit
+        if wait and self._clock.autojump_threshold is not None:
+            return self._autojump(deadline, limit)           # 2b
+        return wait
 
-    def _jump_virtual_clock(self, deadline: float, limit: float | None) -> float | None:
-        """Phase 2b: with a VirtualClock, time does not pass while all wait.
+    def _autojump(self, deadline: float, limit: float | None) -> float | None:
+        """Phase 2b: on a clock that may jump, time does not pass while all wait.
 
-        If the earliest deadline is what bounds this wait, poll real I/O
-        once (for up to the clock's ``autojump_threshold`` real seconds) and,
-        if nothing came, move the clock to that deadline: its timers fire in
-        phase 4 of this turn. While a ``run_in_thread`` job is at work the
-        thread's end comes in real time, so the hub waits for it instead.
+        Poll real I/O once (for up to the clock's ``autojump_threshold`` real
+        seconds) and, if nothing came, move the clock to ``deadline``: its
+        timers fire in phase 4 of this turn. While a ``run_in_thread`` job is
+        at work the thread's end comes in real time, so the hub waits for it.
         """
-        clock = self._virtual_clock
-        assert clock is not None
-        wait = max(0.0, deadline - self.clock())
-        if wait == 0 or (limit is not None and wait > limit):
-            return _min_wait(wait, limit)
         if self._threads_at_work:
-            return limit                       # a thread's end comes in real time
-        if self._fd_waiters:                   # 0: one poll that does not wait
-            events = self._poll(clock.autojump_threshold)
+            return limit
+        if self._io.waiters:
+            events = self._poll(self._clock.autojump_threshold)
             if events:
-                self._dispatch_io(events)
+                self._io.dispatch(events)
                 return 0
-        clock.jump_to(deadline)
+        self._clock.jump_to(deadline)
         return 0
 
     def poll_soon(self) -> None:
@@ -316,7 +286,7 @@ class Hub:
                     target(*arg)
                 except Exception:
                     log.exception("microthreads: callback %r failed", target)
-            # The rest is _resume(target, seq, arg) inlined: this is the hottest path.
+            # The rest is resume(target, seq, arg) inlined: this is the hottest path.
             elif target._seq == seq:         # else a stale wake-up: that wait is over
                 target._seq = seq + 1
                 self._switches += 1
@@ -329,32 +299,9 @@ class Hub:
     def _poll(self, timeout: float | None) -> list[tuple[int, int]]:
         self._in_poll = True
         try:
-            return self._poller.poll(timeout)
+            return self._poller_poll(timeout)
         finally:
             self._in_poll = False
-
-    def _dispatch_io(self, events: list[tuple[int, int]]) -> None:
-        """Phase 3: wake each side of each ready descriptor; narrow what nobody wants."""
-        fds = self._fds
-        sides = self._poller_sides
-        for fd, flags in events:
-            watch = fds.get(fd)
-            if watch is None:
-                continue
-            fired = unwanted = 0
-            for side, wake_flags, bit in sides:
-                if flags & wake_flags:
-                    fired |= bit
-                    waiter = watch.waiter[side]
-                    if waiter is not None:
-                        watch.waiter[side] = None
-                        self._resume(waiter, watch.seq[side], None)
-                    elif (callback := watch.callback[side]) is not None:
-                        self._call(callback)
-                    else:
-                        unwanted |= bit
-            if unwanted & watch.mask and fds.get(fd) is watch:
-                self._poller.set_mask(watch, watch.mask & ~unwanted, hangup=unwanted == fired)
 
     def _fire_due_timers(self) -> None:
         """Phase 4, entered when a timer is pending: every timer due by now,
@@ -368,13 +315,10 @@ class Hub:
             timer = timers.pop_due(now)
             if timer is None:
                 return
-            self._call(timer.callback, *timer.args)
-
-    def _call(self, callback: Callable[..., Any], *args: Any) -> None:
-        try:
-            callback(*args)
-        except Exception:
-            log.exception("microthreads: callback %r failed", callback)
+            try:
+                timer.callback(*timer.args)
+            except Exception:
+                log.exception("microthreads: callback %r failed", timer.callback)
 
     # ---------------------------------------------- when to hand control back
 
@@ -389,9 +333,14 @@ class Hub:
             return not self._has_work()
         return False                       # _SERVE: the parked caller is woken directly
 
+    def _can_wake(self) -> bool:
+        """Is anything left that could wake a tasklet: ready work, a timer, a
+        watched descriptor or a thread job (signal handlers are asked apart)?"""
+        return bool(self._ready or self._threadsafe or len(self._timers) or self._io.waiters
+                    or self._threads_at_work)
+
     def _has_work(self) -> bool:
-        return bool(self._ready or self._threadsafe or self._live or len(self._timers)
-                    or self._fd_waiters or self._threads_at_work)
+        return bool(self._live) or self._can_wake()
 
     def _return_to_caller(self, value: Any) -> None:
         caller, self._caller = self._caller, None
@@ -403,7 +352,7 @@ class Hub:
             log.warning("microthreads: %r with nobody to raise it to", exc)
             return
         if self._mode == _SERVE:
-            caller._seq += 1                 # its pending wake-ups are stale now
+            self.cancel_wakeups(caller)      # its pending wake-ups are stale now
         caller.throw(exc)
 
     def _enter(self, mode: str, target: Tasklet | None = None,
@@ -418,7 +367,7 @@ class Hub:
             raise RuntimeError("the hub is already running in this thread")
         self._mode, self._target, self._tick_timeout = mode, target, tick_timeout
         self._caller = current
-        restore = self._install_sigint()
+        restore = self._waker.install_sigint()
         try:
             return self._switch()
         finally:
@@ -427,22 +376,9 @@ class Hub:
             if restore is not None:
                 signal.signal(signal.SIGINT, restore)
 
-    def _install_sigint(self) -> Any:
-        """While the hub has control, Ctrl-C is raised to run()'s caller."""
-        if self._old_wakeup_fd is None or _getsignal(_SIGINT) is not \
-                signal.default_int_handler:
-            return None
-        signal.signal(signal.SIGINT, self._on_sigint)
-        return signal.default_int_handler
-
-    def _on_sigint(self, signum: int, frame: Any) -> None:
-        # Raised to the caller at the end of this iteration, whether or not it
-        # polls; a poll in progress has already been woken by the wakeup fd.
-        self._interrupt = KeyboardInterrupt()
-
     def interrupt(self, exc: BaseException) -> None:
         """Raise ``exc`` to the caller of run()/tick() at the end of this
-        iteration (a tasklet that died of KeyboardInterrupt or SystemExit)."""
+        iteration (a tasklet that died of KeyboardInterrupt or SystemExit, Ctrl-C)."""
         self._interrupt = exc
 
     # ------------------------------------------------------------ deadlock
@@ -451,17 +387,20 @@ class Hub:
         """Phase 2a: no timer, descriptor, thread or callback is left.
 
         Returns how long to poll: 0 if deadlock errors were scheduled, or None
-        (block on signals) when the hub is simply out of work.
+        (block on signals) when the hub is simply out of work. The newest
+        tasklets get their error first: a joiner is usually older than what
+        it joins, so the joined one dies while still joined (not reported as
+        "nobody joined it") and the joiner reports the deadlock once.
         """
-        if self._signal_handlers_installed(host_handlers):
+        if self._waker.signal_handlers_installed(host_handlers):
             return None
-        blocked: list[Any] = [t for t in self._live if t.started and not t.dead]
+        blocked: list[Any] = [t for t in reversed(self._live) if t.started and not t.dead]
         if self._mode == _SERVE:
             blocked.append(self._caller)
         if not blocked:
             return 0                         # nothing left at all: _done() decides
         message = "nothing left can wake these tasklets:\n" + "\n".join(
-            "  " + describe_wait(g) for g in blocked)
+            "  " + describe_wait(g) for g in reversed(blocked))
         for g in blocked:
             if g is self._caller:
                 self._interrupt = DeadlockError(message)
@@ -478,43 +417,33 @@ class Hub:
         gets ``DeadlockError`` at its next tick, as under ``run()``, and True
         is returned; else False. ``microthreads.aio`` calls it.
         """
-        if self._ready or self._threadsafe or len(self._timers) or self._fd_waiters \
-                or self._threads_at_work:
+        if self._can_wake():
             return False
         return self._nothing_can_wake(host_handlers) == 0 and bool(self._ready)
-
-    _WATCHED_SIGNALS = tuple(getattr(signal, name) for name in (
-        "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGCHLD", "SIGQUIT",
-        "SIGWINCH", "SIGINT") if hasattr(signal, name))
-
-    def _signal_handlers_installed(self, host_handlers: tuple[Any, ...] = ()) -> bool:
-        """A Python signal handler could still wake someone (main thread only)."""
-        if self._old_wakeup_fd is None:
-            return False
-        ours = (signal.default_int_handler, self._on_sigint, *host_handlers)
-        for signum in self._WATCHED_SIGNALS:
-            handler = signal.getsignal(signum)
-            if callable(handler) and handler not in ours:
-                return True
-        return False
 
     # ----------------------------------------------------- verbs: tasklets
 
     def start(self, tasklet: Tasklet) -> None:
         """Count ``tasklet`` as live and switch into it in the next iteration
         (after the entries already ready). Used by ``spawn()``."""
-        self._live.add(tasklet)
+        g: Any = tasklet                      # its wait state: WAIT_STATE
+        g._seq = 0
+        g._kill_exc = None
+        self._live[tasklet] = None
         self._ready.append((0, tasklet, None))
 
     def start_later(self, seconds: float, tasklet: Tasklet) -> Timer:
         """Count ``tasklet`` as live and switch into it ``seconds`` from now;
         the Timer, which ``cancel()`` disarms. Used by ``spawn_later()``."""
-        self._live.add(tasklet)
-        return self.call_later(seconds, self._resume, tasklet, 0, None)
+        g: Any = tasklet                      # its wait state: WAIT_STATE
+        g._seq = 0
+        g._kill_exc = None
+        self._live[tasklet] = None
+        return self.call_later(seconds, self.resume, tasklet, 0, None)
 
     def retire(self, tasklet: Tasklet) -> None:
         """``tasklet`` has ended: it no longer keeps ``run()`` going."""
-        self._live.discard(tasklet)
+        self._live.pop(tasklet, None)
 
     def live_tasklets(self) -> list[Tasklet]:
         """The tasklets started or scheduled on this hub that have not ended."""
@@ -534,7 +463,8 @@ class Hub:
         current = getcurrent()
         if timeout is None:
             return self._suspend(current)
-        timer = self.call_later(timeout, self._resume, current, _wait_number(current), TIMED_OUT)
+        timer = self.call_later(timeout, self.resume, current, self.wait_number(current),
+                                TIMED_OUT)
         try:
             return self._suspend(current)
         finally:
@@ -543,7 +473,7 @@ class Hub:
     def _suspend(self, current: Any) -> Any:
         if current.parent is self._greenlet:          # a tasklet: the fast path
             return self._switch()
-        _wait_number(current)
+        self.wait_number(current)
         return self._enter(_SERVE)
 
     def yield_now(self) -> None:
@@ -558,7 +488,7 @@ class Hub:
             self._switch()
         else:                                         # the main greenlet; the hub's own may
             if current is not self._greenlet:         # not wait (park() raises its error)
-                self._ready.append((_wait_number(current), current, None))
+                self._ready.append((self.wait_number(current), current, None))
             self.park()
 
     def wait_for_thread(self, arm: Callable[[Callable[[], None]], None]) -> None:
@@ -566,20 +496,22 @@ class Hub:
 
         ``arm(done)`` is called at once; ``done()`` must then be called exactly
         once, from any thread, when the job ends. Meanwhile the job counts as
-        work (``run()`` does not return, no DeadlockError, a VirtualClock
+        work (``run()`` does not return, no DeadlockError, a jumping clock
         waits in real time). A kill or Timeout ends the wait early; the job's
         later ``done()`` is then dropped. Used by ``run_in_thread``.
         """
         waiter = getcurrent()
-        seq = _wait_number(waiter)
+        seq = self.wait_number(waiter)
         self._threads_at_work += 1
 
         def finished() -> None:                       # back on the hub
             self._threads_at_work -= 1
-            self._resume(waiter, seq, None)
+            self.resume(waiter, seq, None)
 
         arm(lambda: self.call_soon_threadsafe(finished))
         self.park()
+
+    # ------------------------------------------------- verbs: descriptors
 
     def wait_readable(self, fd: int, timeout: float | None = None) -> bool:
         """Park until ``fd`` is readable (or has an error); False on timeout.
@@ -587,73 +519,36 @@ class Hub:
         The descriptor stays registered after the wait (its mask changes only
         when it must). One reader at a time: a second raises RuntimeError.
         """
-        return self._wait_fd(fd, READING, timeout)
+        return self._io.wait(fd, READING, timeout)
 
     def wait_writable(self, fd: int, timeout: float | None = None) -> bool:
         """Park until ``fd`` is writable (or has an error); False on timeout.
 
         One writer at a time: a second raises RuntimeError.
         """
-        return self._wait_fd(fd, WRITING, timeout)
-
-    def _wait_fd(self, fd: int, side: int, timeout: float | None) -> bool:
-        watch = self._fds.get(fd) or self._watch(fd)
-        self._check_free(watch, side)
-        current: Any = getcurrent()
-        try:                                  # _wait_number(current), inlined: a hot path
-            seq = current._seq
-        except AttributeError:
-            seq = _wait_number(current)
-        bit = SIDES[side][1]
-        if not watch.mask & bit:
-            self._poller.set_mask(watch, watch.mask | bit)
-        watch.waiter[side] = current
-        watch.seq[side] = seq
-        self._fd_waiters += 1
-        try:
-            if timeout is None and current.parent is self._greenlet:
-                self._switch()                # a tasklet, no time limit: the fast path
-                return True
-            return self.park(timeout) is not TIMED_OUT
-        finally:
-            self._fd_waiters -= 1
-            if watch.waiter[side] is current:
-                watch.waiter[side] = None
-
-    @staticmethod
-    def _check_free(watch: FdWatch, side: int) -> None:
-        taken = watch.waiter[side] or watch.callback[side]
-        if taken is not None:
-            verb = VERB[side]
-            raise RuntimeError(f"fd {watch.fd}: {taken!r} is already waiting to {verb} it"
-                               f" (one {verb}er at a time)")
+        return self._io.wait(fd, WRITING, timeout)
 
     def add_reader(self, fd: int, callback: Callable[[], Any]) -> None:
-        """Call ``callback()`` on the hub whenever ``fd`` is readable, until removed."""
-        self._add_callback(fd, READING, callback)
+        """Call ``callback()`` on the hub whenever ``fd`` is readable, until removed.
+
+        RuntimeError if something already waits to read ``fd``.
+        """
+        self._io.add_callback(fd, READING, callback)
 
     def add_writer(self, fd: int, callback: Callable[[], Any]) -> None:
-        """Call ``callback()`` on the hub whenever ``fd`` is writable, until removed."""
-        self._add_callback(fd, WRITING, callback)
+        """Call ``callback()`` on the hub whenever ``fd`` is writable, until removed.
 
-    def _add_callback(self, fd: int, side: int, callback: Callable[[], Any]) -> None:
-        watch = self._fds.get(fd) or self._watch(fd)
-        self._check_free(watch, side)
-        watch.callback[side] = callback
-        self._fd_waiters += 1
-        self._poller.set_mask(watch, watch.mask | SIDES[side][1])
+        RuntimeError if something already waits to write ``fd``.
+        """
+        self._io.add_callback(fd, WRITING, callback)
 
     def remove_reader(self, fd: int) -> None:
-        self._remove_callback(fd, READING)
+        """Take back ``add_reader(fd, ...)``; nothing if there is none."""
+        self._io.remove_callback(fd, READING)
 
     def remove_writer(self, fd: int) -> None:
-        self._remove_callback(fd, WRITING)
-
-    def _remove_callback(self, fd: int, side: int) -> None:
-        watch = self._fds.get(fd)
-        if watch is not None and watch.callback[side] is not None:
-            watch.callback[side] = None
-            self._fd_waiters -= 1
+        """Take back ``add_writer(fd, ...)``; nothing if there is none."""
+        self._io.remove_callback(fd, WRITING)
 
     def forget_fd(self, fd: int) -> list[Any]:
         """Unregister ``fd`` before it is closed; return the greenlets waiting on it.
@@ -662,15 +557,7 @@ class Hub:
         want ``close_fd()``, which also wakes those greenlets; this is for a
         descriptor handed elsewhere (``socket.detach()``) or a finalizer.
         """
-        watch = self._fds.pop(fd, None)
-        if watch is None:
-            return []
-        self._poller.forget(watch)
-        waiters = [g for g in watch.waiter if g is not None]
-        self._fd_waiters -= sum(callback is not None for callback in watch.callback)
-        watch.waiter = [None, None]
-        watch.callback = [None, None]
-        return waiters
+        return self._io.forget(fd)
 
     def close_fd(self, fd: int, exc: BaseException) -> None:
         """Forget ``fd`` and raise ``exc`` in every greenlet waiting on it (trio's
@@ -682,15 +569,7 @@ class Hub:
         next iteration: the first waiter ``exc`` itself, a second (a reader
         and a writer) a ``copy.copy`` of it, so their tracebacks never mix.
         """
-        current = getcurrent()
-        for waiter in self.forget_fd(fd):
-            if waiter is not current:
-                self.schedule_throw(waiter, exc)
-                exc = copy.copy(exc)
-
-    def _watch(self, fd: int) -> FdWatch:
-        watch = self._fds[fd] = FdWatch(fd)
-        return watch
+        self._io.close_fd(fd, exc)
 
     # ---------------------------------------------------- verbs: waking
 
@@ -703,7 +582,7 @@ class Hub:
 
     def schedule_throw(self, g: Any, exc: BaseException) -> None:
         """Raise ``exc`` in the parked greenlet ``g`` soon, at its ``park()``."""
-        self._ready.append((None, self._resume, (g, g._seq, None, exc)))
+        self._ready.append((None, self.resume, (g, g._seq, None, exc)))
 
     def schedule_kill(self, g: Any, exc: BaseException) -> None:
         """Deliver ``exc`` to the parked greenlet ``g`` at its next resumption.
@@ -715,15 +594,21 @@ class Hub:
         g._kill_exc = exc
         self._ready.append((g._seq, g, None))
 
+    def cancel_wakeups(self, g: Any) -> None:
+        """Make every wake-up already scheduled for ``g``'s current wait stale
+        (a tasklet killed before it started: its start is one)."""
+        g._seq = self.wait_number(g) + 1
+
     def throw_now(self, g: Any, exc: BaseException) -> None:
         """From the hub only: raise ``exc`` in the parked greenlet ``g`` at once."""
         if g.dead:
             return
-        self._resume(g, g._seq, None, exc)
+        self.resume(g, g._seq, None, exc)
 
-    def _resume(self, g: Any, seq: int, value: Any, exc: BaseException | None = None) -> None:
-        """The one resume path: drop a stale wake-up, bump the wait number,
-        then deliver a pending kill, else ``exc``, else ``value``.
+    def resume(self, g: Any, seq: int, value: Any, exc: BaseException | None = None) -> None:
+        """From the hub only: the one resume path. Drop a stale wake-up (``seq``
+        is not ``g``'s current wait number), bump the wait number, then
+        deliver a pending kill, else ``exc``, else ``value``, at once.
         (_run_ready inlines it for wake-ups without ``exc``.)"""
         if g._seq != seq:                    # that wait is over: a stale wake-up
             return
@@ -738,6 +623,18 @@ class Hub:
         else:
             g.switch(value)
 
+    @staticmethod
+    def wait_number(g: Any) -> int:
+        """The number of ``g``'s current wait, for ``resume``; a greenlet new to
+        the hub gets its wait state here (the one place it is made for
+        greenlets that are not tasklets)."""
+        try:
+            return g._seq  # type: ignore[no-any-return]
+        except AttributeError:
+            g._seq = 0
+            g._kill_exc = None
+            return 0
+
     def call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
         """Run ``callback(*args)`` on the hub in its next iteration (FIFO)."""
         self._ready.append((None, callback, args))
@@ -750,56 +647,12 @@ class Hub:
         """Run ``callback(*args)`` on the hub ``seconds`` from now; a Timer."""
         return self._timers.add(self.clock() + seconds, callback, args)
 
-    # ---------------------------------------------------- other threads
-
     def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
         """From any OS thread: run ``callback(*args)`` on this hub soon.
 
         Wakes a hub that is sleeping in its poll. Safe from signal handlers.
         """
-        self._threadsafe.append((callback, args))
-        if not self._wake_pending:
-            self._wake_pending = True
-            try:
-                os.write(self._wake_w, b"\0")
-            except (BlockingIOError, OSError):
-                pass                         # full: it is awake anyway; closed: gone
-
-    def _drain_waker(self) -> None:
-        """On the hub, when the wake pipe is readable: move thread callbacks to _ready.
-
-        The order (read the pipe, then clear the flag, then move the
-        callbacks) keeps one invariant: while ``_wake_pending`` is True, a
-        byte is in the pipe or about to be written by the thread that set it.
-
-        - A byte this read consumes was written before the read, hence set
-          its flag before the read, hence before the flag is cleared below:
-          the clear accounts for it. (Clearing first, as this method once
-          did, let a thread set the flag and write between the clear and the
-          read: the read ate that byte, the flag stayed True with the pipe
-          empty, no later call wrote again, and the hub slept in its poll
-          with callbacks stuck; issue 19, item 4.)
-        - A thread that sees the flag True (set before the clear) skips its
-          write; its callback was appended before the clear, so it is in the
-          deque when the loop below empties it.
-        - A thread that sees the flag False (after the clear) sets it and
-          writes; that byte arrives after the read, so it stays in the pipe and
-          wakes the next poll, even if the loop below already moved its
-          callback (a spurious wake-up costs one empty drain).
-        - Two threads that both see False both write: two bytes, one drain.
-        A signal handler calling ``call_soon_threadsafe`` in the middle of
-        this method is the same as another thread at that point.
-        """
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except (BlockingIOError, OSError):
-            pass
-        self._wake_pending = False
-        pending = self._threadsafe
-        while pending:
-            callback, args = pending.popleft()
-            self._ready.append((None, callback, args))
+        self._waker.send((None, callback, args))
 
     def report_error(self, tasklet: Tasklet, exc: BaseException) -> None:
         """Report a tasklet that died of ``exc`` with nobody joining it.
@@ -816,18 +669,6 @@ class Hub:
             raise RuntimeError(
                 f"this hub belongs to thread {self.thread_id}, not to thread "
                 f"{threading.get_ident()}: use hub.call_soon_threadsafe() from other threads")
-
-    def _kill_the_living(self) -> None:
-        """close()'s first step: TaskletExit to every live tasklet, and their ends run."""
-        current = getcurrent()
-        if not self._live or self._caller is not None or current is self._greenlet \
-                or current.parent is self._greenlet:
-            return                             # nobody to kill, or the hub cannot run now
-        living = list(self._live)
-        for tasklet in living:
-            tasklet.kill(block=False)
-        while self._ready and not all(tasklet.finished for tasklet in living):
-            self.tick(0)
 
     # ---------------------------------------------------- embedding
 
@@ -863,7 +704,7 @@ class Hub:
 
         A host loop waits on it (and on ``next_deadline()``) instead of polling.
         """
-        return self._poller.fileno()
+        return self._io.poller.fileno()
 
     def next_deadline(self) -> float | None:
         """When the hub next needs a tick, as an absolute ``clock()`` time.
@@ -874,23 +715,20 @@ class Hub:
             return self.clock()
         return self._timers.next_deadline()
 
-    def install_virtual_clock(self, clock: VirtualClock) -> Callable[[], float]:
-        """Run this hub on ``clock`` (its ``now`` and ``jump_to``); returns the
-        clock it replaces, for ``remove_virtual_clock``. RuntimeError if a
-        timer is already set (its deadline is on the old clock) or another
-        VirtualClock is installed."""
-        if len(self._timers):
-            raise RuntimeError("VirtualClock must be installed before any timer is set")
-        if self._virtual_clock is not None:
-            raise RuntimeError("this hub already runs on a VirtualClock")
-        saved, self.clock = self.clock, clock.now
-        self._virtual_clock = clock
-        return saved
+    def current_clock(self) -> Clock:
+        """The ``Clock`` this hub runs on (``timers.Clock``)."""
+        return self._clock
 
-    def remove_virtual_clock(self, saved: Callable[[], float]) -> None:
-        """Back to the clock ``install_virtual_clock`` returned."""
-        self.clock = saved
-        self._virtual_clock = None
+    def set_clock(self, clock: Clock, keep_timers: bool = False) -> Clock:
+        """Run this hub on ``clock`` (the ``timers.Clock`` protocol); returns
+        the clock it replaces. RuntimeError if a timer is set (its deadline is
+        on the old clock), unless ``keep_timers``: they stay as they are."""
+        if len(self._timers) and not keep_timers:
+            raise RuntimeError("a new clock must be set before any timer is")
+        saved, self._clock = self._clock, clock
+        self.clock = clock.now
+        self._sleep_time = clock.deadline_to_sleep_time
+        return saved
 
     def activity(self) -> tuple[int, bool, bool]:
         """(resumes so far, waiting in its poll now, a caller has handed it
@@ -901,8 +739,8 @@ class Hub:
         """Report, from a monitor thread, a tasklet holding the hub too long.
 
         When the hub has not resumed anything nor polled for longer than
-        ``milliseconds``, the stack of the code that holds it is logged as a
-        warning (once per stall). ``None`` or 0 turns it off.
+        ``milliseconds``, the stack of the code that holds it is reported
+        (``Watchdog``) once per stall. ``None`` or 0 turns it off.
         """
         if self._watchdog is not None:
             self._watchdog.stop()
@@ -911,6 +749,18 @@ class Hub:
             self._watchdog = Watchdog(self, milliseconds / 1000.0)
             self._watchdog.start()
         return self._watchdog
+
+    def release(self) -> None:
+        """Stop the watchdog and close the hub's descriptors (poller, wake
+        pipe), from any thread, without running anything; idempotent. For a
+        hub whose thread ended: ``get_hub()`` arranges it; else use ``close()``."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.stop()
+        self._waker.close()
+        self._io.close()
 
     def close(self) -> None:
         """Kill the tasklets still alive, then release the hub's descriptors;
@@ -925,26 +775,23 @@ class Hub:
         """
         self.check_thread()
         self._kill_the_living()
-        if self._watchdog is not None:
-            self._watchdog.stop()
-        if self._old_wakeup_fd is not None:
-            try:
-                signal.set_wakeup_fd(self._old_wakeup_fd)
-            except (ValueError, OSError):
-                pass
-        self._poller.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        self.release()
         self._live.clear()
         self._ready.clear()
         _forget_hub(self)
 
+    def _kill_the_living(self) -> None:
+        """close()'s first step: TaskletExit to every live tasklet, and their ends run."""
+        current = getcurrent()
+        if not self._live or self._caller is not None or current is self._greenlet \
+                or current.parent is self._greenlet:
+            return                             # nobody to kill, or the hub cannot run now
+        living = list(self._live)
+        for tasklet in living:
+            tasklet.kill(block=False)
+        while self._ready and not all(tasklet.finished for tasklet in living):
+            self.tick(0)
+
 
 # What the caller of run()/tick() asked the hub greenlet to do.
 _TICK, _RUN_UNTIL, _RUN_ALL, _SERVE = "tick", "run until", "run all", "serve"
-
-
-def _min_wait(wait: float, limit: float | None) -> float:
-    """``wait`` (never below 0) within ``limit`` (None: no limit)."""
-    wait = max(0.0, wait)
-    return wait if limit is None else min(wait, limit)

@@ -45,9 +45,10 @@ one); ``set_mask`` and ``forget`` treat both pollers alike.
 from __future__ import annotations
 
 import errno
-import os
 import selectors
 from typing import Any, Callable
+
+from .env import env_choice
 
 READ = selectors.EVENT_READ
 WRITE = selectors.EVENT_WRITE
@@ -232,9 +233,14 @@ class SelectorPoller(Poller):
 
 
 def make_poller() -> Poller:
-    """epoll where there is one; ``MICROTHREADS_POLLER=selectors`` forces the fallback."""
-    if os.environ.get("MICROTHREADS_POLLER", "").lower() == "selectors":
+    """epoll where there is one; ``MICROTHREADS_POLLER=selectors`` forces the
+    fallback, ``epoll`` insists on epoll; ValueError names
+    any other value."""
+    kind = env_choice("MICROTHREADS_POLLER", ("epoll", "selectors"))
+    if kind == "selectors":
         return SelectorPoller()
+    if kind == "epoll":
+        return EpollPoller()
     try:
         return EpollPoller()
     except (ImportError, AttributeError):

@@ -12,12 +12,11 @@ from greenlet import greenlet
 
 from . import hooks as _hooks
 from .errors import TaskletExit
-from .hub import TIMED_OUT, get_hub
+from .hub import TIMED_OUT, WAIT_STATE, get_hub
 
 if TYPE_CHECKING:
     from collections.abc import Generator
 
-    from .group import Group
     from .hub import Hub
     from .timers import Timer
 
@@ -41,9 +40,9 @@ class Tasklet(greenlet):
     on it or a ``Group`` owns it.
     """
 
-    __slots__ = ("_args", "_ended", "_exception", "_finished", "_fn", "_group", "_hooks",
-                 "_hub", "_kill_exc", "_kwargs", "_links", "_name", "_seq", "_start_timer",
-                 "_started", "_value")
+    __slots__ = ("_args", "_ended", "_exception", "_finished", "_fn", "_hooks", "_hub",
+                 "_kwargs", "_links", "_name", "_start_timer", "_started", "_value",
+                 *WAIT_STATE)          # the hub's wait state, set by Hub.start()
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...] = (),
                  kwargs: dict[str, Any] | None = None, hub: Hub | None = None) -> None:
@@ -54,8 +53,6 @@ class Tasklet(greenlet):
         self._args: tuple[Any, ...] | None = args
         self._kwargs: dict[str, Any] | None = kwargs or _NO_KWARGS
         self._hub = hub
-        self._seq = 0                 # the hub's wait state (see hub.py): this wait's number,
-        self._kill_exc: BaseException | None = None   # and a kill not delivered yet
         self._started = False
         self._ended = False           # dead: run() is over, or killed before it began
         self._finished = False        # dead and every hook and joiner has been served
@@ -64,7 +61,6 @@ class Tasklet(greenlet):
         # [(fn, args)] added by on_finish, made on demand
         self._hooks: list[tuple[Callable[..., object], tuple[Any, ...]]] | None = None
         self._links: list[Callable[[Tasklet], object]] | None = None  # joiners, run()
-        self._group: Group | None = None
         self._start_timer: Timer | None = None
         self._name: str | None = None
 
@@ -90,7 +86,7 @@ class Tasklet(greenlet):
         if exc is not None:
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 hub.interrupt(exc)            # raised to the caller of run()
-            elif not self._links and (self._group is None or not self._group._entered):
+            elif not self._links:
                 hub.report_error(self, exc)
         hub.call_soon(self._finish)
 
@@ -106,8 +102,6 @@ class Tasklet(greenlet):
         if _hooks.finish_hooks:
             _hooks.fire_finish(self)
         self._finished = True
-        if self._group is not None:
-            self._group._member_ended(self)
         links, self._links = self._links, None
         if links:
             for link in links:
@@ -278,7 +272,7 @@ class Tasklet(greenlet):
             exc = exc()
         if not self._started:
             self._started = True
-            self._seq += 1                   # its start is now a stale wake-up
+            hub.cancel_wakeups(self)         # its start is now a stale wake-up
             if self._start_timer is not None:
                 self._start_timer.cancel()
             if not isinstance(exc, TaskletExit):

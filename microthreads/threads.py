@@ -7,6 +7,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
+from .env import env_number
 from .hub import get_hub
 
 T = TypeVar("T")
@@ -14,7 +15,8 @@ T = TypeVar("T")
 _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
 #: How many worker threads at most (shared by every hub of the process).
-MAX_WORKERS = int(os.environ.get("MICROTHREADS_THREADS", 0)) or min(32, (os.cpu_count() or 1) + 4)
+MAX_WORKERS = int(env_number("MICROTHREADS_THREADS", "worker threads", integer=True) or 0) \
+    or min(32, (os.cpu_count() or 1) + 4)
 
 
 def _get_executor() -> ThreadPoolExecutor:

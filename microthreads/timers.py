@@ -1,12 +1,72 @@
-"""Timers: callbacks due at an absolute deadline, kept in a heap with lazy deletion."""
+"""Timers: callbacks due at an absolute deadline, kept in a heap with lazy
+deletion; and the clock protocol those deadlines are measured on."""
 
 from __future__ import annotations
 
 import heapq
+import time
 from itertools import count
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
-__all__ = ["Timer", "TimerHeap"]
+__all__ = ["TIMED_OUT", "Clock", "MonotonicClock", "Timer", "TimerHeap"]
+
+
+class _TimedOut:
+    """The value ``park(timeout)`` returns when its time ran out."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "TIMED_OUT"
+
+
+#: What ``Hub.park(timeout)`` returns when its timer fired first.
+TIMED_OUT = _TimedOut()
+
+
+class Clock(Protocol):
+    """What a hub's clock provides (trio's ``Clock`` is the model).
+
+    ``now()``: absolute seconds, never going backwards. The hub's timers are
+    deadlines on it, ``Hub.clock`` is its ``now``.
+    ``deadline_to_sleep_time(deadline)``: how many real seconds the hub may
+    sleep in its poll waiting for ``deadline`` (0 once it is due).
+    ``autojump_threshold``: None for a clock that only moves by itself; else
+    the clock may jump: when every tasklet waits for a deadline and a poll of
+    at most this many real seconds brought nothing (and no thread job runs,
+    whose end comes in real time), the hub calls ``jump_to(deadline)``
+    instead of sleeping (``microthreads.testing.VirtualClock``).
+    """
+
+    def now(self) -> float: ...
+
+    def deadline_to_sleep_time(self, deadline: float) -> float: ...
+
+    @property
+    def autojump_threshold(self) -> float | None: ...
+
+    def jump_to(self, deadline: float) -> None: ...
+
+
+class MonotonicClock:
+    """The default clock: ``time.monotonic``, which never jumps."""
+
+    __slots__ = ()
+
+    #: It never jumps.
+    autojump_threshold = None
+    now = staticmethod(time.monotonic)
+
+    @staticmethod
+    def deadline_to_sleep_time(deadline: float, _now: Callable[[], float] = time.monotonic
+                               ) -> float:
+        """Real seconds until ``deadline``; 0 once it is due."""
+        wait = deadline - _now()
+        return wait if wait > 0 else 0.0
+
+    def jump_to(self, deadline: float) -> None:
+        """Real time cannot be moved: RuntimeError."""
+        raise RuntimeError("the monotonic clock cannot jump")
 
 
 class Timer:

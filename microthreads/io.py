@@ -1,0 +1,163 @@
+"""The descriptor registry: who waits on which file descriptor, for one hub.
+
+``IOManager`` keeps one ``FdWatch`` per descriptor (``poller.py``), a parked
+greenlet or a persistent callback per side, and the count of them (the hub's
+loop reads ``waiters``: a watched descriptor keeps ``run()`` going). The hub
+owns one and offers its verbs as its own (``wait_readable``, ``add_reader``,
+``close_fd``, ``forget_fd``, ...); phase 3 of a loop turn is ``dispatch``.
+
+It imports nothing of the runtime: it parks and resumes through the hub's
+verbs (``park``, ``resume``, ``schedule_throw``, ``wait_number``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import TYPE_CHECKING, Any, Callable
+
+from greenlet import getcurrent
+
+from .poller import SIDES, VERB, FdWatch, make_poller
+from .timers import TIMED_OUT
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+log = logging.getLogger("microthreads")
+
+__all__ = ["IOManager"]
+
+
+class IOManager:
+    """The descriptors one hub waits on, and the poller that watches them.
+
+    One reader and one writer at a time per descriptor: a second raises
+    RuntimeError naming the first. A descriptor stays registered with the
+    poller between waits; ``forget`` (or ``close_fd``) before closing it.
+    """
+
+    __slots__ = ("_fds", "_hub", "_hub_greenlet", "_park", "_resume", "_switch",
+                 "_wait_number", "poller", "waiters")
+
+    def __init__(self, hub: Hub) -> None:
+        #: The poller (epoll or a selector); the hub polls it in phase 3.
+        self.poller = make_poller()
+        #: Parked greenlets and callbacks on descriptors: work that keeps run() going.
+        self.waiters = 0
+        self._fds: dict[int, FdWatch] = {}
+        self._hub = hub
+        self._hub_greenlet = hub.greenlet
+        self._switch = hub.greenlet.switch
+        self._park = hub.park
+        self._resume = hub.resume
+        self._wait_number = hub.wait_number
+
+    def __len__(self) -> int:
+        """The number of descriptors registered."""
+        return len(self._fds)
+
+    def wait(self, fd: int, side: int, timeout: float | None) -> bool:
+        """Park the current greenlet until ``fd`` is ready on ``side``
+        (READING or WRITING) or has an error; False when ``timeout`` passed.
+        RuntimeError if another waits on that side already."""
+        watch = self._fds.get(fd) or self._watch(fd)
+        self._check_free(watch, side)
+        current: Any = getcurrent()
+        seq = self._wait_number(current)
+        bit = SIDES[side][1]
+        if not watch.mask & bit:
+            self.poller.set_mask(watch, watch.mask | bit)
+        watch.waiter[side] = current
+        watch.seq[side] = seq
+        self.waiters += 1
+        try:
+            if timeout is None and current.parent is self._hub_greenlet:
+                self._switch()                # a tasklet, no time limit: the fast path
+                return True
+            return self._park(timeout) is not TIMED_OUT
+        finally:
+            self.waiters -= 1
+            if watch.waiter[side] is current:
+                watch.waiter[side] = None
+
+    def dispatch(self, events: list[tuple[int, int]]) -> None:
+        """Phase 3: wake each side of each ready descriptor; narrow what nobody wants."""
+        fds = self._fds
+        sides = self.poller.sides
+        for fd, flags in events:
+            watch = fds.get(fd)
+            if watch is None:
+                continue
+            fired = unwanted = 0
+            for side, wake_flags, bit in sides:
+                if flags & wake_flags:
+                    fired |= bit
+                    waiter = watch.waiter[side]
+                    if waiter is not None:
+                        watch.waiter[side] = None
+                        self._resume(waiter, watch.seq[side], None)
+                    elif (callback := watch.callback[side]) is not None:
+                        try:
+                            callback()
+                        except Exception:
+                            log.exception("microthreads: callback %r failed", callback)
+                    else:
+                        unwanted |= bit
+            if unwanted & watch.mask and fds.get(fd) is watch:
+                self.poller.set_mask(watch, watch.mask & ~unwanted, hangup=unwanted == fired)
+
+    def add_callback(self, fd: int, side: int, callback: Callable[[], Any]) -> None:
+        """Call ``callback()`` on the hub whenever ``fd`` is ready on ``side``,
+        until ``remove_callback``. RuntimeError if that side is taken."""
+        watch = self._fds.get(fd) or self._watch(fd)
+        self._check_free(watch, side)
+        watch.callback[side] = callback
+        self.waiters += 1
+        self.poller.set_mask(watch, watch.mask | SIDES[side][1])
+
+    def remove_callback(self, fd: int, side: int) -> None:
+        """Take back ``add_callback(fd, side, ...)``; nothing if there is none."""
+        watch = self._fds.get(fd)
+        if watch is not None and watch.callback[side] is not None:
+            watch.callback[side] = None
+            self.waiters -= 1
+
+    def forget(self, fd: int) -> list[Any]:
+        """Unregister ``fd`` (its callbacks are dropped); the greenlets waiting on it."""
+        watch = self._fds.pop(fd, None)
+        if watch is None:
+            return []
+        self.poller.forget(watch)
+        waiters = [g for g in watch.waiter if g is not None]
+        self.waiters -= sum(callback is not None for callback in watch.callback)
+        watch.waiter = [None, None]
+        watch.callback = [None, None]
+        return waiters
+
+    def close_fd(self, fd: int, exc: BaseException) -> None:
+        """``forget(fd)``, then ``exc`` to each waiter but the caller (a copy to the second)."""
+        current = getcurrent()
+        for waiter in self.forget(fd):
+            if waiter is not current:
+                self._hub.schedule_throw(waiter, exc)
+                exc = copy.copy(exc)
+
+    def close(self) -> None:
+        """Close the poller; the registry is empty afterwards."""
+        self._fds.clear()
+        self.waiters = 0
+        self.poller.close()
+
+    def _watch(self, fd: int) -> FdWatch:
+        watch = self._fds[fd] = FdWatch(fd)
+        return watch
+
+    @staticmethod
+    def _check_free(watch: FdWatch, side: int) -> None:
+        taken = watch.waiter[side] or watch.callback[side]
+        if taken is not None:
+            verb = VERB[side]
+            raise RuntimeError(f"fd {watch.fd}: {taken!r} is already waiting to {verb} it"
+                               f" (one {verb}er at a time)")
+
