@@ -1,23 +1,17 @@
 """The hub: one greenlet per OS thread that runs the loop.
 
-The hub runs the loop and keeps what it schedules: a FIFO of ready entries,
-a heap of timers (``timers.py``) on a clock (the ``Clock`` protocol there),
-and the tasklets it started. What waits on descriptors is its I/O manager's
-(``io.py``, over the pollers of ``poller.py``); how other threads and signals
-reach it, its waker's (``waker.py``). Everything that waits (sleep, locks,
-queues, sockets) is built from two verbs: ``park()`` the current tasklet,
-and ``schedule_wakeup()`` another. The ready FIFO's entry format is this
-module's alone: other modules go through the verbs.
+It keeps a FIFO of ready entries (its format is this module's alone), a heap
+of timers (``timers.py``) on a ``Clock``, and the live tasklets. Descriptors
+are its I/O manager's (``io.py``); other threads and signals reach it through
+its waker (``waker.py``). Every wait is built from two verbs: ``park()`` the
+current tasklet, ``schedule_wakeup()`` another.
 
-A wake-up is stamped with the number of the wait it was meant for: each time
-the hub resumes a greenlet that number goes up, so a wake-up that arrives
-after its wait already ended (the tasklet was killed, timed out, or woken by
-something else first) is dropped instead of resuming a later, unrelated wait.
-
-The per-greenlet wait state is two attributes this module keeps on every
-greenlet that parks: ``_seq`` (the number of its current wait) and
-``_kill_exc`` (a kill not yet delivered). ``Tasklet`` reserves them as slots
-(``WAIT_STATE``); ``start()`` and ``wait_number()`` set them.
+A wake-up is stamped with the number of the wait it was meant for; each
+resume bumps it, so a wake-up that arrives after its wait ended (a kill, a
+timeout, another wake-up first) is dropped, never resuming a later wait.
+That number (``_seq``) and a kill not yet delivered (``_kill_exc``) are this
+module's state on every greenlet that parks: ``Tasklet`` reserves them as
+slots (``WAIT_STATE``); ``start()`` and ``wait_number()`` set them.
 """
 
 from __future__ import annotations
@@ -34,7 +28,6 @@ from greenlet import getcurrent, greenlet
 from .env import env_number
 from .errors import DeadlockError
 from .io import IOManager
-from .poller import READING, WRITING
 from .stacks import Watchdog, describe_wait
 from .timers import TIMED_OUT, Clock, MonotonicClock, Timer, TimerHeap
 from .waker import Waker
@@ -114,17 +107,14 @@ def sleep(seconds: float = 0) -> None:
 class Hub:
     """The loop of one OS thread. Get it with ``get_hub()``.
 
-    User code never runs in the hub's own greenlet: it runs in tasklets, which
-    switch to the hub when they wait. Public verbs for embedding: ``tick()``,
-    ``fileno()``, ``next_deadline()``, ``clock()``, ``set_clock()``,
-    ``call_soon_threadsafe()``, ``watchdog()``, ``close()``. Verbs for
-    building primitives: ``park()``, ``schedule_wakeup()``,
-    ``schedule_throw()``, ``schedule_kill()``, ``cancel_wakeups()``,
-    ``yield_now()``, ``call_soon()``, ``call_later()``, ``call_at()``,
-    ``wait_readable()``, ``wait_writable()``, ``close_fd()``, ``forget_fd()``,
-    ``poll_soon()``, ``wait_for_thread()``. Verbs for the runtime's own
-    modules: ``start()``, ``start_later()``, ``retire()``, ``interrupt()``,
-    ``resume()``, ``wait_number()``.
+    User code runs in tasklets, never in the hub's own greenlet. Verbs for
+    embedding: ``tick``, ``fileno``, ``next_deadline``, ``clock``,
+    ``set_clock``, ``call_soon_threadsafe``, ``watchdog``, ``close``. For
+    building primitives: ``park``, ``schedule_wakeup``/``_throw``/``_kill``,
+    ``cancel_wakeups``, ``yield_now``, ``call_soon``/``_later``/``_at``,
+    ``poll_soon``, ``wait_for_thread``, and the descriptor verbs of ``io.py``
+    (``wait_readable``, ``close_fd``, ...). For the runtime's own modules:
+    ``start``, ``start_later``, ``retire``, ``interrupt``, ``resume``.
     """
 
     def __init__(self, clock: Clock | None = None) -> None:
@@ -156,12 +146,18 @@ class Hub:
         self.wait_number(root)             # the main greenlet can park too
         self._greenlet = greenlet(self._main, parent=root)
         self._switch = self._greenlet.switch
-        self._io = IOManager(self)
-        self._poller_poll = self._io.poller.poll
+        io = self._io = IOManager(self)
+        self._poller_poll = io.poller.poll
+        # The descriptor verbs are the I/O manager's own (io.py documents them).
+        self.wait_readable = io.wait_readable
+        self.wait_writable = io.wait_writable
+        self.add_reader, self.remove_reader = io.add_reader, io.remove_reader
+        self.add_writer, self.remove_writer = io.add_writer, io.remove_writer
+        self.forget_fd, self.close_fd = io.forget_fd, io.close_fd
         self._waker = Waker(self._ready, self.interrupt)
         self._threadsafe = self._waker.items   # sent from other threads, not yet drained
-        self._io.add_callback(self._waker.fileno(), READING, self._waker.drain)
-        self._io.waiters -= 1              # the waker alone never keeps the loop alive
+        io.add_reader(self._waker.fileno(), self._waker.drain)
+        io.waiters -= 1                    # the waker alone never keeps the loop alive
         ms = env_number("MICROTHREADS_WATCHDOG_MS", "milliseconds (0: off)")
         if ms:
             self.watchdog(ms)
@@ -193,23 +189,12 @@ class Hub:
                 self._return_to_caller(self._has_work())
 
     def _iterate(self) -> None:
-        """One loop iteration: the phases, in this order (docs/DESIGN.md, "A loop turn").
+        """One loop iteration; docs/DESIGN.md, "A loop turn", is its contract.
 
-        1. run the entries that were ready when this iteration began (wake-ups
-           and callbacks, FIFO); what they schedule waits for the next turn
-        2. decide how long I/O may wait: 0 if work is queued or the caller is
-           to be given control back; else until the earliest timer (the
-           clock's ``deadline_to_sleep_time``), within a tick()'s budget;
-           else without limit. Then, when nothing is left that could end it:
-           2a. deadlock detection (run() only): every blocked tasklet gets
-               DeadlockError, and the wait is 0;
-           2b. a clock that may jump (``autojump_threshold`` not None) jumps
-               to the earliest deadline instead (after one poll of real I/O)
-        3. poll, and wake the greenlets and callbacks whose descriptors are
-           ready. While tasklets keep yielding, a zero-wait poll is made once
-           per POLL_EVERY wake-ups rather than every turn (I/O waits for at
-           most that many switches); with nothing queued it always polls
-        4. fire the timers whose deadline has passed, in deadline order
+        1. the entries ready when it began (FIFO); 2. how long I/O may wait
+        (``_wait_for_timers``, with 2a deadlock detection and 2b a jumping
+        clock); 3. poll and wake descriptors (while tasklets keep yielding,
+        once per POLL_EVERY wake-ups); 4. the timers due by now.
         """
         self._run_ready()                                    # 1
         limit: float | None
@@ -230,7 +215,7 @@ class Hub:
             self._polled_at = self._switches
             self._io.dispatch(self._poll(timeout))           # 3
         if self._timers.heap:                                # 4 (most turns have none)
-            self._fire_due_timers()
+            self._timers.fire_due(self.clock())
 
     def _wait_for_timers(self, limit: float | None) -> float | None:
         """Phase 2 with nothing queued: how long the poll may wait, within
@@ -302,23 +287,6 @@ class Hub:
             return self._poller_poll(timeout)
         finally:
             self._in_poll = False
-
-    def _fire_due_timers(self) -> None:
-        """Phase 4, entered when a timer is pending: every timer due by now,
-        earliest first (ties: oldest first)."""
-        timers = self._timers
-        heap = timers.heap
-        now = self.clock()
-        if heap[0][0] > now:
-            return
-        while True:
-            timer = timers.pop_due(now)
-            if timer is None:
-                return
-            try:
-                timer.callback(*timer.args)
-            except Exception:
-                log.exception("microthreads: callback %r failed", timer.callback)
 
     # ---------------------------------------------- when to hand control back
 
@@ -426,20 +394,19 @@ class Hub:
     def start(self, tasklet: Tasklet) -> None:
         """Count ``tasklet`` as live and switch into it in the next iteration
         (after the entries already ready). Used by ``spawn()``."""
-        g: Any = tasklet                      # its wait state: WAIT_STATE
-        g._seq = 0
-        g._kill_exc = None
-        self._live[tasklet] = None
+        self._admit(tasklet)
         self._ready.append((0, tasklet, None))
 
     def start_later(self, seconds: float, tasklet: Tasklet) -> Timer:
         """Count ``tasklet`` as live and switch into it ``seconds`` from now;
         the Timer, which ``cancel()`` disarms. Used by ``spawn_later()``."""
-        g: Any = tasklet                      # its wait state: WAIT_STATE
-        g._seq = 0
-        g._kill_exc = None
-        self._live[tasklet] = None
+        self._admit(tasklet)
         return self.call_later(seconds, self.resume, tasklet, 0, None)
+
+    def _admit(self, tasklet: Any) -> None:
+        tasklet._seq = 0                      # its wait state (WAIT_STATE)
+        tasklet._kill_exc = None
+        self._live[tasklet] = None
 
     def retire(self, tasklet: Tasklet) -> None:
         """``tasklet`` has ended: it no longer keeps ``run()`` going."""
@@ -510,66 +477,6 @@ class Hub:
 
         arm(lambda: self.call_soon_threadsafe(finished))
         self.park()
-
-    # ------------------------------------------------- verbs: descriptors
-
-    def wait_readable(self, fd: int, timeout: float | None = None) -> bool:
-        """Park until ``fd`` is readable (or has an error); False on timeout.
-
-        The descriptor stays registered after the wait (its mask changes only
-        when it must). One reader at a time: a second raises RuntimeError.
-        """
-        return self._io.wait(fd, READING, timeout)
-
-    def wait_writable(self, fd: int, timeout: float | None = None) -> bool:
-        """Park until ``fd`` is writable (or has an error); False on timeout.
-
-        One writer at a time: a second raises RuntimeError.
-        """
-        return self._io.wait(fd, WRITING, timeout)
-
-    def add_reader(self, fd: int, callback: Callable[[], Any]) -> None:
-        """Call ``callback()`` on the hub whenever ``fd`` is readable, until removed.
-
-        RuntimeError if something already waits to read ``fd``.
-        """
-        self._io.add_callback(fd, READING, callback)
-
-    def add_writer(self, fd: int, callback: Callable[[], Any]) -> None:
-        """Call ``callback()`` on the hub whenever ``fd`` is writable, until removed.
-
-        RuntimeError if something already waits to write ``fd``.
-        """
-        self._io.add_callback(fd, WRITING, callback)
-
-    def remove_reader(self, fd: int) -> None:
-        """Take back ``add_reader(fd, ...)``; nothing if there is none."""
-        self._io.remove_callback(fd, READING)
-
-    def remove_writer(self, fd: int) -> None:
-        """Take back ``add_writer(fd, ...)``; nothing if there is none."""
-        self._io.remove_callback(fd, WRITING)
-
-    def forget_fd(self, fd: int) -> list[Any]:
-        """Unregister ``fd`` before it is closed; return the greenlets waiting on it.
-
-        Callbacks added with add_reader/add_writer are dropped. Most callers
-        want ``close_fd()``, which also wakes those greenlets; this is for a
-        descriptor handed elsewhere (``socket.detach()``) or a finalizer.
-        """
-        return self._io.forget(fd)
-
-    def close_fd(self, fd: int, exc: BaseException) -> None:
-        """Forget ``fd`` and raise ``exc`` in every greenlet waiting on it (trio's
-        ``notify_closing``).
-
-        Call it just before closing the descriptor, with no wait in between: a
-        reused descriptor number then never inherits a stale registration,
-        and every waiter (but the caller) gets ``exc`` at its wait in the
-        next iteration: the first waiter ``exc`` itself, a second (a reader
-        and a writer) a ``copy.copy`` of it, so their tracebacks never mix.
-        """
-        self._io.close_fd(fd, exc)
 
     # ---------------------------------------------------- verbs: waking
 

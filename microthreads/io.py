@@ -3,8 +3,10 @@
 ``IOManager`` keeps one ``FdWatch`` per descriptor (``poller.py``), a parked
 greenlet or a persistent callback per side, and the count of them (the hub's
 loop reads ``waiters``: a watched descriptor keeps ``run()`` going). The hub
-owns one and offers its verbs as its own (``wait_readable``, ``add_reader``,
-``close_fd``, ``forget_fd``, ...); phase 3 of a loop turn is ``dispatch``.
+owns one and offers its verbs as its own: ``hub.wait_readable`` is
+``IOManager.wait_readable``, likewise ``wait_writable``, ``add_reader``,
+``remove_reader``, ``add_writer``, ``remove_writer``, ``forget_fd`` and
+``close_fd``. Phase 3 of a loop turn is ``dispatch``.
 
 It imports nothing of the runtime: it parks and resumes through the hub's
 verbs (``park``, ``resume``, ``schedule_throw``, ``wait_number``).
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from greenlet import getcurrent
 
-from .poller import SIDES, VERB, FdWatch, make_poller
+from .poller import READING, SIDES, VERB, WRITING, FdWatch, make_poller
 from .timers import TIMED_OUT
 
 if TYPE_CHECKING:
@@ -57,10 +59,22 @@ class IOManager:
         """The number of descriptors registered."""
         return len(self._fds)
 
-    def wait(self, fd: int, side: int, timeout: float | None) -> bool:
-        """Park the current greenlet until ``fd`` is ready on ``side``
-        (READING or WRITING) or has an error; False when ``timeout`` passed.
-        RuntimeError if another waits on that side already."""
+    def wait_readable(self, fd: int, timeout: float | None = None) -> bool:
+        """Park until ``fd`` is readable (or has an error); False on timeout.
+
+        The descriptor stays registered after the wait (its mask changes only
+        when it must). One reader at a time: a second raises RuntimeError.
+        """
+        return self._wait(fd, READING, timeout)
+
+    def wait_writable(self, fd: int, timeout: float | None = None) -> bool:
+        """Park until ``fd`` is writable (or has an error); False on timeout.
+
+        One writer at a time: a second raises RuntimeError.
+        """
+        return self._wait(fd, WRITING, timeout)
+
+    def _wait(self, fd: int, side: int, timeout: float | None) -> bool:
         watch = self._fds.get(fd) or self._watch(fd)
         self._check_free(watch, side)
         current: Any = getcurrent()
@@ -107,24 +121,48 @@ class IOManager:
             if unwanted & watch.mask and fds.get(fd) is watch:
                 self.poller.set_mask(watch, watch.mask & ~unwanted, hangup=unwanted == fired)
 
-    def add_callback(self, fd: int, side: int, callback: Callable[[], Any]) -> None:
-        """Call ``callback()`` on the hub whenever ``fd`` is ready on ``side``,
-        until ``remove_callback``. RuntimeError if that side is taken."""
+    def add_reader(self, fd: int, callback: Callable[[], Any]) -> None:
+        """Call ``callback()`` on the hub whenever ``fd`` is readable, until removed.
+
+        RuntimeError if something already waits to read ``fd``.
+        """
+        self._add_callback(fd, READING, callback)
+
+    def add_writer(self, fd: int, callback: Callable[[], Any]) -> None:
+        """Call ``callback()`` on the hub whenever ``fd`` is writable, until removed.
+
+        RuntimeError if something already waits to write ``fd``.
+        """
+        self._add_callback(fd, WRITING, callback)
+
+    def remove_reader(self, fd: int) -> None:
+        """Take back ``add_reader(fd, ...)``; nothing if there is none."""
+        self._remove_callback(fd, READING)
+
+    def remove_writer(self, fd: int) -> None:
+        """Take back ``add_writer(fd, ...)``; nothing if there is none."""
+        self._remove_callback(fd, WRITING)
+
+    def _add_callback(self, fd: int, side: int, callback: Callable[[], Any]) -> None:
         watch = self._fds.get(fd) or self._watch(fd)
         self._check_free(watch, side)
         watch.callback[side] = callback
         self.waiters += 1
         self.poller.set_mask(watch, watch.mask | SIDES[side][1])
 
-    def remove_callback(self, fd: int, side: int) -> None:
-        """Take back ``add_callback(fd, side, ...)``; nothing if there is none."""
+    def _remove_callback(self, fd: int, side: int) -> None:
         watch = self._fds.get(fd)
         if watch is not None and watch.callback[side] is not None:
             watch.callback[side] = None
             self.waiters -= 1
 
-    def forget(self, fd: int) -> list[Any]:
-        """Unregister ``fd`` (its callbacks are dropped); the greenlets waiting on it."""
+    def forget_fd(self, fd: int) -> list[Any]:
+        """Unregister ``fd`` before it is closed; return the greenlets waiting on it.
+
+        Callbacks added with add_reader/add_writer are dropped. Most callers
+        want ``close_fd()``, which also wakes those greenlets; this is for a
+        descriptor handed elsewhere (``socket.detach()``) or a finalizer.
+        """
         watch = self._fds.pop(fd, None)
         if watch is None:
             return []
@@ -136,9 +174,17 @@ class IOManager:
         return waiters
 
     def close_fd(self, fd: int, exc: BaseException) -> None:
-        """``forget(fd)``, then ``exc`` to each waiter but the caller (a copy to the second)."""
+        """Forget ``fd`` and raise ``exc`` in every greenlet waiting on it (trio's
+        ``notify_closing``).
+
+        Call it just before closing the descriptor, with no wait in between: a
+        reused descriptor number then never inherits a stale registration,
+        and every waiter (but the caller) gets ``exc`` at its wait in the
+        next iteration: the first waiter ``exc`` itself, a second (a reader
+        and a writer) a ``copy.copy`` of it, so their tracebacks never mix.
+        """
         current = getcurrent()
-        for waiter in self.forget(fd):
+        for waiter in self.forget_fd(fd):
             if waiter is not current:
                 self._hub.schedule_throw(waiter, exc)
                 exc = copy.copy(exc)

@@ -4,11 +4,14 @@ deletion; and the clock protocol those deadlines are measured on."""
 from __future__ import annotations
 
 import heapq
+import logging
 import time
 from itertools import count
 from typing import Any, Callable, Protocol
 
 __all__ = ["TIMED_OUT", "Clock", "MonotonicClock", "Timer", "TimerHeap"]
+
+log = logging.getLogger("microthreads")
 
 
 class _TimedOut:
@@ -144,6 +147,21 @@ class TimerHeap:
             heapq.heappop(heap)
             self._dead -= 1
         return None
+
+    def fire_due(self, now: float) -> None:
+        """Call every live timer due at ``now``, earliest first (ties: oldest
+        first); a callback's exception is logged and the rest still fire."""
+        heap = self.heap
+        if not heap or heap[0][0] > now:
+            return
+        while True:
+            timer = self.pop_due(now)
+            if timer is None:
+                return
+            try:
+                timer.callback(*timer.args)
+            except Exception:
+                log.exception("microthreads: callback %r failed", timer.callback)
 
     def pop_due(self, now: float) -> Timer | None:
         """Remove and return the next live timer due at ``now``, or None."""
