@@ -42,15 +42,18 @@ class _WaitQueue:
     """Parked greenlets in arrival order; an entry is ``[greenlet, state, value]``.
 
     Leaving the line (timeout, kill) marks the entry cancelled in O(1); the
-    wakers skip cancelled entries.
+    wakers skip cancelled entries, and the line is compacted when cancelled
+    entries pass half of it (as the timer heap does), so a million waits that
+    time out on an object nobody signals hold no more than its live waiters.
     """
 
-    __slots__ = ("_entries", "_hub", "waiting")
+    __slots__ = ("_cancelled", "_entries", "_hub", "waiting")
 
     def __init__(self) -> None:
         self._entries: deque[_Entry] = deque()
         self._hub: Hub | None = None
         self.waiting = 0                     # live (not cancelled, not handed) entries
+        self._cancelled = 0                  # cancelled entries still in _entries
 
     def wait(self, timeout: float | None = None, value: Any = None,
              give_back: Callable[[Any], object] | None = None) -> tuple[bool, Any]:
@@ -75,6 +78,10 @@ class _WaitQueue:
             if entry[1] == _WAITING:
                 entry[1] = _CANCELLED
                 self.waiting -= 1
+                self._cancelled += 1
+                if self._cancelled > 64 and self._cancelled * 2 > len(self._entries):
+                    self._entries = deque(e for e in self._entries if e[1] == _WAITING)
+                    self._cancelled = 0
         return entry[1] == _HANDED, entry[2]
 
     def pop(self) -> _Entry | None:
@@ -93,6 +100,7 @@ class _WaitQueue:
                 entry[1] = _HANDED
                 self.waiting -= 1
                 return entry
+            self._cancelled -= 1
         return None
 
     def wake(self, entry: _Entry) -> None:

@@ -1,5 +1,7 @@
 """Event, Lock, RLock, Semaphore, BoundedSemaphore, Queue and Channel."""
 
+import gc
+
 import pytest
 
 import microthreads
@@ -590,3 +592,23 @@ def test_channel_value_handed_to_a_killed_receiver_waits_for_a_later_receiver():
         return channel.receive()
 
     assert microthreads.run(main) == "value"
+
+
+def test_100000_timed_out_waits_on_one_event_leave_nothing_behind(virtual_clock):
+    """A wait that times out leaves the Event's line: nothing piles up per wait
+    (counted as live objects, so any leftover entry, list or greenlet shows)."""
+    def main():
+        event = microthreads.Event()
+        for _ in range(1000):                 # warm up: caches, the line's first compaction
+            event.wait(0.001)
+        gc.collect()
+        before = len(gc.get_objects())
+        for _ in range(100_000):
+            assert event.wait(0.001) is False
+        gc.collect()
+        return len(gc.get_objects()) - before, event
+
+    grown, event = microthreads.run(main)
+    assert grown < 1000, f"{grown} objects left behind by 100,000 timed-out waits"
+    assert repr(event) == "<Event unset waiters=0>"
+    assert virtual_clock.now() >= 100.0       # each wait did time out, on the virtual clock
