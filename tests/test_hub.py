@@ -463,3 +463,25 @@ def test_close_abandons_a_tasklet_that_waits_again_after_its_kill():
     microthreads.run(main)
     hub.close()
     assert events == ["killed, waits again"]
+
+
+def _open_descriptors():
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd (Linux)")
+def test_200_threads_that_each_got_a_hub_and_ended_leave_no_descriptor_open():
+    """A plain thread's first sleep() makes it a hub (a poller and a wake pipe);
+    the thread ends without close(): its descriptors go with it."""
+    def one_call():
+        microthreads.sleep(0)                 # this thread's hub, made and run once
+
+    microthreads.get_hub()                    # the main thread's own, made before counting
+    before = _open_descriptors()
+    for _ in range(20):
+        threads = [threading.Thread(target=one_call) for _ in range(10)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert _open_descriptors() == before
