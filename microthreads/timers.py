@@ -9,7 +9,7 @@ import time
 from itertools import count
 from typing import Any, Callable, Protocol
 
-__all__ = ["TIMED_OUT", "Clock", "MonotonicClock", "Timer", "TimerHeap"]
+__all__ = ["Clock", "MonotonicClock", "Timer", "TimerHeap"]
 
 log = logging.getLogger("microthreads")
 
@@ -110,12 +110,12 @@ class TimerHeap:
     deadline fire in the order they were made.
     """
 
-    __slots__ = ("_dead", "_seq", "heap")
+    __slots__ = ("_dead", "_order", "heap")
 
     def __init__(self) -> None:
         #: (deadline, seq, timer) entries, a heap; others only read ``heap[0][0]``.
         self.heap: list[tuple[float, int, Timer]] = []
-        self._seq = count()                  # keeps FIFO order on equal deadlines
+        self._order = count()                  # keeps FIFO order on equal deadlines
         self._dead = 0
 
     def __len__(self) -> int:
@@ -125,7 +125,7 @@ class TimerHeap:
     def add(self, deadline: float, callback: Callable[..., Any], args: tuple[Any, ...]) -> Timer:
         """A new live Timer for ``callback(*args)`` at ``deadline``."""
         timer = Timer(self, deadline, callback, args)
-        heapq.heappush(self.heap, (deadline, next(self._seq), timer))
+        heapq.heappush(self.heap, (deadline, next(self._order), timer))
         return timer
 
     def cancelled(self) -> None:
