@@ -27,3 +27,20 @@ def test_the_count_sees_a_reach_and_ignores_a_modules_own_state(tmp_path):
 
 def test_no_module_of_the_package_imports_in_a_circle():
     assert private_access.import_cycles() == []
+
+
+def test_the_count_sees_a_store_into_another_modules_private_attribute(tmp_path):
+    module = tmp_path / "example.py"
+    module.write_text("def adopt(tasklet, group):\n"
+                      "    tasklet._group = group\n")
+    assert private_access.reaches(module, elsewhere={"_group"}) == [(2, "tasklet._group")]
+    # a name no other module defines is this module's own state on those objects
+    assert private_access.reaches(module, elsewhere=set()) == []
+
+
+def test_the_count_sees_a_private_name_imported_from_another_module_of_the_package(tmp_path):
+    module = tmp_path / "example.py"
+    module.write_text("from microthreads.net.stream import _describe, Connection\n"
+                      "from os import _exit\n")
+    assert private_access.reaches(module) == [
+        (1, "from microthreads.net.stream import _describe")]

@@ -1,12 +1,19 @@
 """Count reaches into another object's private state across microthreads/ modules.
 
-A reach is an attribute access ``obj._name`` (one leading underscore, not a
-dunder) where ``obj`` is not ``self`` or ``cls`` and the same module does not
-define ``_name``: as a method, a class attribute, a ``__slots__`` entry, or
-by assigning it (``self._name = ...``, or ``g._seq = 0``: the hub keeps its
-per-greenlet wait state on the greenlets it parks). So a module may use its
-own private state freely, through any object; what it may not do is read or
-drive another module's.
+A reach is one of:
+
+- an attribute access ``obj._name`` (one leading underscore, not a dunder),
+  read or stored, where ``obj`` is not ``self`` or ``cls`` and the same
+  module does not own ``_name``;
+- ``from module import _name`` of a module of the package (not the
+  module's own).
+
+A module owns the private names it defines: a function or class, a class
+attribute, a ``__slots__`` entry, a module-level name, a ``self._name = ...``
+store; and a name it stores on other objects (``g._seq = 0``: the hub keeps
+its per-greenlet wait state on the greenlets it parks) when no other module
+defines it. So a module may use its own private state freely, through any
+object; what it may not do is read, write or import another module's.
 Also checks that the modules of the package import no circle among themselves,
 counting imports inside functions too (a deferred import hides a circle, it
 does not break it); imports under ``if TYPE_CHECKING:`` do not count.
@@ -32,30 +39,54 @@ def _is_private(name: str) -> bool:
     return name.startswith("_") and not name.startswith("__")
 
 
-def _owned(tree: ast.Module) -> set[str]:
-    """The private names this module defines for its own objects."""
-    owned: set[str] = set()
+def _defined(tree: ast.Module) -> tuple[set[str], set[str]]:
+    """(the private names this module defines, those it stores on other objects)."""
+    defined: set[str] = set()
+    stored: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            owned.add(node.name)
+            defined.add(node.name)
         elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
-            owned.add(node.attr)          # set here (on self, or on greenlets: the hub's)
+            base = node.value
+            if isinstance(base, ast.Name) and base.id in ("self", "cls"):
+                defined.add(node.attr)
+            else:
+                stored.add(node.attr)
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for target in targets:
                 if isinstance(target, ast.Name):
-                    owned.add(target.id)
+                    defined.add(target.id)
                     if target.id == "__slots__" and node.value is not None:
                         for elt in ast.walk(node.value):
                             if isinstance(elt, ast.Constant) and isinstance(elt.value, str):
-                                owned.add(elt.value)
-    return {name for name in owned if _is_private(name)}
+                                defined.add(elt.value)
+    private = {name for name in defined if _is_private(name)}
+    return private, {name for name in stored if _is_private(name)} - private
 
 
-def reaches(path: Path) -> list[tuple[int, str]]:
-    """(line, source text) of each reach into another module's private state."""
+def _package_module(node: ast.ImportFrom, path: Path) -> str | None:
+    """The package module a ``from ... import`` reads, or None if not the package's."""
+    if node.level:
+        module = _module_name(path)
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        base = package.split(".")
+        base = base[:len(base) - node.level + 1]
+        return ".".join(base + ([node.module] if node.module else []))
+    if (node.module or "").startswith("microthreads"):
+        return node.module
+    return None
+
+
+def reaches(path: Path, elsewhere: set[str] | None = None) -> list[tuple[int, str]]:
+    """(line, source text) of each reach into another module's private state.
+
+    ``elsewhere``: the private names the package's other modules define (a
+    store of one of them on another object is a reach, not ownership).
+    """
     tree = ast.parse(path.read_text(), str(path))
-    owned = _owned(tree)
+    defined, stored = _defined(tree)
+    owned = defined | (stored - (elsewhere or set()))
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and _is_private(node.attr) \
@@ -64,6 +95,11 @@ def reaches(path: Path) -> list[tuple[int, str]]:
             if isinstance(base, ast.Name) and base.id in ("self", "cls"):
                 continue
             found.append((node.lineno, ast.unparse(node)))
+        elif isinstance(node, ast.ImportFrom) and _package_module(node, path) is not None:
+            for alias in node.names:
+                if _is_private(alias.name):
+                    found.append((node.lineno, f"from {'.' * node.level}{node.module or ''}"
+                                               f" import {alias.name}"))
     return sorted(found)
 
 
@@ -149,9 +185,12 @@ def import_cycles() -> list[list[str]]:
 
 def count() -> dict[str, list[tuple[int, str]]]:
     """{module path: its reaches}, for every module with at least one."""
+    paths = sorted(PACKAGE.rglob("*.py"))
+    defined = {path: _defined(ast.parse(path.read_text(), str(path)))[0] for path in paths}
     result = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
-        found = reaches(path)
+    for path in paths:
+        elsewhere = set().union(*(names for other, names in defined.items() if other != path))
+        found = reaches(path, elsewhere)
         if found:
             result[str(path.relative_to(PACKAGE.parent))] = found
     return result
