@@ -319,6 +319,47 @@ def test_head_gets_the_headers_and_no_body():
         assert second.startswith(b"HTTP/1.1 200 OK")   # no body between the two
 
 
+def test_head_and_304_keep_the_connection_though_their_content_length_has_no_body():
+    def app(environ, start_response):
+        status = "304 Not Modified" if environ["PATH_INFO"] == "/cached" else "200 OK"
+        start_response(status, [("Content-Length", "1000")])
+        return iter([b"x" * 1000])
+
+    with serving(app) as served, dial(served) as sock:
+        sock.sendall(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET /cached HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while data.count(b"HTTP/1.1 ") < 3 or not data.endswith(b"x" * 1000):
+            data += sock.recv(65536)
+        assert data.count(b"x") == 1000               # only the GET's body
+        assert b"Connection: close" not in data
+
+
+def test_an_unread_small_body_is_skipped_and_the_connection_kept():
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [environ["PATH_INFO"].encode()]
+
+    with serving(app) as served, dial(served) as sock:
+        sock.sendall(b"POST /first HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+        _, body, rest = read_response(sock)
+        assert body == b"/first"
+        sock.sendall(b"y" * 1000 + b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(sock, rest)[1] == b"/second"
+
+
+def test_an_empty_write_does_not_end_a_chunked_body():
+    def app(environ, start_response):
+        write = start_response("200 OK", [])
+        write(b"a")
+        write(b"")
+        write(b"b")
+        return []
+
+    with serving(app) as served:
+        assert get(served)[1] == b"ab"
+
+
 def test_every_answer_has_date_and_server_unless_the_app_gave_them():
     def app(environ, start_response):
         headers = [("Server", "mine")] if environ["PATH_INFO"] == "/own" else []

@@ -589,6 +589,7 @@ class _HTTPConnection:
             raise ValueError("a response header holds a line break")
         if request.head or code in _NO_BODY_STATUS or code < 200:
             self.no_body = True
+            self.left = None                  # a Content-Length here describes no body sent
             if length is not None and not has_length and request.head:
                 lines += f"Content-Length: {length}\r\n"
         elif has_length:
@@ -664,6 +665,8 @@ class _HTTPConnection:
         """The ``write()`` callable of start_response: send ``data`` now."""
         if type(data) is not bytes:
             raise TypeError(f"write() takes bytes, not {type(data).__name__}")
+        if not data and self.headers_sent:
+            return                            # an empty chunk would end a chunked body
         if self.headers_sent:
             self.conn.sendall(self._body(data))
         else:
