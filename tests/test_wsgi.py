@@ -444,9 +444,9 @@ def test_a_client_that_resets_mid_response_is_forgotten_and_others_are_served():
         sock.close()
         assert get(served)[1] == b"fast"
         deadline = time.monotonic() + LIMIT
-        while served.server.http_connections and time.monotonic() < deadline:
+        while served.server.connections and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert not served.server.http_connections
+        assert not served.server.connections
 
 
 # ---------------------------------------------------------------- stopping

@@ -441,7 +441,7 @@ class _HTTPConnection:
     def serve(self) -> None:
         """Answer requests in order until the connection should close."""
         server = self.server
-        server.http_connections.add(self)
+        server.connections.add(self)
         try:
             while True:
                 request = self.next_request()
@@ -449,7 +449,7 @@ class _HTTPConnection:
                     return
                 self.served += 1
         finally:
-            server.http_connections.discard(self)
+            server.connections.discard(self)
 
     def respond(self, request: _Request) -> bool:
         """Run the application for ``request`` and send its answer; False: close."""
@@ -559,7 +559,7 @@ class _HTTPConnection:
             raise AssertionError("the application sent a body before start_response()")
         request = self.request
         server = self.server
-        lines = server.status_line(status)
+        lines = server._status_line(status)
         code = int(status[:3])
         keep_alive = request.keep_alive and not server.stopping
         extra = b""
@@ -611,11 +611,11 @@ class _HTTPConnection:
         self.keep_alive = keep_alive
         if has_date or has_server:
             if not has_date:
-                extra = server.date_line
+                extra = server._date_line
             elif not has_server:
-                extra = server.server_line
+                extra = server._server_line
         else:
-            extra = server.date_and_server
+            extra = server._date_and_server
         self.headers_sent = True
         return lines.encode("latin-1") + extra + b"\r\n"
 
@@ -693,11 +693,11 @@ class _HTTPConnection:
         if self.status is not None:
             raise RuntimeError("upgrade(): start_response() was called already")
         names = {name.lower() for name, _ in headers}
-        head = self.server.status_line(status) + "".join(
+        head = self.server._status_line(status) + "".join(
             f"{name}: {value}\r\n" for name, value in headers)
-        extra = b"" if "date" in names else self.server.date_line
+        extra = b"" if "date" in names else self.server._date_line
         if "server" not in names:
-            extra += self.server.server_line
+            extra += self.server._server_line
         self.hijacked = True
         self.conn.sendall(head.encode("latin-1") + extra + b"\r\n")
         tail = bytes(request.body) + self.upgrade_tail
@@ -796,6 +796,10 @@ class WSGIServer:
     ``access_log``: False (none), True (logger "microthreads.wsgi.access") or
     a ``logging.Logger``; one INFO line per request in the combined format.
     ``environ``: extra keys for every request's environ.
+
+    Attributes: ``address`` (bound), ``scheme`` ("http" or "https"),
+    ``connections`` (the live HTTP connections, a set: ``len()`` counts
+    them), ``stream_server`` (the ``StreamServer`` underneath).
     """
 
     def __init__(self, address: Any, app: WSGIApp, *, ssl: Any = None,
@@ -829,7 +833,7 @@ class WSGIServer:
                                           reuse_port=reuse_port, **options)
         self.extra_environ = dict(environ or {})
         self.scheme = "https" if ssl is not None else "http"
-        self.http_connections: set[_HTTPConnection] = set()
+        self.connections: set[_HTTPConnection] = set()
         self.stopping = False
         self.base_environ: dict[str, Any] = {}
         self._status_lines: dict[str, str] = {}
@@ -837,8 +841,8 @@ class WSGIServer:
         self._sweep_timer: Timer | None = None
         self.clock = get_hub().clock
         #: how often idle connections are checked against their timeouts
-        self.sweep_every = max(0.05, min(1.0, keepalive_timeout / 4, header_timeout / 4))
-        self.date_line = self.server_line = self.date_and_server = b""
+        self._sweep_every = max(0.05, min(1.0, keepalive_timeout / 4, header_timeout / 4))
+        self._date_line = self._server_line = self._date_and_server = b""
         self._update_date()
 
     @property
@@ -850,12 +854,12 @@ class WSGIServer:
         """Listen and start serving in tasklets; returns at once."""
         self.stopping = False
         self.stream_server.start()
-        self.base_environ = self._base_environ()
+        self.base_environ = self._make_base_environ()
         self.clock = get_hub().clock
         if self._date_timer is None:
             self._update_date()
         if self._sweep_timer is None:
-            self._sweep_timer = get_hub().call_later(self.sweep_every, self._sweep)
+            self._sweep_timer = get_hub().call_later(self._sweep_every, self._sweep)
         return self
 
     def serve_forever(self) -> None:
@@ -871,7 +875,7 @@ class WSGIServer:
         ``timeout=None`` kills them at once. A stopped server may be started again.
         """
         self.stopping = True
-        for http in list(self.http_connections):
+        for http in list(self.connections):
             if http.idle:
                 http.conn.close("server stopping")
         self.stream_server.stop(timeout)
@@ -887,11 +891,11 @@ class WSGIServer:
         self.stop()
 
     def __repr__(self) -> str:
-        return f"<WSGIServer {self.address!r} connections={len(self.http_connections)}>"
+        return f"<WSGIServer {self.address!r} connections={len(self.connections)}>"
 
     # ------------------------------------------------------------ internals
 
-    def _base_environ(self) -> dict[str, Any]:
+    def _make_base_environ(self) -> dict[str, Any]:
         address = self.address
         if isinstance(address, tuple):
             host, port = str(address[0]), str(address[1])
@@ -914,7 +918,7 @@ class WSGIServer:
         environ.update(self.extra_environ)
         return environ
 
-    def status_line(self, status: str) -> str:
+    def _status_line(self, status: str) -> str:
         """``"HTTP/1.1 <status>\\r\\n"``, cached."""
         line = self._status_lines.get(status)
         if line is None:
@@ -928,9 +932,9 @@ class WSGIServer:
     def _update_date(self) -> None:
         """Rebuild the Date header, and come back at the next second."""
         now = time.time()
-        self.date_line = f"Date: {email.utils.formatdate(now, usegmt=True)}\r\n".encode()
-        self.server_line = f"Server: {SERVER_SOFTWARE}\r\n".encode()
-        self.date_and_server = self.date_line + self.server_line
+        self._date_line = f"Date: {email.utils.formatdate(now, usegmt=True)}\r\n".encode()
+        self._server_line = f"Server: {SERVER_SOFTWARE}\r\n".encode()
+        self._date_and_server = self._date_line + self._server_line
         if self.stream_server.listener is not None and not self.stopping:
             self._date_timer = get_hub().call_later(1.0 - now % 1.0 + 0.001,
                                                     self._update_date)
@@ -942,7 +946,7 @@ class WSGIServer:
         ``header_timeout`` for a first request, ``keepalive_timeout`` after one.
         One timer for the server instead of one per wait."""
         now = self.clock()
-        for http in list(self.http_connections):
+        for http in list(self.connections):
             if http.idle:
                 limit = self.keepalive_timeout if http.served else self.header_timeout
                 if now - http.idle_since >= limit:
@@ -950,7 +954,7 @@ class WSGIServer:
         if self.stopping:
             self._sweep_timer = None
         else:
-            self._sweep_timer = get_hub().call_later(self.sweep_every, self._sweep)
+            self._sweep_timer = get_hub().call_later(self._sweep_every, self._sweep)
 
     def _handle(self, conn: Connection) -> None:
         _HTTPConnection(self, conn).serve()
