@@ -480,3 +480,20 @@ def test_stop_closes_idle_connections_at_once_and_lets_requests_in_flight_finish
             dial(served)
         idle.close()
         busy.close()
+
+
+@pytest.mark.parametrize(("status", "headers"), [
+    ("200 OK", [("X-Evil", "a\r\nSet-Cookie: injected=1")]),
+    ("200 OK\r\nX-Evil: 1", []),
+    ("OK", []),
+], ids=["header-line-break", "status-line-break", "status-without-code"])
+def test_a_malformed_answer_from_the_app_is_a_500_and_never_reaches_the_wire(status, headers,
+                                                                             caplog):
+    def app(environ, start_response):
+        start_response(status, headers)
+        return [b"body"]
+
+    with caplog.at_level(logging.ERROR, logger="microthreads"), serving(app) as served:
+        response, _body = get(served)
+    assert response.status == 500
+    assert response.getheader("Set-Cookie") is None and response.getheader("X-Evil") is None
