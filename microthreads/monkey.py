@@ -27,6 +27,21 @@ idempotent, and there is no unpatching. What each one replaces:
   readable. ``select.epoll`` objects themselves are left alone (the hub uses
   them).
 - ``patch_time()``: ``time.sleep`` becomes ``microthreads.sleep``.
+- ``patch_thread()``: the locks under ``threading`` (``threading.Lock``,
+  ``threading.RLock()``, ``_thread.allocate_lock``, ``_thread.RLock``)
+  become ``microthreads.hybrid``'s, which tasklets and OS threads share: a
+  tasklet that waits parks, a thread blocks, and a release hands the lock
+  to the first waiter of either kind. The stdlib's pure-Python
+  ``Condition``, ``Semaphore``, ``BoundedSemaphore``, ``Event``,
+  ``Barrier``, ``Timer``, ``queue.Queue`` (and its Lifo/Priority kinds) and
+  ``concurrent.futures``' waits (``Future.result``, ``wait``,
+  ``as_completed``) are built on them and cooperate unmodified, for
+  objects made after the call. ``threading.local`` becomes
+  ``microthreads.local.local``: one namespace per tasklet.
+  ``current_thread()`` and ``get_ident()`` stay the OS thread's;
+  ``Thread.start()`` waits for the new thread for real, as before.
+- ``patch_queue()``: ``patch_thread()``, and ``queue.SimpleQueue`` (C)
+  becomes the stdlib's pure-Python one, built on those locks.
 
 Patch before importing the code that should cooperate: a module that did
 ``from socket import socket`` earlier keeps the blocking class.
@@ -34,29 +49,36 @@ Patch before importing the code that should cooperate: a module that did
 Called from a thread whose hub is not running (the main thread before
 ``microthreads.run``, a plain ``threading.Thread``), a patched call still
 behaves as the blocking call would: that thread's own hub serves it until it
-is done (other tasklets of that thread run meanwhile). Threads are not
-patched: ``threading`` and ``run_in_thread`` stay real OS threads, which is
-what keeps blocking work off the hub. What still blocks: C extensions doing
+is done (other tasklets of that thread run meanwhile); a thread that has no
+hub, or the hub itself, blocks for real. Threads stay real OS threads
+(``threading.Thread``, ``run_in_thread``: what keeps blocking work off the
+hub); only their locks are shared with tasklets. What still blocks: C extensions doing
 their own I/O (psycopg2 without its wait callback, for one), file I/O
 (use ``run_in_thread``); ``MICROTHREADS_WATCHDOG_MS`` names the culprit.
 """
 
 from __future__ import annotations
 
+import _thread
+import queue as _queue
 import select as _select
 import selectors as _selectors
 import socket as _socket
 import ssl as _ssl
+import threading as _threading
 import time as _time
 from typing import Any, Callable
 
 from greenlet import getcurrent
 
+from . import threads
 from .hub import Hub, get_hub
+from .hybrid import HybridLock, HybridRLock, waits_block_the_thread
 from .timeout import sleep as _cooperative_sleep
 
-__all__ = ["is_patched", "patch_all", "patch_select", "patch_socket", "patch_ssl",
-           "patch_time"]
+__all__ = ["is_patched", "patch_all", "patch_queue", "patch_select", "patch_socket",
+           "patch_ssl", "patch_thread", "patch_time"]
+_NAMES = ("socket", "ssl", "select", "time", "thread", "queue")
 
 #: name -> {(module, attribute): the original}, for is_patched and the record
 _patched: dict[str, dict[tuple[Any, str], Any]] = {}
@@ -67,8 +89,9 @@ _original_sleep = _time.sleep
 
 
 def is_patched(name: str) -> bool:
-    """Whether ``patch_<name>()`` has run: ``"socket"``, ``"ssl"``, ``"select"``, ``"time"``."""
-    if name not in ("socket", "ssl", "select", "time"):
+    """Whether ``patch_<name>()`` has run: ``"socket"``, ``"ssl"``, ``"select"``,
+    ``"time"``, ``"thread"``, ``"queue"``; ValueError for any other name."""
+    if name not in _NAMES:
         raise ValueError(f"nothing called {name!r} can be patched")
     return name in _patched
 
@@ -83,11 +106,14 @@ def _replace(name: str, replacements: dict[tuple[Any, str], Any]) -> None:
 
 
 def patch_all() -> None:
-    """``patch_socket()``, ``patch_ssl()``, ``patch_select()`` and ``patch_time()``."""
+    """``patch_socket()``, ``patch_ssl()``, ``patch_select()``, ``patch_time()``,
+    ``patch_thread()`` and ``patch_queue()``."""
     patch_socket()
     patch_ssl()
     patch_select()
     patch_time()
+    patch_thread()
+    patch_queue()
 
 
 def patch_socket() -> None:
@@ -119,6 +145,45 @@ def patch_select() -> None:
 def patch_time() -> None:
     """``time.sleep`` becomes ``microthreads.sleep`` (the hub's own calls excepted)."""
     _replace("time", {(_time, "sleep"): sleep})
+
+
+def patch_thread() -> None:
+    """``threading``'s and ``_thread``'s locks become ``microthreads.hybrid``'s, and
+    ``threading.local`` one namespace per tasklet (the module docstring says what
+    cooperates then). ``run_in_thread``'s pool is made first, on real locks."""
+    if "thread" in _patched:
+        return
+    threads.make_pool()                      # its queue and locks stay the real ones
+    from .local import local
+    _replace("thread", {(_thread, "allocate_lock"): HybridLock, (_thread, "RLock"): HybridRLock,
+                        (_threading, "_allocate_lock"): HybridLock,
+                        (_threading, "Lock"): HybridLock, (_threading, "_CRLock"): HybridRLock,
+                        (_threading, "local"): local,
+                        (_threading.Thread, "start"): _start_thread})
+
+
+_original_start = _threading.Thread.start
+
+
+def _start_thread(thread: _threading.Thread) -> None:
+    """``Thread.start``, waiting for the new thread for real, as unpatched: callers
+    hold real locks across it (``concurrent.futures``' shutdown lock)."""
+    with waits_block_the_thread():
+        _original_start(thread)
+
+
+def patch_queue() -> None:
+    """``patch_thread()``, then ``queue.SimpleQueue`` becomes the stdlib's pure-Python one.
+
+    The C ``SimpleQueue`` takes no lock of Python's, so it cannot cooperate;
+    the pure-Python one (which CPython keeps for interpreters without
+    ``_queue``) waits on a ``threading.Semaphore``, a hybrid lock after
+    ``patch_thread()``. Unlike the C one it is not reentrant: a ``put`` from
+    a signal handler or ``__del__`` while the same queue is in use may
+    deadlock.
+    """
+    patch_thread()
+    _replace("queue", {(_queue, "SimpleQueue"): _queue._PySimpleQueue})  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------------ the replacements

@@ -19,6 +19,12 @@ MAX_WORKERS = int(env_number("MICROTHREADS_THREADS", "worker threads", integer=T
     or min(32, (os.cpu_count() or 1) + 4)
 
 
+def make_pool() -> None:
+    """Make the worker pool now (its threads start on demand): its queue and locks
+    are then the real ones whatever ``monkey.patch_thread()`` replaces later."""
+    _get_executor()
+
+
 def _get_executor() -> ThreadPoolExecutor:
     global _executor
     with _executor_lock:

@@ -3,7 +3,7 @@ scenario gets a fresh interpreter, as eventlet's isolated tests do).
 
 ``python tests/monkey_helpers.py serve [CERT KEY]``: a threaded ``http.server``
 on a free loopback port (HTTPS with CERT/KEY) whose ``/slow`` answers after
-0.3 s; prints its port, then serves until killed.
+0.3 s and ``/brief`` after 0.02 s; prints its port, then serves until killed.
 
 ``python tests/monkey_helpers.py client KIND TARGET N [CA] [serial]``: in a
 process that calls ``monkey.patch_all()`` first, N unmodified clients of KIND
@@ -25,6 +25,8 @@ import time
 
 #: What one request makes the server wait (seconds).
 SLOW = 0.3
+#: What a ``/brief`` request makes it wait.
+BRIEF = 0.02
 
 
 def serve(cert=None, key=None):
@@ -34,6 +36,8 @@ def serve(cert=None, key=None):
         def do_GET(self):
             if self.path.startswith("/slow"):
                 time.sleep(SLOW)          # the server is not patched: one thread per request
+            elif self.path.startswith("/brief"):
+                time.sleep(BRIEF)
             body = f"ok {self.path}".encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
