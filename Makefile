@@ -38,7 +38,7 @@ CORE_TESTS := tests --ignore-glob='tests/test_chat_*' --ignore=tests/test_faults
 	--ignore=tests/test_security.py \
 	--ignore=tests/test_soak.py --ignore=tests/test_docs.py
 
-.PHONY: run run-cluster test test-core lint docs bench bench-crowd soak clean system-deps
+.PHONY: run run-cluster test test-core lint docs bench bench-crowd soak autobahn clean system-deps
 
 $(PY):
 	$(BASE_PYTHON) -m venv $(VENV)
@@ -109,6 +109,13 @@ soak: $(VENV)/.installed-test  ## the chat server soaked for 2 minutes; longer: 
 	$(PY) tests/soak.py $(ARGS)
 
 # Installs the Debian packages that the telnet/nc/tmux/redis tests use, where missing.
+# The Autobahn|Testsuite's fuzzing client against a microthreads.websocket echo server:
+# autobahntestsuite is Python 2.7 only, so tools/autobahn.py makes a 2.7 virtualenv for it
+# in build/autobahn/ (a Python 2.7 on PATH or in pyenv; PyPI) on first use.
+# ARGS="--cases all" runs every case (the default: wsproto's fast set; ~minutes).
+autobahn: $(VENV)/.installed-test  ## WebSocket conformance (Autobahn|Testsuite), report in build/autobahn/
+	$(PY) tools/autobahn.py $(ARGS)
+
 system-deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -187,6 +187,8 @@ class WebSocket:
         self._ready: deque[Data] = deque()          # whole messages not yet returned
         self._parts: list[Any] = []                 # the fragments of the message coming in
         self._size = 0
+        #: a close (the peer's, or a protocol error) read behind messages not yet returned
+        self._closing: CloseConnection | None = None
         self._done = False
         self._finished = Event()
         self._receiving = False
@@ -244,13 +246,20 @@ class WebSocket:
     def _receive(self) -> Data | None:
         proto, conn = self._proto, self._conn
         while True:
-            for event in proto.events():
-                self._on_event(event)
-                if self._done:
-                    break
+            if self._closing is not None and not self._ready:   # after the messages before it
+                closing, self._closing = self._closing, None
+                self._on_close(closing)
             if self._ready:
                 return self._ready.popleft()
             if self._done:
+                return None
+            for event in proto.events():
+                self._on_event(event)
+                if self._done or self._closing is not None:
+                    break
+            if self._ready:
+                return self._ready.popleft()
+            if self.closed:                      # (a property: _on_event may have closed it)
                 return None
             try:
                 data = conn.recv(READ_SIZE)
@@ -273,7 +282,10 @@ class WebSocket:
                 self._pong_timer.cancel()
                 self._pong_timer = None
         elif kind is CloseConnection:
-            self._on_close(event)
+            if self._ready:                      # the messages before it are read first
+                self._closing = event
+            else:
+                self._on_close(event)
 
     def _take_fragment(self, event: Message[Any]) -> None:
         data = event.data

@@ -199,6 +199,22 @@ def test_a_protocol_error_closes_with_1002():
     assert struct.unpack("!H", frame[2:4])[0] == 1002 and code == 1002
 
 
+def test_a_message_read_with_a_protocol_error_behind_it_is_answered_before_the_close():
+    def main():
+        server, _url, seen = serve(echo)
+        conn, _head = _raw_upgrade(server.address[1])
+        conn.sendall(_masked_frame(0x1, b"first") + bytes([0x80 | 0x3, 0x80]) + b"\0\0\0\0")
+        answer = b""
+        while data := conn.recv():
+            answer += data
+        server.stop()
+        return answer, seen
+
+    answer, [(_ws, code)] = run(main)
+    assert answer.startswith(b"\x81\x05first\x88")           # the echo, then the close
+    assert struct.unpack("!H", answer[9:11])[0] == 1002 and code == 1002
+
+
 def test_an_origin_from_another_host_is_refused_with_403_and_the_same_host_is_accepted():
     def main():
         server, url, seen = serve(echo)
