@@ -45,17 +45,19 @@ PASS = {"OK", "INFORMATIONAL"}
 
 
 def python27():
-    found = shutil.which("python2.7")
-    if found:
-        return found
+    """A Python 2.7 that runs: on PATH (a pyenv shim of an inactive version does
+    not), else the newest in ``$(pyenv root)/versions``."""
     try:
         root = subprocess.check_output(["pyenv", "root"], text=True).strip()
     except (OSError, subprocess.CalledProcessError):
         root = os.path.expanduser("~/.pyenv")
-    candidates = sorted(glob.glob(os.path.join(root, "versions", "2.7.*", "bin", "python2.7")))
-    if not candidates:
-        sys.exit("autobahn: autobahntestsuite needs Python 2.7: none on PATH or in pyenv")
-    return candidates[-1]
+    candidates = [shutil.which("python2.7"), *sorted(glob.glob(os.path.join(
+        root, "versions", "2.7.*", "bin", "python2.7")), reverse=True)]
+    for exe in filter(None, candidates):
+        if subprocess.call([exe, "-c", "import sys; assert sys.version_info[:2] == (2, 7)"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) == 0:
+            return exe
+    sys.exit("autobahn: autobahntestsuite needs Python 2.7: none on PATH or in pyenv")
 
 
 def wstest():
