@@ -77,7 +77,7 @@ def test_a_websockets_client_gets_text_and_binary_echoed_and_closes_with_1000():
 
 def test_a_fragmented_message_is_received_whole():
     def main():
-        server, url, seen = serve(lambda ws: ws.receive())
+        server, url, seen = serve(lambda ws: [ws.receive(), ws.receive(), ws.receive()])
 
         def client():
             with sync_client.connect(url, open_timeout=LIMIT) as ws:
@@ -89,8 +89,8 @@ def test_a_fragmented_message_is_received_whole():
         server.stop()
         return seen
 
-    [(_ws, message)] = run(main)
-    assert message == "fragmented"
+    [(_ws, messages)] = run(main)
+    assert messages == ["fragmented", b"ab", None]        # None: the client closed
 
 
 def test_a_ping_from_the_client_is_answered_while_the_server_receives():
