@@ -288,7 +288,9 @@ class _HTTPConnection:
             raise _Reject(431, f"more than {server.max_headers} header fields")
         if len(name) + len(value) > server.max_header_size:
             raise _Reject(431, f"a header field longer than {server.max_header_size} bytes")
-        key = _environ_key(name)
+        key = _KEYS.get(name, "")
+        if key == "":
+            key = _environ_key(name)
         if key is None:
             return                            # an underscore: could pose as a dash
         environ = self._environ
@@ -321,7 +323,9 @@ class _HTTPConnection:
         environ["PATH_INFO"] = path.decode("latin-1")
         environ["QUERY_STRING"] = query.decode("latin-1")
         request = _Request(environ, parser.should_keep_alive(), version == "1.0",
-                           method == "HEAD", parser.should_upgrade())
+                           method == "HEAD",
+                           ("HTTP_UPGRADE" in environ or method == "CONNECT")
+                           and parser.should_upgrade())
         length = environ.get("CONTENT_LENGTH")
         if length is not None or "HTTP_TRANSFER_ENCODING" in environ:
             if length is not None and int(length) > self.server.max_body:  # llhttp: digits
