@@ -646,7 +646,10 @@ def accept(source: Connection | Mapping[str, Any], *, origins: Sequence[str] | N
     requests without Origin: not from a browser); a list allows those
     origins (``"https://example.com"``; ``"*"`` any). ``subprotocols``: the
     first the client offers that is in this list is agreed.
-    ``compression``: agree to permessage-deflate if the client offers it.
+    ``compression``: agree to permessage-deflate if the client offers it
+    (wsproto inflates each read's frames whole before ``max_message`` is
+    checked: one read of 64 KiB may inflate far past it, so offer it only
+    to peers you trust with that memory).
     ``max_message`` bytes per message (1009 past it). ``ping_interval``
     seconds: a keepalive ping that often; no pong within ``ping_timeout``
     closes with 1011. ``max_output``/``on_full`` set the Connection's
