@@ -15,10 +15,12 @@ idempotent, and there is no unpatching. What each one replaces:
   (``getaddrinfo``, ``gethostbyname``, ``gethostbyname_ex``,
   ``gethostbyaddr``, ``getnameinfo``) by ``microthreads.net.socket``'s, whose
   lookups run in ``run_in_thread``.
-- ``patch_ssl()``: ``ssl.SSLContext.sslsocket_class``: every context's
-  ``wrap_socket`` (the stdlib's, and so urllib's, http.client's, urllib3's and
-  redis-py's) makes a ``microthreads.net.ssl.SSLSocket``, whatever socket it
-  is given and however early the context class was imported.
+- ``patch_ssl()``: ``ssl.SSLContext.sslsocket_class`` and ``wrap_socket``:
+  every context's ``wrap_socket`` (the stdlib's, and so urllib's,
+  http.client's, urllib3's and redis-py's) makes a
+  ``microthreads.net.ssl.SSLSocket``, whatever socket it is given and however
+  early the context class was imported; a context's own ``sslsocket_class``
+  (a subclass of ``ssl.SSLSocket``) gives sockets of that class that cooperate.
 - ``patch_select()``: ``select.select``, ``select.poll`` and the ``selectors``
   classes (``DefaultSelector``, ``SelectSelector``, ``PollSelector``,
   ``EpollSelector``): a wait with a timeout other than 0 parks the tasklet
@@ -128,7 +130,8 @@ def patch_socket() -> None:
 def patch_ssl() -> None:
     """Every ``ssl.SSLContext.wrap_socket`` makes a cooperative SSLSocket."""
     from .net import ssl as cossl
-    _replace("ssl", {(_ssl.SSLContext, "sslsocket_class"): cossl.SSLSocket})
+    _replace("ssl", {(_ssl.SSLContext, "sslsocket_class"): cossl.SSLSocket,
+                     (_ssl.SSLContext, "wrap_socket"): cossl.SSLContext.wrap_socket})
 
 
 def patch_select() -> None:

@@ -158,3 +158,35 @@ def test_patched_select_and_selectors_park_the_tasklet_not_the_thread():
         "microthreads.run(main)\n"
         "print(*[e if isinstance(e, str) else e[1] for e in events])\n"
     ) == ["tick", "tick", "tick", "True"] * 2
+
+
+def test_a_patched_tls_client_that_wraps_before_it_connects_with_its_own_socket_class(
+        http_servers):
+    """The two ways CPython's test_ssl wraps: a fresh socket wrapped, then connected;
+    and a context whose sslsocket_class is the user's own subclass. Both cooperate."""
+    _http_port, https_port, certs = http_servers
+    assert _run(
+        "from microthreads import monkey; monkey.patch_all()\n"
+        "import socket, ssl, time\n"
+        "import microthreads\n"
+        "class Mine(ssl.SSLSocket):\n"
+        "    pass\n"
+        "ticks = []\n"
+        "def ticker():\n"
+        "    while True:\n"
+        "        time.sleep(0.02); ticks.append(1)\n"
+        "def fetch():\n"
+        f"    context = ssl.create_default_context(cafile={certs.ca!r})\n"
+        "    context.sslsocket_class = Mine\n"
+        "    tls = context.wrap_socket(socket.socket(), server_hostname='localhost')\n"
+        "    tls.settimeout(10)\n"
+        f"    tls.connect(('127.0.0.1', {https_port}))\n"
+        "    tls.sendall(b'GET /slow/w HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n')\n"
+        "    reply = b''.join(iter(lambda: tls.recv(4096), b''))\n"
+        "    tls.close()\n"
+        "    return isinstance(tls, Mine), reply.endswith(b'ok /slow/w')\n"
+        "def main():\n"
+        "    microthreads.spawn(ticker)\n"
+        "    return fetch()\n"
+        "print(*microthreads.run(main), len(ticks) >= 5)\n"
+    ) == ["True", "True", "True"]

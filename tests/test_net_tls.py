@@ -399,3 +399,31 @@ def test_a_tls_socket_wrapped_before_it_connects_handshakes_on_connect(certs):
             return answers
 
     assert run(main) == [b"HELLO\n", b"HELLO\n"]
+
+
+def test_a_context_s_own_ssl_socket_class_gives_sockets_of_that_class_that_cooperate(certs):
+    """SSLContext.sslsocket_class set to a user's subclass of the stdlib's SSLSocket
+    (it used to be refused with a TypeError)."""
+    class Counting(ssl.SSLSocket):
+        sent = 0
+
+        def sendall(self, data, flags=0):
+            Counting.sent += len(data)
+            return super().sendall(data, flags)
+
+    def serve(conn):
+        conn.sendall(conn.recv_line().upper())
+
+    def main():
+        with net.StreamServer(("127.0.0.1", 0), serve, ssl=server_context(certs)) as server:
+            context = mssl.create_default_context(cafile=certs.ca)
+            context.sslsocket_class = Counting
+            raw = cosocket.create_connection(server.address, timeout=LIMIT)
+            tls = context.wrap_socket(raw, server_hostname="localhost")
+            tls.sendall(b"hello\n")
+            answer = tls.recv(100)
+            tls.close()
+            return isinstance(tls, Counting), isinstance(tls, mssl.SSLSocket), answer
+
+    assert run(main) == (True, True, b"HELLO\n")
+    assert Counting.sent == 6

@@ -53,7 +53,8 @@ from .common import describe
 from .errors import NetworkError
 
 __all__ = sorted({name for name in dir(_std) if not name.startswith("_")} |
-                 {"SSLContext", "SSLSocket", "create_default_context", "wrap_with"})
+                 {"SSLContext", "SSLSocket", "cooperative_class", "create_default_context",
+                  "wrap_with"})
 
 
 def __getattr__(name: str) -> Any:
@@ -200,6 +201,20 @@ class SSLContext(_std.SSLContext):
         _no_renegotiation(context)
         return context
 
+    def wrap_socket(self, sock: _socket.socket, server_side: bool = False,
+                    do_handshake_on_connect: bool = True, suppress_ragged_eofs: bool = True,
+                    server_hostname: str | bytes | None = None,
+                    session: Any = None) -> SSLSocket:
+        """As the stdlib's, cooperatively: ``wrap_with(self, sock, ...)``.
+
+        A ``sslsocket_class`` of the user's own (a subclass of the stdlib's
+        ``ssl.SSLSocket``) is honoured: the socket is an instance of it that
+        cooperates (``cooperative_class``). ``monkey.patch_ssl()`` makes
+        this every context's ``wrap_socket``.
+        """
+        return wrap_with(self, sock, server_side, do_handshake_on_connect,
+                         suppress_ragged_eofs, server_hostname, session)
+
 
 def _no_renegotiation(context: _std.SSLContext) -> None:
     context.options |= getattr(_std, "OP_NO_RENEGOTIATION", 0)
@@ -221,21 +236,54 @@ def create_default_context(purpose: Any = _std.Purpose.SERVER_AUTH, *,
 
 def wrap_with(context: _std.SSLContext, sock: _socket.socket, server_side: bool = False,
               do_handshake_on_connect: bool = True, suppress_ragged_eofs: bool = True,
-              server_hostname: str | None = None, session: Any = None) -> SSLSocket:
+              server_hostname: str | bytes | None = None, session: Any = None) -> SSLSocket:
     """``context.wrap_socket(sock, ...)`` for any context (a stdlib one too), cooperatively.
 
     ``sock`` may be a cooperative or a plain stdlib socket: the result is a
-    cooperative ``SSLSocket`` either way, and ``sock`` is detached. Raises as
-    ``SSLContext.wrap_socket`` does (ValueError for a missing server_hostname
-    when the context checks hostnames, the handshake's errors when connected
-    and ``do_handshake_on_connect``).
+    cooperative ``SSLSocket`` either way (of the context's own
+    ``sslsocket_class`` when it is a user's subclass: ``cooperative_class``),
+    and ``sock`` is detached. Raises as ``SSLContext.wrap_socket`` does
+    (ValueError for a missing server_hostname when the context checks
+    hostnames, the handshake's errors when connected and
+    ``do_handshake_on_connect``).
     """
-    create = SSLSocket._create  # type: ignore[attr-defined]  # the stdlib's, private
+    cls = cooperative_class(getattr(context, "sslsocket_class", SSLSocket))
+    create = cls._create  # type: ignore[attr-defined]  # the stdlib's, private
     return cast(SSLSocket, create(sock=sock, server_side=server_side,
                                   do_handshake_on_connect=do_handshake_on_connect,
                                   suppress_ragged_eofs=suppress_ragged_eofs,
                                   server_hostname=server_hostname, context=context,
                                   session=session))
+
+
+#: Where cooperative_class keeps the class it made, in the user's class itself
+#: (a cache that lives and dies with it).
+_DERIVED = "__microthreads_cooperative_class__"
+
+
+def cooperative_class(cls: type) -> type[SSLSocket]:
+    """The cooperative class for sockets of ``cls``, a ``sslsocket_class``.
+
+    ``cls`` itself when it cooperates already (this module's ``SSLSocket``
+    or a subclass of it); this module's ``SSLSocket`` for the stdlib's
+    ``ssl.SSLSocket``; for a user's subclass of the stdlib's, a subclass of
+    both (``cls`` first, so its overrides win; same name), made once per
+    class: its sockets are instances of ``cls`` and cooperate. TypeError for
+    anything that is not an ``ssl.SSLSocket`` class.
+    """
+    if getattr(cls, "_microthreads_cooperative", False):
+        return cls
+    if cls is _std.SSLSocket:
+        return SSLSocket
+    if not (isinstance(cls, type) and issubclass(cls, _std.SSLSocket)):
+        raise TypeError(f"sslsocket_class must be an ssl.SSLSocket subclass, not {cls!r}")
+    derived: type[SSLSocket] | None = vars(cls).get(_DERIVED)
+    if derived is None:
+        derived = type(cls.__name__, (cls, SSLSocket),
+                       {"__module__": cls.__module__, "__qualname__": cls.__qualname__,
+                        "__doc__": cls.__doc__})
+        setattr(cls, _DERIVED, derived)
+    return derived
 
 
 # ------------------------------------------------ for microthreads.net.server
