@@ -22,10 +22,11 @@ idempotent, and there is no unpatching. What each one replaces:
   early the context class was imported; a context's own ``sslsocket_class``
   (a subclass of ``ssl.SSLSocket``) gives sockets of that class that cooperate.
 - ``patch_select()``: ``select.select``, ``select.poll`` and the ``selectors``
-  classes (``DefaultSelector``, ``SelectSelector``, ``PollSelector``,
-  ``EpollSelector``): a wait with a timeout other than 0 parks the tasklet
-  until a descriptor is ready, then the real call answers with a zero
-  timeout. An ``SSLSocket`` holding decrypted bytes (``pending()``) counts as
+  classes (``SelectSelector``, ``PollSelector``, ``EpollSelector``, ...; each
+  the stdlib class of that name with a cooperative ``select`` in front, and
+  ``DefaultSelector`` the one the stdlib picks): a wait with a timeout other
+  than 0 parks the tasklet until a descriptor is ready, then the real call
+  answers with a zero timeout. An ``SSLSocket`` holding decrypted bytes (``pending()``) counts as
   readable. ``select.epoll`` objects themselves are left alone (the hub uses
   them).
 - ``patch_time()``: ``time.sleep`` becomes ``microthreads.sleep``.
@@ -138,10 +139,9 @@ def patch_select() -> None:
     """``select.select``, ``select.poll`` and the ``selectors`` classes park the tasklet."""
     replacements: dict[tuple[Any, str], Any] = {(_select, "select"): select}
     if _original_poll is not None:
-        replacements[(_select, "poll")] = _Poll
-    for name in ("DefaultSelector", "SelectSelector", "PollSelector", "EpollSelector"):
-        if hasattr(_selectors, name):
-            replacements[(_selectors, name)] = CooperativeSelector
+        replacements[(_select, "poll")] = poll
+    for name, cooperative in _COOPERATIVE_SELECTORS.items():
+        replacements[(_selectors, name)] = cooperative
     _replace("select", replacements)
 
 
@@ -209,8 +209,34 @@ def sleep(seconds: float) -> None:
         _cooperative_sleep(seconds)
 
 
-def _fd(obj: Any) -> int:
-    return obj if isinstance(obj, int) else int(obj.fileno())
+def _fileno(obj: Any) -> int:
+    """The descriptor of ``obj`` as ``select()`` reads it: an int, or ``obj.fileno()``
+    called once; TypeError and ValueError with the stdlib's messages."""
+    if isinstance(obj, int):
+        fd = obj
+    else:
+        method = getattr(obj, "fileno", None)
+        if method is None:
+            raise TypeError("argument must be an int, or have a fileno() method.")
+        fd = method()
+        if not isinstance(fd, int):
+            raise TypeError("fileno() returned a non-integer")
+    if fd < 0:
+        raise ValueError(f"file descriptor cannot be a negative integer ({fd})")
+    return fd
+
+
+def _seconds(timeout: Any) -> float | None:
+    """A ``select()`` timeout checked as the stdlib checks it."""
+    if timeout is None:
+        return None
+    if not isinstance(timeout, (int, float)):
+        raise TypeError("timeout must be a float or None")
+    if timeout != timeout:
+        raise ValueError("Invalid value NaN (not a number)")
+    if timeout < 0:
+        raise ValueError("timeout must be non-negative")
+    return float(timeout)
 
 
 def _wait_any(hub: Hub, readers: list[int], writers: list[int],
@@ -247,18 +273,26 @@ def _wait_any(hub: Hub, readers: list[int], writers: list[int],
 def select(rlist: Any, wlist: Any, xlist: Any, timeout: float | None = None) -> Any:
     """``select.select``, parking the tasklet while nothing is ready.
 
-    Returns what the real ``select`` returns. A timeout of 0 (a poll) or a
-    call from the hub itself goes straight to the real one.
+    Returns what the real ``select`` returns (the objects given, in the
+    order given), raises what it raises; each object's ``fileno()`` is
+    called once. A timeout of 0 (a poll) or a call from the hub itself goes
+    straight to the real one.
     """
     hub = None if timeout == 0 else _hub_that_can_wait()
     if hub is None:
         return _original_select(rlist, wlist, xlist, timeout)
-    buffered = [obj for obj in rlist if _has_pending(obj)]
-    if not buffered:
-        _wait_any(hub, [_fd(o) for o in rlist], [_fd(o) for o in wlist], timeout)
-    readable, writable, exceptional = _original_select(rlist, wlist, xlist, 0)
-    readable += [obj for obj in buffered if obj not in readable]
-    return readable, writable, exceptional
+    seconds = _seconds(timeout)
+    given = [[(obj, _fileno(obj)) for obj in objects] for objects in (rlist, wlist, xlist)]
+    rfds, wfds, xfds = ([fd for _obj, fd in pairs] for pairs in given)
+    buffered = [obj for obj, _fd in given[0] if _has_pending(obj)]
+    ready = _original_select(rfds, wfds, xfds, 0)   # ready now? (EBADF as the stdlib's)
+    if not buffered and not any(ready):
+        _wait_any(hub, rfds, wfds, seconds)
+        ready = _original_select(rfds, wfds, xfds, 0)
+    readable, writable, exceptional = (set(fds) for fds in ready)
+    return ([obj for obj, fd in given[0] if fd in readable or obj in buffered],
+            [obj for obj, fd in given[1] if fd in writable],
+            [obj for obj, fd in given[2] if fd in exceptional])
 
 
 def _has_pending(obj: Any) -> bool:
@@ -270,26 +304,36 @@ def _has_pending(obj: Any) -> bool:
         return False
 
 
-class _Poll:
-    """``select.poll()`` whose ``poll(timeout)`` parks the tasklet while nothing is ready."""
+def poll() -> _Poll:
+    """``select.poll()``: a polling object whose ``poll(timeout)`` parks the tasklet."""
+    assert _original_poll is not None
+    return _Poll(_original_poll())
 
-    def __init__(self) -> None:
-        assert _original_poll is not None
-        self._poll = _original_poll()
+
+class _Poll:
+    """The object ``select.poll()`` returns; like the stdlib's type, not made directly."""
+
+    def __init__(self, real: Any = None) -> None:
+        if real is None:
+            raise TypeError(f"cannot create '{__name__}._Poll' instances")
+        self._poll = real
         self._masks: dict[int, int] = {}
 
     def register(self, fd: Any, eventmask: int = _select.POLLIN | _select.POLLPRI |
                  _select.POLLOUT) -> None:
-        self._poll.register(fd, eventmask)
-        self._masks[_fd(fd)] = eventmask
+        number = _fileno(fd)                 # fileno() once, as the real one calls it
+        self._poll.register(number, eventmask)
+        self._masks[number] = eventmask
 
     def modify(self, fd: Any, eventmask: int) -> None:
-        self._poll.modify(fd, eventmask)
-        self._masks[_fd(fd)] = eventmask
+        number = _fileno(fd)
+        self._poll.modify(number, eventmask)
+        self._masks[number] = eventmask
 
     def unregister(self, fd: Any) -> None:
-        self._poll.unregister(fd)
-        del self._masks[_fd(fd)]
+        number = _fileno(fd)
+        self._poll.unregister(number)
+        del self._masks[number]
 
     def poll(self, timeout: float | None = None) -> list[tuple[int, int]]:
         """As ``select.poll().poll``: ``timeout`` in milliseconds, None or negative: no limit."""
@@ -304,20 +348,18 @@ class _Poll:
         return list(self._poll.poll(timeout))
 
 
-_SelectorBase: Any = getattr(_selectors, "PollSelector", _selectors.SelectSelector)
-
-
-class CooperativeSelector(_SelectorBase):  # type: ignore[misc]
-    """A ``selectors`` selector whose ``select(timeout)`` parks the tasklet.
-
-    The hub's own poll (``MICROTHREADS_POLLER=selectors``) gets the real wait.
-    """
+class _CooperativeSelect:
+    """What every cooperative ``selectors`` class adds to the stdlib's: ``select(timeout)``
+    parks the tasklet until a registered descriptor is ready, then the real
+    ``select(0)`` answers. The hub's own poll (``MICROTHREADS_POLLER=selectors``)
+    gets the real wait. Everything else (what ``register`` accepts or refuses:
+    epoll refuses a regular file with EPERM) is the stdlib class's own."""
 
     def select(self, timeout: float | None = None) -> list[tuple[Any, int]]:
         hub = None if timeout is not None and timeout <= 0 else _hub_that_can_wait()
         if hub is not None:
             readers, writers = [], []
-            for key in self.get_map().values():
+            for key in self.get_map().values():  # type: ignore[attr-defined]  # the base's
                 if key.events & _selectors.EVENT_READ:
                     readers.append(key.fd)
                 if key.events & _selectors.EVENT_WRITE:
@@ -327,4 +369,23 @@ class CooperativeSelector(_SelectorBase):  # type: ignore[misc]
             else:
                 hub.park(timeout)
             timeout = 0
-        return list(super().select(timeout))
+        return list(super().select(timeout))  # type: ignore[misc]  # the stdlib base's
+
+
+def _cooperative_selectors() -> dict[str, type]:
+    """The stdlib selector classes this platform has, each with ``_CooperativeSelect``
+    in front and the stdlib's name; and ``DefaultSelector`` the cooperative
+    counterpart of the stdlib's choice."""
+    classes: dict[str, type] = {}
+    for name in ("SelectSelector", "PollSelector", "EpollSelector", "DevpollSelector",
+                 "KqueueSelector"):
+        base = getattr(_selectors, name, None)
+        if base is not None:
+            classes[name] = type(name, (_CooperativeSelect, base),
+                                 {"__qualname__": name, "__doc__": base.__doc__})
+    classes["DefaultSelector"] = classes[_selectors.DefaultSelector.__name__]
+    return classes
+
+
+#: selectors' name -> its cooperative class (patch_select puts them in place)
+_COOPERATIVE_SELECTORS = _cooperative_selectors()

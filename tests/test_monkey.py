@@ -190,3 +190,45 @@ def test_a_patched_tls_client_that_wraps_before_it_connects_with_its_own_socket_
         "    return fetch()\n"
         "print(*microthreads.run(main), len(ticks) >= 5)\n"
     ) == ["True", "True", "True"]
+
+
+def test_patched_select_checks_its_arguments_as_the_stdlib_does_and_asks_fileno_once():
+    assert _run(
+        "from microthreads import monkey; monkey.patch_all()\n"
+        "import select, socket\n"
+        "import microthreads\n"
+        "class Counted:\n"
+        "    calls = 0\n"
+        "    def __init__(self, sock): self.sock = sock\n"
+        "    def fileno(self):\n"
+        "        Counted.calls += 1\n"
+        "        return self.sock.fileno()\n"
+        "def main():\n"
+        "    a, b = socket.socketpair()\n"
+        "    for bad, timeout in ((object(), 1), (-1, 1), (a, -1), (a, 'soon')):\n"
+        "        try:\n"
+        "            select.select([bad], [], [], timeout)\n"
+        "        except (TypeError, ValueError) as exc:\n"
+        "            print(type(exc).__name__)\n"
+        "    counted = Counted(a)\n"
+        "    microthreads.spawn_later(0.01, b.sendall, b'x')\n"
+        "    print(select.select([counted], [], [], 5)[0] == [counted], Counted.calls)\n"
+        "microthreads.run(main)\n"
+    ) == ["TypeError", "ValueError", "ValueError", "TypeError", "True", "1"]
+
+
+def test_patched_selectors_keep_the_stdlib_names_and_epoll_refuses_a_regular_file(tmp_path):
+    path = tmp_path / "regular"
+    path.write_text("")
+    assert _run(
+        "from microthreads import monkey; monkey.patch_all()\n"
+        "import selectors\n"
+        "names = [getattr(selectors, name).__name__ for name in\n"
+        "         ('SelectSelector', 'PollSelector', 'EpollSelector')]\n"
+        "print(*names, selectors.DefaultSelector is selectors.EpollSelector)\n"
+        f"with open({str(path)!r}) as file, selectors.EpollSelector() as sel:\n"
+        "    try:\n"
+        "        sel.register(file, selectors.EVENT_READ)\n"
+        "    except PermissionError:\n"
+        "        print('refused')\n"
+    ) == ["SelectSelector", "PollSelector", "EpollSelector", "True", "refused"]
