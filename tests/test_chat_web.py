@@ -7,12 +7,14 @@ the `websockets` library's blocking client, a real one.
 
 import signal
 import socket
+import time
 import urllib.error
 import urllib.request
 
 import pytest
 from chat_helpers import GREETING, TIMEOUT, chat_servers
 from redis_helpers import RedisServer, needs_redis
+from test_chat_protocol import push_until
 from tls_helpers import client_context, needs_openssl
 
 sync_client = pytest.importorskip("websockets.sync.client")
@@ -219,3 +221,42 @@ def test_a_federated_room_carries_web_members_across_nodes():
             tom.expect("wendy has left the chat.")
     finally:
         redis.stop()
+
+
+def slow_web_member(port, handle):
+    """A web member that logs in and then never reads, its receive buffer tiny:
+    a raw socket speaking just enough WebSocket (RFC 6455's example key; the
+    handle as one masked text frame, the zero mask)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(TIMEOUT)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                 b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 b"Sec-WebSocket-Version: 13\r\n\r\n")
+    head = b""
+    deadline = time.monotonic() + TIMEOUT
+    while b"\r\n\r\n" not in head and time.monotonic() < deadline:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    name = handle.encode()
+    sock.sendall(bytes([0x81, 0x80 | len(name)]) + b"\0\0\0\0" + name)
+    return sock
+
+
+def test_a_web_member_that_never_reads_is_dropped_by_backlog_and_seen_leaving():
+    with chat_servers() as start:
+        server = web_server(start, rate=0, max_line=65536, max_backlog=65536)
+        talker, watcher = server.room("talker", "watcher")
+        slow = slow_web_member(server.web_port, "slow")
+        try:
+            for client in (talker, watcher):
+                client.expect("slow has joined the chat.")
+            numbers, others = push_until(talker, [talker, watcher], "slow has left the chat.",
+                                         limit_bytes=64 << 20)
+            for client in (talker, watcher):
+                assert others[client] == ["slow has left the chat."]
+                assert numbers[client] == list(range(len(numbers[client])))
+            server.wait_for_log(r"slow left \(output backlog over 65536 bytes")
+        finally:
+            slow.close()
