@@ -260,3 +260,21 @@ def test_a_web_member_that_never_reads_is_dropped_by_backlog_and_seen_leaving():
             server.wait_for_log(r"slow left \(output backlog over 65536 bytes")
         finally:
             slow.close()
+
+
+def test_a_web_member_is_held_to_the_rate_and_the_login_timeout():
+    with chat_servers() as start:
+        server = web_server(start, rate=1, login_timeout=1)
+        web = WebMember(server)
+        web.join("rita")                         # the handle took a token of the burst of 2
+        for n in range(6):
+            web.say(f"line {n}")
+        got = [web.line()]
+        while got[-1] != "You are sending too fast; slow down.":
+            got.append(web.line())
+        assert got[:-1] == [f"rita says: line {n}" for n in range(len(got) - 1)]
+        assert len(got) - 1 < 6                 # some were dropped over the rate
+        idle = WebMember(server)
+        idle.expect(GREETING, "Login timed out.")
+        with pytest.raises(wsexc.ConnectionClosed):
+            idle.line()
