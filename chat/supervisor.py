@@ -16,14 +16,22 @@ parent is still the supervisor (it may have died before the prctl).
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
-import time
+from types import FrameType
+from typing import Callable, Protocol
+
+import microthreads
+from microthreads import subprocess
+
+from .backoff import Backoff
+from .cli import command_line
+from .federation.url import ENV
 
 log = logging.getLogger("chat.supervisor")
 
@@ -31,11 +39,10 @@ PR_SET_PDEATHSIG = 1
 RESTART_FIRST = 1.0     # seconds before a worker's first restart; doubles each time
 RESTART_CAP = 30.0      # up to this
 RESTART_RESET = 60.0    # a worker up this long starts again from RESTART_FIRST
-POLL = 0.2              # seconds between looks at the workers
-STOP_GRACE = 5.0
+STOP_GRACE = 5.0        # seconds the workers have to stop before SIGKILL
 
 
-def die_with_parent(parent_pid):
+def die_with_parent(parent_pid: int) -> None:
     """In a worker: SIGTERM when the supervisor dies; exit now if it already has."""
     if sys.platform.startswith("linux"):
         try:
@@ -51,45 +58,24 @@ def die_with_parent(parent_pid):
 #: Flags the supervisor does not pass on as given: its own, those it sets, and
 #: --redis, which goes in the environment (``worker_env``): a command line is
 #: readable by every local user (/proc/PID/cmdline), and the URL may hold a password.
-_NOT_PASSED_ON = {"help", "workers", "port", "worker_of", "redis"}
+_NOT_PASSED_ON = frozenset({"workers", "port", "worker_of", "worker_number", "redis"})
 
 
-def worker_argv(args, port):
-    """The command line of one worker: every flag of the supervisor's (as the
-    parser read it, so a new flag is passed on without a change here), less
-    --workers, with the port resolved and --worker-of this process."""
-    from .__main__ import build_parser
-
-    argv = [sys.executable, "-m", "chat", "--port", str(port), "--worker-of", str(os.getpid())]
-    # argparse keeps its options in ``_actions``: no public way to list them
-    for action in build_parser()._actions:
-        value = getattr(args, action.dest, None)
-        if action.dest in _NOT_PASSED_ON or not action.option_strings or value is None:
-            continue
-        flag = action.option_strings[-1]
-        if action.nargs == 0:                   # store_true and the like
-            if value != action.default:
-                argv.append(flag)
-        elif isinstance(value, (list, tuple)):
-            argv += [flag, *map(_arg, value)]
-        else:
-            argv += [flag, _arg(value)]
-    return argv
+def worker_argv(args: argparse.Namespace, port: int) -> list[str]:
+    """The command line of one worker, less its ``--worker-number``: every
+    flag of the supervisor's (as the parser read it, so a new flag is passed
+    on without a change here), less --workers, with the port resolved and
+    --worker-of this process."""
+    return [sys.executable, "-m", "chat", "--port", str(port), "--worker-of", str(os.getpid()),
+            *command_line(args, leave_out=_NOT_PASSED_ON)]
 
 
-def worker_env(args):
+def worker_env(args: argparse.Namespace) -> dict[str, str]:
     """The environment of one worker: the supervisor's, with the Redis URL."""
-    from .federation.url import ENV
-
     return {**os.environ, ENV: args.redis}
 
 
-def _arg(value):
-    """A value as the parser will read it back (repr keeps a float exact)."""
-    return repr(value) if isinstance(value, float) else str(value)
-
-
-def _hold_port(host, port):
+def _hold_port(host: str, port: int) -> socket.socket:
     """Bind (not listen) a SO_REUSEPORT socket on (host, port): resolves port 0
     once for every worker, and keeps the port ours while workers restart."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -100,93 +86,158 @@ def _hold_port(host, port):
     return sock
 
 
-def supervise(args):
-    """Run ``args.workers`` workers until SIGTERM/SIGINT; the exit status."""
+
+class Process(Protocol):
+    """What ``Workers`` needs of a worker process (a ``microthreads.subprocess.Popen``)."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def send_signal(self, sig: int) -> None: ...
+    def kill(self) -> None: ...
+
+
+def supervise(args: argparse.Namespace) -> int:
+    """Run ``args.workers`` workers until SIGTERM/SIGINT; the exit status
+    (0, or 1 if the port cannot be had)."""
     try:
         holder = _hold_port(args.host, args.port)
     except OSError as exc:
         log.error("cannot serve on %s:%d: %s", args.host, args.port, exc.strerror or exc)
         return 1
     port = holder.getsockname()[1]
-    stopping = []
+    argv, env = worker_argv(args, port), worker_env(args)
+    workers = Workers(args.workers, lambda index: subprocess.Popen(
+        [*argv, "--worker-number", str(index)], env=env, stdin=subprocess.DEVNULL))
+    hub = microthreads.get_hub()
 
-    def on_signal(signum, _frame):
-        if not stopping:
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if not workers.stopping.is_set():
             log.info("got %s: stopping the workers", signal.Signals(signum).name)
-        stopping.append(signum)
+        hub.call_soon_threadsafe(workers.stopping.set)
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    argv, env = worker_argv(args, port), worker_env(args)
-    workers = Workers(args.workers,
-                      lambda: subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL))
     log.info("supervisor %d: %d workers on %s:%d, room %r", os.getpid(), args.workers,
              args.host, port, args.room)
     try:
-        while not stopping:
-            workers.tick(time.monotonic())
-            time.sleep(POLL)                 # ok-blocking: the supervisor runs no hub
+        microthreads.run(workers.run)
     finally:
-        _stop(workers.running())
         holder.close()
     log.info("supervisor stopped")
     return 0
 
 
 class Workers:
-    """``count`` worker slots, each started, and restarted when it exits.
+    """``count`` worker slots, each started, and restarted when it exits,
+    until ``stopping`` is set; ``run()`` does it in the calling tasklet.
 
-    Restarts back off: a worker that exits waits ``first`` seconds, then
-    twice as long after each exit, up to ``cap``; one that stayed up
-    ``reset`` seconds or more starts again from ``first``. Each exit is
-    logged with the wait. ``spawn()`` starts one worker (a Popen, or
-    anything with ``poll``, ``pid`` and ``returncode``). The clock is the
-    caller's: ``tick(now)`` does what is due at ``now``.
+    ``spawn(index)`` starts the worker of slot ``index`` (a Popen, or
+    anything that is a ``Process``). How a worker ended decides when it
+    starts again (each end is logged, with the wait):
+
+    - status 0: it stopped cleanly (an operator's SIGTERM to that worker:
+      it shut down as asked). Restarted after ``first`` seconds, and the
+      back-off starts over: not a crash.
+    - any other status, or killed by a signal (SIGKILL included: an
+      operator's cannot be told from the kernel's out-of-memory killer): a
+      crash. Restarted after ``first`` seconds, twice as long after each
+      crash, up to ``cap``; a worker that stayed up ``reset`` seconds or
+      more starts again from ``first``.
+
+    Once ``stopping`` is set, every running worker gets SIGTERM and has
+    ``grace`` seconds to exit before SIGKILL; ``run`` returns when all are
+    gone. The waits are the hub's: no polling.
     """
 
-    def __init__(self, count, spawn, *, first=RESTART_FIRST, cap=RESTART_CAP,
-                 reset=RESTART_RESET):
+    def __init__(self, count: int, spawn: Callable[[int], Process], *,
+                 first: float = RESTART_FIRST, cap: float = RESTART_CAP,
+                 reset: float = RESTART_RESET, grace: float = STOP_GRACE) -> None:
+        self._count = count
         self._spawn = spawn
-        self._first, self._cap, self._reset = first, cap, reset
-        self._procs = [None] * count         # Popen, or None while waiting to restart
-        self._started = [0.0] * count        # when each was started
-        self._due = [float("-inf")] * count  # when each may start (again)
-        self._delay = [first] * count        # its next wait
+        self._first, self._cap, self._reset, self._grace = first, cap, reset, grace
+        self._running: dict[int, Process] = {}     # slot -> its worker, while it runs
+        #: Set to stop every worker and end ``run``.
+        self.stopping = microthreads.Event()
 
-    def tick(self, now):
-        """Note the workers that exited; start those whose wait is over."""
-        for index, proc in enumerate(self._procs):
-            if proc is not None and proc.poll() is not None:
-                self._exited(index, proc, now)
-                proc = None
-            if proc is None and now >= self._due[index]:
-                self._procs[index] = proc = self._spawn()
-                self._started[index] = now
-                log.info("worker %d started (pid %d)", index, proc.pid)
-
-    def running(self):
-        return [proc for proc in self._procs if proc is not None]
-
-    def _exited(self, index, proc, now):
-        if now - self._started[index] >= self._reset:
-            self._delay[index] = self._first
-        delay = self._delay[index]
-        self._due[index] = now + delay
-        self._delay[index] = min(delay * 2, self._cap)
-        self._procs[index] = None
-        log.warning("worker %d (pid %d) exited with status %s after %gs; restarting in %gs",
-                    index, proc.pid, proc.returncode, round(now - self._started[index], 2), delay)
-
-
-def _stop(workers):
-    workers = [w for w in workers if w.poll() is None]
-    for proc in workers:
-        proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE
-    for proc in workers:
+    def run(self) -> None:
+        """Keep the workers running until ``stopping`` is set; then stop them."""
+        slots = [microthreads.spawn(self._keep, index) for index in range(self._count)]
+        for index, tasklet in enumerate(slots):
+            tasklet.name = f"worker slot {index}"
         try:
-            proc.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            log.warning("worker pid %d did not stop in %gs; killing it", proc.pid, STOP_GRACE)
-            proc.kill()
-            proc.wait()
+            self.stopping.wait()
+        finally:
+            self.stopping.set()
+            self._stop()
+            microthreads.joinall(slots, timeout=1.0)    # each sees its worker's end
+            microthreads.killall(slots)
+
+    def running(self) -> list[Process]:
+        """The workers running now."""
+        return list(self._running.values())
+
+    def _keep(self, index: int) -> None:
+        """Slot ``index``: start its worker, wait for its end, wait, again."""
+        clock = microthreads.get_hub().clock
+        backoff = Backoff(self._first, self._cap)
+        while not self.stopping.is_set():
+            try:
+                proc = self._running[index] = self._spawn(index)
+            except OSError as exc:          # fork or exec failed: as a crash
+                delay = backoff.next()
+                log.error("worker %d could not start: %s; trying again in %gs", index, exc, delay)
+                if self.stopping.wait(delay):
+                    return
+                continue
+            started = clock()
+            log.info("worker %d started (pid %d)", index, proc.pid)
+            try:
+                status = proc.wait()
+            finally:
+                del self._running[index]
+            if self.stopping.is_set():
+                return
+            up = clock() - started
+            if up >= self._reset:
+                backoff.reset()
+            if status == 0:                 # stopped as asked: not a crash
+                backoff.reset()
+                delay = self._first
+                log.info("worker %d (pid %d) stopped cleanly after %gs; restarting in %gs",
+                         index, proc.pid, round(up, 2), delay)
+            else:
+                delay = backoff.next()
+                log.warning("worker %d (pid %d) %s after %gs; restarting in %gs",
+                            index, proc.pid, _how_it_ended(status), round(up, 2), delay)
+            if self.stopping.wait(delay):
+                return
+
+    def _stop(self) -> None:
+        """SIGTERM to every running worker; SIGKILL to those still up after the grace."""
+        workers = [proc for proc in self._running.values() if proc.poll() is None]
+        for proc in workers:
+            proc.send_signal(signal.SIGTERM)
+        clock = microthreads.get_hub().clock
+        deadline = clock() + self._grace
+        for proc in workers:
+            try:
+                proc.wait(max(0.0, deadline - clock()))
+            except subprocess.TimeoutExpired:
+                log.warning("worker pid %d did not stop in %gs; killing it", proc.pid,
+                            self._grace)
+                proc.kill()
+                proc.wait()
+
+
+def _how_it_ended(status: int) -> str:
+    """``exited with status 1``, or ``was killed by SIGKILL``."""
+    if status < 0:
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = f"signal {-status}"
+        return f"was killed by {name}"
+    return f"exited with status {status}"

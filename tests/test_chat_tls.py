@@ -124,7 +124,7 @@ def test_tls_flags_that_cannot_be_used_are_a_clear_error(tmp_path):
 
 
 def test_workers_are_given_the_tls_flags():
-    from chat.__main__ import parse_args
+    from chat.cli import parse_args
     from chat.supervisor import worker_argv
     args = parse_args(["--workers", "2", "--redis", "redis://127.0.0.1:1/0",
                        "--tls-cert", "c.pem", "--tls-key", "k.pem"])

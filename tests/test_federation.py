@@ -232,7 +232,7 @@ def test_workers_share_one_port_and_the_supervisor_restarts_and_stops_them(redis
         for client in clients:
             client.expect("w1 says: hello workers")
         os.kill(pids[0], signal.SIGKILL)
-        supervisor.wait_for_log(rf"worker 0 \(pid {pids[0]}\) exited")
+        supervisor.wait_for_log(rf"worker 0 \(pid {pids[0]}\) was killed by SIGKILL")
         restarted = supervisor.wait_for_log(rf"worker 0 started \(pid (?!{pids[0]}\))(\d+)\)")
         pids[0] = int(restarted.group(1))
         supervisor.send_signal(signal.SIGTERM)
