@@ -15,18 +15,20 @@ fails with ``RoomUnavailable``, whether it was still queued or already sent
 member is told within the limit even while Redis hangs. While Redis cannot
 be reached the writer retries with backoff, logged once per outage, the
 batch first, in order. The link knows calls and replies, nothing of
-members: the room sets its hooks (``before_batch``, ``on_lost``,
-``after_batch``, ``read_from``, ``on_read``).
+members: what it has to tell goes to the ``LinkListener`` it is made with
+(the room), and each call is a ``Request``, which hears its own reply.
 """
 
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections import deque
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Protocol, Sequence, Union
 
 import microthreads
 
+from ..backoff import Backoff
 from .client import REDIS_DOWN, ScriptCaller
 
 log = logging.getLogger("chat.federation")
@@ -42,24 +44,15 @@ class RoomUnavailable(Exception):
     """A call could not reach Redis within its time limit."""
 
 
-class Backoff:
-    """Waits between retries: 50 ms, doubling to 0.5 s; ``reset`` on success.
+#: Waits between retries while Redis is away: 50 ms, doubling to 0.5 s. The cap
+#: is short: a Redis Cluster failover must be over, and noticed, within the
+#: expiry less a heartbeat (see membership.py), or the members go.
+RETRY_FIRST, RETRY_CAP = 0.05, 0.5
 
-    The cap is short: a Redis Cluster failover must be over, and noticed,
-    within the expiry less a heartbeat (see membership.py), or the members go.
-    """
 
-    FIRST, CAP = 0.05, 0.5
-
-    def __init__(self) -> None:
-        self.delay = self.FIRST
-
-    def wait(self) -> None:
-        microthreads.sleep(self.delay)
-        self.delay = min(self.delay * 2, self.CAP)
-
-    def reset(self) -> None:
-        self.delay = self.FIRST
+def retry_backoff() -> Backoff:
+    """The backoff of the writer's and the reader's retries."""
+    return Backoff(RETRY_FIRST, RETRY_CAP)
 
 
 class Outage:
@@ -86,48 +79,69 @@ class Outage:
                 self.on_end()
 
 
-class Request:
-    """One call of the room's script: ``name`` (a ``lua/NAME.lua``) and its
-    ``args``, which may be a callable, evaluated each time the call is sent
-    (a heartbeat's member list is then current).
+class Request(ABC):
+    """One call of the room's script, as the link sends it: ``name`` (a
+    ``lua/NAME.lua``), ``arguments()`` evaluated each time it is sent, and
+    the two ways it ends, called in the writer.
 
-    ``on_reply(reply)`` runs in the writer, in order with the other replies,
-    whenever the reply comes, even after the call was given up on (what
-    Redis did, it did). ``on_fail(error)`` runs once, if the call is given
-    up on before its reply; ``done`` (made by ``Link.call``) is set by
-    either. A subclass may instead override ``arguments``, ``succeed`` and
-    ``fail`` (a member's line: one object per line, not three).
+    ``succeed(reply)`` runs with its reply, in order with the other
+    replies, whenever the reply comes, even after the call was given up on
+    (what Redis did, it did); it may return a fresh Request, which the link
+    sends again first (in order with the others a batch returned), behind
+    the heartbeat that ``on_lost()`` may queue. ``fail(error)`` runs if the
+    call is given up on before its reply (its deadline passed, the link
+    gave up on everything); ``finished`` says either has happened.
+    ``deadline`` (the hub clock) is set by the link as it queues the call.
     """
 
-    __slots__ = ("args", "deadline", "done", "error", "finished", "name", "on_fail",
-                 "on_reply", "reply")
+    __slots__ = ("deadline", "finished", "name")
 
-    def __init__(self, name: str, args: Args, deadline: float,
-                 on_reply: Callable[[Any], None] | None = None,
-                 on_fail: Callable[[BaseException], None] | None = None) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
-        self.args = args
-        self.deadline = deadline
-        self.on_reply = on_reply
-        self.on_fail = on_fail
-        self.done: microthreads.Event | None = None
+        self.deadline = 0.0
         self.finished = False
+
+    @abstractmethod
+    def arguments(self) -> Sequence[Any]:
+        """The call's arguments, as it is sent now."""
+
+    @abstractmethod
+    def succeed(self, reply: Any) -> Request | None:
+        """Its reply came; a Request to send again first, or None."""
+
+    @abstractmethod
+    def fail(self, error: BaseException) -> None:
+        """Given up on before its reply: tell whoever waits. Once at most."""
+
+
+class Call(Request):
+    """A Request with ``args`` (a sequence, or a callable evaluated each time
+    the call is sent: a heartbeat's member list is then current), and an
+    ``on_reply(reply)`` to run with its reply. ``reply`` or ``error`` keep
+    how it ended, and ``done`` (if given) is set then: ``Link.call`` waits
+    on it."""
+
+    __slots__ = ("args", "done", "error", "on_reply", "reply")
+
+    def __init__(self, name: str, args: Args,
+                 on_reply: Callable[[Any], None] | None = None,
+                 done: microthreads.Event | None = None) -> None:
+        super().__init__(name)
+        self.args = args
+        self.on_reply = on_reply
+        self.done = done
         self.reply: Any = None
         self.error: BaseException | None = None
 
     def arguments(self) -> Sequence[Any]:
-        """The call's arguments, as it is sent now."""
         args = self.args
         return args() if callable(args) else args
 
     def fail(self, error: BaseException) -> None:
-        """Give up: the caller learns ``error``, unless it has its answer already."""
         if self.finished:
             return
         self.finished = True
         self.error = error
-        if self.on_fail is not None:
-            self.on_fail(error)
         if self.done is not None:
             self.done.set()
 
@@ -141,6 +155,25 @@ class Request:
                 self.done.set()
 
 
+class LinkListener(Protocol):
+    """What a link tells the object it serves (the room), in the writer."""
+
+    def before_batch(self, now: float) -> None:
+        """A round trip is about to go, at ``now`` (the hub clock)."""
+
+    def on_lost(self) -> None:
+        """A round trip failed to reach Redis; its calls will go again."""
+
+    def after_batch(self, batch: Sequence[Request], sent: float) -> None:
+        """``batch``, sent at ``sent``, got its replies (not yet handed over)."""
+
+    def read_from(self) -> str:
+        """The stream id to read the log after, as a batch goes ('' reads nothing)."""
+
+    def on_read(self, entries: list[Any]) -> None:
+        """The log's entries a batch's script run read, after its replies."""
+
+
 def _unavailable() -> RoomUnavailable:
     return RoomUnavailable("the room is unavailable")
 
@@ -150,20 +183,16 @@ class Link:
     writer tasklet (``run``).
 
     Every batch is one EVALSHA with ``keys`` and ``common`` (the arguments
-    every call shares) before the calls. Hooks, called in the writer:
-    ``before_batch(now)`` before each round trip, ``on_lost()`` when one
-    fails to reach Redis (it is retried), ``after_batch(requests, sent)``
-    after one got its replies (``sent``: the hub clock when it went out),
-    before the replies are handed over, and ``on_read(entries)`` after
-    them, with the log's entries the script read after ``read_from()``
-    (an id, evaluated as each batch goes; '' reads nothing). ``idle`` is
-    set while nothing is queued or in flight.
+    every call shares) before the calls; ``listener`` hears of each round
+    trip (see ``LinkListener``). ``idle`` is set while nothing is queued or
+    in flight.
     """
 
     def __init__(self, client: Any, script: Any, keys: Sequence[str],
-                 common: Sequence[Any]) -> None:
+                 common: Sequence[Any], listener: LinkListener) -> None:
         self._call = ScriptCaller(client, script, keys)
         self._common = list(common)
+        self._listener = listener
         self._hub = microthreads.get_hub()
         self._queue: deque[Request] = deque()
         self._in_flight: Sequence[Request] = ()
@@ -172,11 +201,6 @@ class Link:
         self._watch_at = 0.0                # ... and that deadline
         self._retries: list[Request] = []   # from this batch's replies: to go again, first
         self.outage = Outage("writer")
-        self.before_batch: Callable[[float], None] = lambda now: None
-        self.on_lost: Callable[[], None] = lambda: None
-        self.after_batch: Callable[[Sequence[Request], float], None] = lambda batch, sent: None
-        self.read_from: Callable[[], str] = lambda: ""
-        self.on_read: Callable[[list[Any]], None] = lambda entries: None
         self.idle = microthreads.Event()
 
     def call(self, name: str, args: Args, limit: float = SEND_LIMIT,
@@ -188,39 +212,30 @@ class Link:
         no reply came within ``limit`` seconds, or when the link gives up on
         every call (``fail_all``).
         """
-        request = Request(name, args, self._hub.clock() + limit, on_reply)
-        request.done = microthreads.Event()
-        self._enqueue(request, urgent)
+        request = Call(name, args, on_reply, microthreads.Event())
+        self._enqueue(request, urgent, limit)
+        assert request.done is not None
         request.done.wait()                 # set by the reply, or a failure in time
         if request.error is not None:
             raise request.error
         return request.reply
 
     def send(self, name: str, args: Args, on_reply: Callable[[Any], None] | None = None,
-             on_fail: Callable[[BaseException], None] | None = None,
              first: bool = False) -> None:
-        """Queue call ``name`` without waiting for it; see Request for the
-        hooks. ``first``: at the front of the queue, unless a call of the same
-        name is there already."""
+        """Queue call ``name`` without waiting for it (see Call). ``first``:
+        at the front of the queue, unless a call of the same name is there
+        already."""
         if first and self._queue and self._queue[0].name == name:
             return
-        self.submit(Request(name, args, 0.0, on_reply, on_fail), first)
+        self.submit(Call(name, args, on_reply), first)
 
     def submit(self, request: Request, first: bool = False) -> None:
         """Queue ``request`` without waiting for it; its deadline is now
         SEND_LIMIT away. ``first``: at the front of the queue."""
-        request.deadline = self._hub.clock() + SEND_LIMIT
-        self._enqueue(request, first)
+        self._enqueue(request, first, SEND_LIMIT)
 
-    def resubmit(self, request: Request) -> None:
-        """From a reply's handling: send ``request`` (a fresh one, the call
-        again) at the front of the queue, in order with the others resubmitted
-        from the same batch, behind what ``on_lost()`` queues first (a
-        heartbeat that puts back what Redis lost)."""
-        request.deadline = self._hub.clock() + SEND_LIMIT
-        self._retries.append(request)
-
-    def _enqueue(self, request: Request, first: bool) -> None:
+    def _enqueue(self, request: Request, first: bool, limit: float) -> None:
+        request.deadline = self._hub.clock() + limit
         if first:
             self._queue.appendleft(request)
         else:
@@ -231,7 +246,7 @@ class Link:
     def _requeue_retries(self) -> None:
         retries, self._retries = self._retries, []
         self._queue.extendleft(reversed(retries))
-        self.on_lost()
+        self._listener.on_lost()
         self._watch_until(retries[0].deadline)
 
     def _watch_until(self, deadline: float) -> None:
@@ -268,8 +283,8 @@ class Link:
     def run(self) -> None:
         """The writer: send queued calls, in order, a batch per round trip;
         retry while Redis is away. Runs until killed."""
-        queue, clock = self._queue, self._hub.clock
-        backoff = Backoff()
+        queue, clock, listener = self._queue, self._hub.clock, self._listener
+        backoff = retry_backoff()
         while True:
             if not queue:
                 self._wake.clear()
@@ -278,7 +293,7 @@ class Link:
                 self.idle.clear()
                 continue
             sent = clock()
-            self.before_batch(sent)
+            listener.before_batch(sent)
             batch, argv = self._take()
             if not batch:
                 continue
@@ -289,7 +304,7 @@ class Link:
                 self._in_flight = ()
                 # in order, at the front; not those given up on meanwhile
                 queue.extendleft(reversed([r for r in batch if not r.finished]))
-                self.on_lost()
+                listener.on_lost()
                 self.outage.begin(exc)
                 backoff.wait()
                 continue
@@ -302,10 +317,13 @@ class Link:
             self._in_flight = ()
             self.outage.end()
             backoff.reset()
-            self.after_batch(batch, sent)
+            listener.after_batch(batch, sent)
             for request, reply in zip(batch, replies[1:]):
-                request.succeed(reply)
-            self.on_read(replies[0])
+                again = request.succeed(reply)
+                if again is not None:
+                    again.deadline = clock() + SEND_LIMIT
+                    self._retries.append(again)
+            listener.on_read(replies[0])
             if self._retries:
                 self._requeue_retries()
 
@@ -313,7 +331,7 @@ class Link:
         """The calls to send now, up to BATCH (and about BATCH_BYTES of
         arguments) from the queue, those given up on left out (the caller
         was told: what it asked is not done); and the script's ARGV for them."""
-        queue, batch, argv = self._queue, [], [*self._common, self.read_from()]
+        queue, batch, argv = self._queue, [], [*self._common, self._listener.read_from()]
         size = 0
         while queue and len(batch) < BATCH and size < BATCH_BYTES:
             request = queue.popleft()

@@ -34,6 +34,9 @@ class Membership:
     in join order), kept true by a heartbeat tasklet (``run``).
 
     ``drop(member, text)`` tells one member ``text`` and disconnects it.
+    The room passes the link's news on: ``check_contact`` before each
+    batch, ``queue_heartbeat`` when one was lost, ``after_batch`` after
+    its replies.
     """
 
     def __init__(self, link: Link, drop: Callable[[Member, str], None],
@@ -49,9 +52,6 @@ class Membership:
         # the latest deadline (Redis time, ms) a reply gave: a heartbeat that
         # runs after it with this node reaped is refused (heartbeat.lua)
         self.deadline = 0
-        link.before_batch = self.check_contact
-        link.on_lost = self.queue_heartbeat
-        link.after_batch = self._after_batch
 
     def run(self) -> None:
         """Every HEARTBEAT seconds: refresh this node in Redis, reconcile its
@@ -88,7 +88,9 @@ class Membership:
         for member in members:
             self._drop(member, text)
 
-    def _after_batch(self, batch: Sequence[Request], sent: float) -> None:
+    def after_batch(self, batch: Sequence[Request], sent: float) -> None:
+        """A batch sent at ``sent`` got its replies: one that refreshed this
+        node's expiry is the latest contact."""
         if any(request.name in _REFRESHING for request in batch):
             self.last_contact = max(self.last_contact, sent)
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import microthreads
 
 from .client import REDIS_DOWN, LazyClient
-from .link import Backoff, Outage
+from .link import Outage, retry_backoff
 
 #: Entries taken per XREAD: enough to drain a burst in one round trip.
 READ_COUNT = 1000
@@ -125,7 +125,7 @@ class Reader:
     def run(self) -> None:
         """Read the entries after ``last_id`` until killed."""
         client, stream = self._client, self._stream
-        backoff, idle, clock = Backoff(), self._writer_idle, self._clock
+        backoff, idle, clock = retry_backoff(), self._writer_idle, self._clock
         while True:
             if idle is not None and not self._behind:
                 # while the writer's replies bring the entries, wake once a

@@ -58,15 +58,16 @@ class RedisRoom(Room):
         self._unanswered: dict[str, microthreads.Semaphore] = {}   # uid -> lines in flight
         self._writer: Any = None                    # the link's tasklet, once open
         self._others: list[Any] = []                # the reader's and the heartbeat's
+        # the room listens to its link (see "the link's news" below), and
+        # passes the news on to the membership and the reader
         self._link = Link(LazyClient(redis_url), scripts.load(), scripts.keys(prefix, self.node),
-                          [stream_bound or STREAM_BOUND, self.node, int(EXPIRY * 1000)])
-        self._membership = Membership(self._link, self._drop, LOST)
+                          [stream_bound or STREAM_BOUND, self.node, int(EXPIRY * 1000)],
+                          listener=self)
+        self._membership = Membership(self._link, self.drop, LOST)
         self._reader = Reader(LazyClient(redis_url), prefix + "log",
                               Outage("reader", on_end=self._membership.queue_heartbeat),
                               on_entry=self._deliver, on_gap=self._missed,
                               ready=self._ready, writer_idle=self._link.idle)
-        self._link.read_from = lambda: "" if self.closed else self._reader.last_id
-        self._link.on_read = self._reader.take_reply
 
     # ------------------------------------------------------------ lifetime
 
@@ -201,7 +202,7 @@ class RedisRoom(Room):
         except RoomUnavailable:
             raise RoomError(UNAVAILABLE) from None
         if reply[0] == "gone":
-            self._drop(member, LOST)
+            self.drop(member, LOST)
             raise RoomError("")
         return reply
 
@@ -212,8 +213,9 @@ class RedisRoom(Room):
         if joining is not None:                 # a reader waiting for its reply: go on
             joining.replied.set()
 
-    def _drop(self, member: Member, text: str) -> None:
-        """Tell one member ``text`` and disconnect it (flushed, bounded)."""
+    def drop(self, member: Member, text: str) -> None:
+        """Tell one member ``text`` and disconnect it (flushed, 1 s at most);
+        its own tasklet then leaves. Never waits."""
         self.audience.discard(member)
         conn = member.term.conn
         conn.close_reason = text
@@ -226,6 +228,29 @@ class RedisRoom(Room):
                 pass
             conn.close(text)
         microthreads.spawn(close)
+
+    # ------------------------------------------------------------ the link's news
+
+    def before_batch(self, now: float) -> None:
+        """The link is about to send a batch: cut off too long, the members go."""
+        self._membership.check_contact(now)
+
+    def on_lost(self) -> None:
+        """A batch did not reach Redis: a heartbeat goes first when it is back."""
+        self._membership.queue_heartbeat()
+
+    def after_batch(self, batch: Sequence[Request], sent: float) -> None:
+        """A batch got its replies: the membership notes the contact."""
+        self._membership.after_batch(batch, sent)
+
+    def read_from(self) -> str:
+        """Where each batch's script run reads the log from: after the last
+        entry read ('' once closed: nothing)."""
+        return "" if self.closed else self._reader.last_id
+
+    def on_read(self, entries: list[Any]) -> None:
+        """The log's entries a batch brought: to the reader."""
+        self._reader.take_reply(entries)
 
     # ------------------------------------------------------------ the reader's lines
 
@@ -289,7 +314,7 @@ class _Say(Request):
 
     def __init__(self, room: RedisRoom, member: Member, line: str,
                  unanswered: microthreads.Semaphore | None, again: bool = True) -> None:
-        Request.__init__(self, "say", (), 0.0)     # the link sets the deadline
+        super().__init__("say")
         self.room = room
         self.member = member
         self.line = line
@@ -305,17 +330,18 @@ class _Say(Request):
             self.unanswered.release()
             self.unanswered = None
 
-    def succeed(self, reply: str) -> None:
+    def succeed(self, reply: str) -> _Say | None:
         self.finished = True
         if reply != "gone":
             self._answered()
         elif self.again:    # Redis restarted empty? a heartbeat puts it back first
-            self.room._link.resubmit(_Say(self.room, self.member, self.line, self.unanswered,
-                                          again=False))
+            again = _Say(self.room, self.member, self.line, self.unanswered, again=False)
             self.unanswered = None                  # the retry answers for it
+            return again
         else:
             self._answered()
-            self.room._drop(self.member, LOST)
+            self.room.drop(self.member, LOST)
+        return None
 
     def fail(self, error: BaseException) -> None:
         if self.finished:
