@@ -97,7 +97,7 @@ _PROTOTYPES = {code: target for code, target in _tables.PROTOTYPES.items()}
 _KEY_ROUNDS = 2
 
 
-def _scripts(char: str) -> frozenset | None:
+def _scripts(char: str) -> frozenset[str] | None:
     """The character's Script_Extensions, or None if no handle may hold it."""
     code = ord(char)
     at = bisect.bisect_right(_STARTS, code) - 1
@@ -107,7 +107,7 @@ def _scripts(char: str) -> frozenset | None:
     return _SCRIPT_SETS[index] if code <= last else None
 
 
-def _augmented(scripts: frozenset) -> frozenset:
+def _augmented(scripts: frozenset[str]) -> frozenset[str]:
     more = set(scripts)
     for script in scripts:
         more |= _AUGMENT.get(script, set())
@@ -163,7 +163,7 @@ def check_handle(raw: str) -> tuple[str | None, str | None]:
     return handle, None
 
 
-def _highly_restrictive(sets: list) -> bool:
+def _highly_restrictive(sets: list[frozenset[str]]) -> bool:
     """UTS #39 5.2 for these Script_Extensions sets: one script, or covered
     by one of the allowed combinations."""
     if not sets:

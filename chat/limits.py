@@ -104,6 +104,7 @@ class AddressLimits:
         if limiter is None:
             return
         entry = self._entry(key, now, create=True)
+        assert entry is not None                 # made if missing
         kept = entry.kept
         if kept is None or (limiter.available(now) or 0) < (kept.available(now) or 0):
             entry.kept = limiter
@@ -113,7 +114,7 @@ class AddressLimits:
         if not self.join_rate:
             return True
         entry = self._entry(key, now, create=True)
-        assert entry.joins is not None
+        assert entry is not None and entry.joins is not None
         return entry.joins.allow(now)
 
     def _entry(self, key: str, now: float, create: bool) -> _Address | None:

@@ -18,17 +18,45 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import TYPE_CHECKING, Any, Iterable
+from abc import ABC, abstractmethod
+from typing import Any, Callable, Iterable, Protocol
 
 import microthreads
 from microthreads.net import NetworkError
 
 from .text import handle_key
 
-if TYPE_CHECKING:
-    from .terminal import Terminal
-
 log = logging.getLogger("chat")
+
+
+class Endpoint(Protocol):
+    """What a member types on, as the room sees it: something that receives
+    lines and sends lines. The telnet ``Terminal`` (terminal.py) is one;
+    another transport (a web page's) is another, and the room needs nothing
+    else of it.
+
+    ``deliver(data)`` queues lines already encoded (UTF-8, each ending in
+    CRLF; one piece may hold many) on the member's bounded output and never
+    waits; ``say(text)`` queues one line of the member's own (a reply),
+    calling ``before_write`` first when it is set, so the room's pending
+    lines go out before it. ``hang_up(text)`` tells the member ``text``
+    and disconnects it; it may wait (1 s at most). ``deliver`` and ``say``
+    raise ``NetworkError`` once the connection is gone (over its output
+    bound: it is closed, and raises); the member's own tasklet then ends
+    and leaves the room.
+    """
+
+    before_write: Callable[[], None] | None
+
+    @property
+    def deliver(self) -> Callable[[bytes], None]:
+        """Queue lines already encoded (see above)."""
+
+    def say(self, text: str) -> None:
+        """Queue ``text`` as one line, after the room's pending lines."""
+
+    def hang_up(self, text: str) -> None:
+        """Tell ``text`` (flushed, bounded) and disconnect."""
 
 
 class RoomError(Exception):
@@ -40,7 +68,7 @@ class RoomError(Exception):
 
 
 class Member:
-    """One logged-in person: a handle and the terminal it types on.
+    """One logged-in person: a handle and the ``Endpoint`` it types on (``term``).
 
     ``uid`` names it to the room (unique among a room's members, past and
     present, within one process); ``seq`` is its place in the join order.
@@ -48,13 +76,13 @@ class Member:
 
     __slots__ = ("handle", "key", "seq", "term", "uid", "write")
 
-    def __init__(self, handle: str, term: Terminal, uid: str = "") -> None:
+    def __init__(self, handle: str, term: Endpoint, uid: str = "") -> None:
         self.handle = handle
         self.key = handle_key(handle)
         self.term = term
         self.uid = uid
         self.seq = 0
-        self.write = term.conn.write
+        self.write = term.deliver
 
     def deliver(self, data: bytes) -> None:
         """Hand encoded lines to its bounded output; over the bound, it is dropped."""
@@ -114,6 +142,7 @@ class Audience:
         member.term.before_write = self.flush
 
     def discard(self, member: Member) -> None:
+        """``member`` gets nothing more (nothing if it was not here)."""
         self._members.pop(member, None)
         self._own.pop(member, None)
 
@@ -177,7 +206,7 @@ def _share(batch: list[bytes], share: list[Any]) -> bytes:
     return b"".join(parts)
 
 
-class Room:
+class Room(ABC):
     """What a chat server asks of the room it serves.
 
     Every method is called from a member's own tasklet (``open`` and
@@ -199,52 +228,54 @@ class Room:
     #: The members this process holds and delivers to.
     audience: Audience
 
+    @abstractmethod
     def open(self) -> None:
         """Before the first login; may wait (a shared room connects)."""
 
+    @abstractmethod
     def close(self) -> None:
         """At shutdown, before the members are told and disconnected.
 
         Idempotent. Afterwards nothing is published; ``leave`` is silent.
         """
 
-    def claim(self, handle: str, term: Terminal) -> Member | None:
+    @abstractmethod
+    def claim(self, handle: str, term: Endpoint) -> Member | None:
         """A new member holding ``handle``, or None if it is taken.
 
         Whatever happens next, the caller must ``leave`` the member it got
         (a finish hook): that frees the handle.
         """
-        raise NotImplementedError
 
+    @abstractmethod
     def join(self, member: Member) -> None:
         """Announce ``member`` (``X has joined the chat.`` to everyone, it too)
         and tell it the Online line; from here on it gets every line."""
-        raise NotImplementedError
 
+    @abstractmethod
     def publish(self, member: Member, line: str) -> None:
         """``line`` (as everyone will read it) from ``member``, to everyone."""
-        raise NotImplementedError
 
+    @abstractmethod
     def leave(self, member: Member) -> None:
         """``member`` is gone: free its handle, and if it had joined and the
         room is open, tell the others ``X has left the chat.``. Never waits."""
-        raise NotImplementedError
 
+    @abstractmethod
     def who(self, member: Member, page: int = 1) -> str:
         """The Online line: ``Online (N): a, b`` in join order, at most
         ONLINE_SHOWN handles: page ``page`` (from 1) of them."""
-        raise NotImplementedError
 
+    @abstractmethod
     def message(self, member: Member, to_key: str, text: str) -> str | None:
         """Tell the member whose handle key is ``to_key``
         ``[private] FROM: text``; its handle, or None if there is nobody."""
-        raise NotImplementedError
 
+    @abstractmethod
     def rename(self, member: Member, handle: str) -> bool:
         """Give ``member`` the valid ``handle`` and tell everyone
         ``OLD is now known as NEW.`` (nothing if it is the same handle);
         False if another member holds it."""
-        raise NotImplementedError
 
     def announce(self, text: str) -> None:
         """A line from the server to the members this process holds."""
@@ -266,10 +297,13 @@ class LocalRoom(Room):
         self._listing: str | None = ""            # "a, b": the handles in join order; None:
                                                   # to be made again (after a leave, a rename)
 
+    def open(self) -> None:
+        """Nothing to connect to: the room is here."""
+
     def close(self) -> None:
         self.closed = True
 
-    def claim(self, handle: str, term: Terminal) -> Member | None:
+    def claim(self, handle: str, term: Endpoint) -> Member | None:
         if handle_key(handle) in self.members:
             return None
         return Member(handle, term)

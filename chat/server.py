@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import logging
 import re
+import ssl
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import microthreads
-from microthreads.net import NetworkError, StreamServer
+from microthreads.net import Connection, NetworkError, StreamServer
 
 from .limits import AddressLimits, address_key
-from .room import LocalRoom, RoomError
+from .room import Endpoint, LocalRoom, Member, Room, RoomError
 from .terminal import Terminal
-from .text import check_handle, target_key
+from .text import RateLimiter, check_handle, target_key
+
+if TYPE_CHECKING:
+    from microthreads.websocket import WebSocket
 
 log = logging.getLogger("chat")
 
@@ -38,8 +43,41 @@ TOO_MANY_LOGINS = "Too many logins from your address; wait a few seconds."
 _COMMAND = re.compile(r"/(\S*)\s*(.*)", re.DOTALL)
 
 
+class Wire(Protocol):
+    """What the server asks of a member's connection: a telnet ``Connection``,
+    or a web member's ``WebLink`` (web.py)."""
+
+    close_reason: str | None
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until the queued output is sent, ``timeout`` seconds at most."""
+
+    def close(self, reason: str | None = None) -> None:
+        """Close it now; ``reason`` for the logs."""
+
+    @property
+    def peer(self) -> Any:
+        """The peer's address."""
+
+
+class Session(Endpoint, Protocol):
+    """A member's transport as the server drives it: an ``Endpoint`` that also
+    reads lines (``read_line``: clean text, None at the end) over its ``conn``.
+    The telnet ``Terminal`` and the web page's ``WebTerminal`` are two."""
+
+    @property
+    def conn(self) -> Wire:
+        """The connection under it."""
+
+    def read_line(self) -> str | None:
+        """The next line the member typed, clean; None once it is gone."""
+
+
 @dataclass
 class Options:
+    """The server's settings, as the command line gives them (cli.py says
+    what each means)."""
+
     host: str = "127.0.0.1"
     port: int = 1980
     max_clients: int = 10000
@@ -52,8 +90,8 @@ class Options:
     join_rate: float = 1.0         # logins a second per address, burst 10; 0 is off
     keepalive: int = 30            # idle seconds before TCP keepalive's first probe
     reuse_port: bool = False       # --workers: every worker listens on the same port
-    tls: object = None             # an ssl.SSLContext: --tls-cert/--tls-key (None: plain TCP)
-    web_port: object = None        # --web-port: the chat page and /ws (None: no web port)
+    tls: ssl.SSLContext | None = None   # an ssl.SSLContext: --tls-cert/--tls-key (None: plain TCP)
+    web_port: int | None = None    # --web-port: the chat page and /ws (None: no web port)
 
 
 class ChatServer:
@@ -64,16 +102,16 @@ class ChatServer:
     sockets, the logins and the commands.
     """
 
-    def __init__(self, options=None, room=None):
+    def __init__(self, options: Options | None = None, room: Room | None = None) -> None:
         self.options = options or Options()
-        self.room = room if room is not None else LocalRoom()
+        self.room: Room = room if room is not None else LocalRoom()
         self.limits = AddressLimits(self.options.rate, self.options.join_rate)
         self.closing = False
-        self.server = None
-        self.web = None             # the web port's WSGIServer (chat/web.py), if any
-        self.web_members = {}       # the WebLinks of web connections, an ordered set
+        self.server: StreamServer | None = None
+        self.web: Any = None        # the web port's WSGIServer (chat/web.py), if any
+        self.web_members: dict[Any, None] = {}   # the WebLinks of web connections, an ordered set
         self._stop_early = False   # shutdown asked while the room was opening
-        self.commands = {
+        self.commands: dict[str, tuple[Callable[[Member, str], bool | None], str]] = {
             "quit": (self.cmd_quit, "/quit - leave the chat"),
             "who": (self.cmd_who, "/who [page] - list who is online"),
             "me": (self.cmd_me, "/me <action> - act, e.g. /me waves"),
@@ -84,7 +122,7 @@ class ChatServer:
 
     # ------------------------------------------------------------ the seed
 
-    def listener(self):
+    def listener(self) -> None:
         """Open the room, then accept connections until shutdown; one tasklet
         each runs ``login``. The room is closed however this ends."""
         o = self.options
@@ -110,10 +148,11 @@ class ChatServer:
         finally:
             self.room.close()
 
-    def refuse(self, conn):
+    def refuse(self, conn: Connection) -> None:
+        """The answer to a connection over ``--max-clients``."""
         conn.sendall(b"Server is full, try again later.\r\n")
 
-    def login(self, conn):
+    def login(self, conn: Connection) -> None:
         """A telnet member: its terminal over ``conn``, then ``enter``."""
         o = self.options       # a silent peer: dropped after ~keepalive + 15 s, or the stall limit
         conn.set_keepalive(o.keepalive, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES,
@@ -122,13 +161,13 @@ class ChatServer:
         self.enter(Terminal(conn, max_line=o.max_line, limiter=limiter, rate=0,
                             clock=microthreads.get_hub().clock), address)
 
-    def web_session(self, ws):
+    def web_session(self, ws: WebSocket) -> None:
         """A web member (chat/web.py): its terminal over the WebSocket ``ws``,
         then ``enter``, as for telnet; over ``--max-clients`` (telnet and web
         connections together), ``Server is full, try again later.``"""
         from .web import WebTerminal
         o = self.options
-        held = len(self.server.connections) + len(self.web_members)
+        held = len(self.server.connections if self.server else ()) + len(self.web_members)
         if self.closing or held >= o.max_clients:
             try:
                 ws.send("Server is shutting down." if self.closing else
@@ -147,7 +186,7 @@ class ChatServer:
             del self.web_members[term.conn]
             term.conn.close()
 
-    def _line_limiter(self, peer):
+    def _line_limiter(self, peer: Any) -> tuple[str, RateLimiter | None]:
         """The address key of ``peer`` and the line limiter its connection uses
         (a reconnect's is kept: chat.limits); given back when this tasklet ends."""
         clock = microthreads.get_hub().clock
@@ -156,7 +195,7 @@ class ChatServer:
         microthreads.on_finish(lambda: self.limits.release(address, limiter, clock()))
         return address, limiter
 
-    def enter(self, term, address):
+    def enter(self, term: Session, address: str) -> None:
         """Ask for a handle until a valid, free one comes; then chat. ``term``
         is the member's transport: a telnet ``Terminal`` or a ``WebTerminal``."""
         o = self.options
@@ -174,6 +213,7 @@ class ChatServer:
                     if error:
                         term.say(error)
                         continue
+                    assert handle is not None           # valid: no error
                     if not self.limits.allow_join(address, clock()):
                         term.say(TOO_MANY_LOGINS)
                         continue
@@ -189,7 +229,7 @@ class ChatServer:
             term.say(str(exc))
             conn.flush(1.0)
             return
-        microthreads.on_finish(self.lost_conn, member)     # once, however it ends
+        microthreads.on_finish(self.lost_conn, member, conn)     # once, however it ends
         if self.closing:            # too late: nobody joins a room that is closing
             term.say("Server is shutting down.")
             conn.flush(self.options.shutdown_flush)
@@ -197,11 +237,13 @@ class ChatServer:
         self.room.join(member)
         log.info("%s joined from %s (%d online here)", member.handle, _peer(conn),
                  len(self.room.audience))
-        self.chat(member)
+        self.chat(member, term)
 
-    def chat(self, member):
-        conn = member.term.conn
-        read_line = member.term.read_line      # a plain call, not a generator: an idle
+    def chat(self, member: Member, term: Session) -> None:
+        """Read ``member``'s lines from ``term`` and act on each, until
+        ``/quit`` or the connection ends (a NetworkError propagates)."""
+        conn = term.conn
+        read_line = term.read_line             # a plain call, not a generator: an idle
         publish = self.room.publish            # member's parked stack stays shallow
         try:
             while (line := read_line()) is not None:
@@ -217,47 +259,53 @@ class ChatServer:
                         return
                 except RoomError as exc:
                     if str(exc):
-                        member.term.say(str(exc))
+                        term.say(str(exc))
             conn.close_reason = conn.close_reason or "closed by peer"
         except NetworkError as exc:                        # reset, dropped as slow, ...
             conn.close_reason = conn.close_reason or f"connection lost: {exc}"
             raise
 
-    def lost_conn(self, member):
+    def lost_conn(self, member: Member, conn: Wire) -> None:
         """Finish hook of a member's tasklet: the room frees the handle and
         tells the others."""
         self.room.leave(member)
         log.info("%s left (%s; %d online here)", member.handle,
-                 member.term.conn.close_reason or "error", len(self.room.audience))
+                 conn.close_reason or "error", len(self.room.audience))
 
     # ------------------------------------------------------------ commands
 
-    def command(self, member, line):
+    def command(self, member: Member, line: str) -> bool | None:
         """Dispatch ``/word rest``; returns False to end the session."""
-        word, rest = _COMMAND.match(line).groups()
+        match = _COMMAND.match(line)
+        assert match is not None                # any line starting with "/"
+        word, rest = match.groups()
         entry = self.commands.get(word.lower())
         if entry is None:
             member.term.say(f"Unknown command: /{word}. Type /help for a list.")
             return True
         return entry[0](member, rest.strip())
 
-    def cmd_quit(self, member, rest):
+    def cmd_quit(self, member: Member, rest: str) -> bool:
+        """/quit: end the session."""
         return False
 
-    def cmd_who(self, member, rest):
+    def cmd_who(self, member: Member, rest: str) -> None:
+        """/who [page]: the Online line, a page of it."""
         page = int(rest) if rest.isascii() and rest.isdigit() and int(rest) > 0 else None
         if rest and page is None:
             member.term.say("Usage: /who [page]")
             return
         member.term.say(self.room.who(member, page or 1))
 
-    def cmd_me(self, member, rest):
+    def cmd_me(self, member: Member, rest: str) -> None:
+        """/me action: ``* handle action`` to everyone."""
         if not rest:
             member.term.say("Usage: /me <action>")
             return
         self.room.publish(member, f"* {member.handle} {rest}")
 
-    def cmd_msg(self, member, rest):
+    def cmd_msg(self, member: Member, rest: str) -> None:
+        """/msg to text: a private message."""
         words = rest.split(None, 1)             # rest is stripped: both are non-empty
         if len(words) < 2:
             member.term.say("Usage: /msg <handle> <text>")
@@ -270,25 +318,28 @@ class ChatServer:
             return
         member.term.say(f"[private to {target}] {text}")
 
-    def cmd_nick(self, member, rest):
+    def cmd_nick(self, member: Member, rest: str) -> None:
+        """/nick handle: change handle, under the login rules."""
         handle, error = check_handle(rest)
         if error:
             member.term.say(error)
             return
+        assert handle is not None               # valid: no error
         old = member.handle
         if not self.room.rename(member, handle):
             member.term.say("That handle is already taken.")
         elif member.handle != old:
             log.info("%s is now known as %s", old, member.handle)
 
-    def cmd_help(self, member, rest):
+    def cmd_help(self, member: Member, rest: str) -> None:
+        """/help: the list of commands."""
         member.term.say("Commands:")
         for _function, usage in self.commands.values():
             member.term.say(usage)
 
     # ------------------------------------------------------------ shutdown
 
-    def shutdown(self):
+    def shutdown(self) -> None:
         """Close the room, tell every member, flush (bounded), close every
         socket, stop serving."""
         if self.server is None:     # still opening the room: do not start serving
@@ -298,7 +349,8 @@ class ChatServer:
             return
         self.closing = True
         log.info("shutting down: %d members", len(self.room.audience))
-        self.server.listener.close()
+        if self.server.listener is not None:    # no newcomer from here on
+            self.server.listener.close()
         self.room.close()           # a shared room: the others see them leave now
         self.room.announce("Server is shutting down.")
         self.room.flush()
@@ -321,6 +373,6 @@ class ChatServer:
         self.server.stop()
 
 
-def _peer(conn):
+def _peer(conn: Wire) -> str:
     peer = conn.peer
     return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)

@@ -8,9 +8,15 @@ is UTF-8 lines ending in CRLF, queued on the connection's bounded output.
 
 from __future__ import annotations
 
+from typing import Any, Callable, Iterator
+
+from microthreads.net import Connection, NetworkError
+
 from .text import TOO_LONG, LineSplitter, RateLimiter, TelnetFilter, decode, sanitize
 
 READ_SIZE = 16384
+#: Seconds ``hang_up`` lets the last line take to go out.
+HANG_UP_FLUSH = 1.0
 #: A pending item: lines after the ones before it were dropped over the rate.
 _OVER_RATE = object()
 
@@ -23,33 +29,41 @@ class Terminal:
     """
 
     __slots__ = ("_clock", "_limiter", "_lines", "_pending", "_telnet", "before_write", "conn",
-                 "max_line")
+                 "deliver", "max_line")
 
-    def __init__(self, conn, *, max_line=4096, rate=20.0, clock, limiter=None):
+    def __init__(self, conn: Connection, *, max_line: int = 4096, rate: float = 20.0,
+                 clock: Callable[[], float], limiter: RateLimiter | None = None) -> None:
         self.conn = conn
+        #: Queue encoded lines on the connection's bounded output (the room's batches).
+        self.deliver = conn.write
         self.max_line = max_line
         self._telnet = TelnetFilter()
         self._lines = LineSplitter(max_line)
-        self._pending = []
+        self._pending: list[Any] = []
         if limiter is None and rate:
             limiter = RateLimiter(rate)
         self._limiter = limiter         # given: one kept per address (chat.limits)
         self._clock = clock
         #: Called before each write of this terminal's own lines (the room
         #: flushes its pending broadcast first, so every line keeps its order).
-        self.before_write = None
+        self.before_write: Callable[[], None] | None = None
 
-    def say(self, text):
+    def say(self, text: str) -> None:
         """Queue ``text`` as one line; never blocks (a backlog over the bound
         closes the connection and raises NetworkError)."""
         self.send_raw(text.encode("utf-8", "replace") + b"\r\n")
 
-    def send_raw(self, data):
+    def send_raw(self, data: bytes) -> None:
+        """Queue ``data`` as it is (after the room's pending lines); never blocks."""
         if self.before_write is not None:
             self.before_write()
         self.conn.write(data)
 
-    def read_line(self):
+    def hang_up(self, text: str) -> None:
+        """Tell ``text`` and disconnect: see ``say_and_close``."""
+        say_and_close(self, text)
+
+    def read_line(self) -> str | None:
         """The next line, filtered and stripped; None at EOF.
 
         An overlong line is answered with ``Line too long (limit N bytes).``
@@ -71,8 +85,10 @@ class Terminal:
                     self.say(f"Line too long (limit {self.max_line} bytes).")
                     continue
                 if item is _OVER_RATE:           # after the lines that passed
-                    self._limiter.refuse()
-                    if self._limiter.warn_due(self._clock()):
+                    over = self._limiter
+                    assert over is not None      # only a limiter drops lines
+                    over.refuse()
+                    if over.warn_due(self._clock()):
                         self.say("You are sending too fast; slow down.")
                     continue
                 if self._limiter is not None:
@@ -97,16 +113,30 @@ class Terminal:
             if payload:
                 limiter = self._limiter
                 allowance = None if limiter is None else limiter.available(self._clock())
-                items = self._lines.feed(payload, allowance)
+                items: list[Any] = self._lines.feed(payload, allowance)
                 if self._lines.dropped:          # past the rate: dropped unread
                     items.append(_OVER_RATE)
                 items.reverse()
                 self._pending = items
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         """Lines until EOF; a NetworkError propagates (the session ends with it)."""
         while True:
             line = self.read_line()
             if line is None:
                 return
             yield line
+
+
+def say_and_close(term: Any, text: str) -> None:
+    """``term.say(text)``, let it go out (1 s at most), close ``term.conn``
+    with ``text`` as its reason: a member's ``hang_up``, for every transport.
+    Waits; a connection already gone is only closed."""
+    conn = term.conn
+    conn.close_reason = text
+    try:
+        term.say(text)
+        conn.flush(HANG_UP_FLUSH)
+    except (NetworkError, OSError):
+        pass
+    conn.close(text)

@@ -24,8 +24,9 @@ precompiled regexes when there is something to remove), never by a Python
 loop over bytes or characters.
 """
 
+from __future__ import annotations
+
 import re
-from typing import Optional, Union
 
 from .handles import (  # the handle rules, re-exported: see handles.py
     HANDLE_INPUT_MAX,
@@ -217,9 +218,9 @@ class LineSplitter:
         self._cr_pending = False  # the last byte fed was a \r, yet unexplained
         self.dropped = 0  # line endings the last feed dropped past max_lines
 
-    def feed(self, data: bytes, max_lines: Optional[int] = None) -> list[Union[bytes, _TooLong]]:
+    def feed(self, data: bytes, max_lines: int | None = None) -> list[bytes | _TooLong]:
         """Return the items this chunk completes (at most ``max_lines``); see the class."""
-        items: list[Union[bytes, _TooLong]] = []
+        items: list[bytes | _TooLong] = []
         self.dropped = 0
         if self._cr_pending and data:
             self._cr_pending = False
@@ -239,7 +240,7 @@ class LineSplitter:
         self._frame(items, data)
         return items
 
-    def _frame(self, items: list, data: bytes) -> None:
+    def _frame(self, items: list[bytes | _TooLong], data: bytes) -> None:
         """Append the items of ``data``, a chunk with no \r pending before it."""
         pieces = data.split(b"\n")
         tail = pieces.pop()  # after the last \n: an unfinished line
@@ -268,7 +269,7 @@ class LineSplitter:
         self._discarding = self._cr_pending = False
         return rest
 
-    def _end_line(self, items: list, last: bytes) -> None:
+    def _end_line(self, items: list[bytes | _TooLong], last: bytes) -> None:
         """A line ending came after `last`: finish the line, or the discarding."""
         if self._discarding:
             self._discarding = False
@@ -282,7 +283,7 @@ class LineSplitter:
         else:
             items.append(last)
 
-    def _extend(self, items: list, more: bytes) -> None:
+    def _extend(self, items: list[bytes | _TooLong], more: bytes) -> None:
         """Add data that does not end the line, unless past the limit."""
         if self._discarding:
             return
@@ -408,7 +409,7 @@ class RateLimiter:
 
     __slots__ = ("_last", "_refused", "_tokens", "_warned_at", "burst", "rate")
 
-    def __init__(self, rate: float, burst: Optional[float] = None) -> None:
+    def __init__(self, rate: float, burst: float | None = None) -> None:
         if rate < 0:
             raise ValueError(f"rate must be 0 (unlimited) or more, not {rate!r}")
         if burst is None:
@@ -418,9 +419,9 @@ class RateLimiter:
         self.rate = rate
         self.burst = burst
         self._tokens = float(burst)
-        self._last: Optional[float] = None  # when tokens were last counted
+        self._last: float | None = None  # when tokens were last counted
         self._refused = False  # the last allow() refused
-        self._warned_at: Optional[float] = None
+        self._warned_at: float | None = None
 
     def allow(self, now: float) -> bool:
         """Take a token; False if there is none (the line is over the rate)."""
@@ -433,7 +434,7 @@ class RateLimiter:
         self._tokens -= 1
         return True
 
-    def available(self, now: float) -> Optional[int]:
+    def available(self, now: float) -> int | None:
         """How many lines ``allow`` would pass now, taking nothing (None: unlimited)."""
         if not self.rate:
             return None

@@ -16,10 +16,19 @@ from __future__ import annotations
 
 import logging
 from importlib import resources
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from microthreads import websocket
 
-from .text import decode, sanitize
+from .terminal import say_and_close
+from .text import RateLimiter, decode, sanitize
+
+if TYPE_CHECKING:
+    from microthreads.wsgi import WSGIServer
+
+    from .server import ChatServer
+
+StartResponse = Callable[..., Any]
 
 log = logging.getLogger("chat")
 
@@ -64,18 +73,21 @@ class WebLink:
         self.ws = ws
 
     @property
-    def peer(self):
+    def peer(self) -> Any:
+        """The peer's address (the WebSocket's)."""
         return self.ws.peer
 
     @property
-    def close_reason(self):
-        return self.ws.connection.close_reason
+    def close_reason(self) -> str | None:
+        """Why the connection was closed, for the logs (the Connection's)."""
+        reason: str | None = self.ws.connection.close_reason
+        return reason
 
     @close_reason.setter
-    def close_reason(self, reason):
+    def close_reason(self, reason: str | None) -> None:
         self.ws.connection.close_reason = reason
 
-    def write(self, data):
+    def write(self, data: bytes) -> None:
         """Send the lines in ``data`` (UTF-8, each ending in CRLF), a message
         each; NetworkError if the member is gone or its backlog is over the
         bound (it is then disconnected)."""
@@ -85,12 +97,15 @@ class WebLink:
             lines.pop()                        # after the last CRLF: nothing
             prepared = websocket.Prepared(lines)
             WebLink._last = (data, prepared)
+        assert prepared is not None                # framed with its data
         self.ws.send_prepared(prepared)
 
-    def flush(self, timeout=None):
-        return self.ws.connection.flush(timeout)
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until the queued messages are sent, ``timeout`` seconds at most;
+        whether they were."""
+        return bool(self.ws.connection.flush(timeout))
 
-    def close(self, reason=None):
+    def close(self, reason: str | None = None) -> None:
         """Close the WebSocket now: a close frame (1001 once the server is
         shutting down, else 1000) without waiting for the answer."""
         if reason and not self.ws.connection.close_reason:
@@ -99,8 +114,9 @@ class WebLink:
         self.ws.close(code, "", timeout=0)
 
     @property
-    def closed(self):
-        return self.ws.closed
+    def closed(self) -> bool:
+        """Whether the WebSocket is closed."""
+        return bool(self.ws.closed)
 
 
 class WebTerminal:
@@ -114,31 +130,38 @@ class WebTerminal:
     replacement. ``say(text)`` sends one text message.
     """
 
-    __slots__ = ("_clock", "_limiter", "before_write", "conn", "max_line", "ws")
+    __slots__ = ("_clock", "_limiter", "before_write", "conn", "deliver", "max_line", "ws")
 
-    def __init__(self, ws, *, max_line=4096, limiter=None, clock):
+    def __init__(self, ws: websocket.WebSocket, *, max_line: int = 4096,
+                 limiter: RateLimiter | None = None, clock: Callable[[], float]) -> None:
         self.ws = ws
         self.conn = WebLink(ws)
+        #: The room's encoded lines, a message each (``WebLink.write``).
+        self.deliver = self.conn.write
         self.max_line = max_line
         self._limiter = limiter
         self._clock = clock
-        self.before_write = None
+        self.before_write: Callable[[], None] | None = None
 
-    def say(self, text):
+    def say(self, text: str) -> None:
         """Send ``text`` as one message; never blocks (a backlog over the bound
         closes the connection and raises NetworkError)."""
         if self.before_write is not None:
             self.before_write()
         self.ws.send(text)
 
-    def read_line(self):
+    def hang_up(self, text: str) -> None:
+        """Tell ``text`` and disconnect (``terminal.say_and_close``)."""
+        say_and_close(self, text)
+
+    def read_line(self) -> str | None:
+        """The next message as clean text; None once the WebSocket is closed."""
         limiter = self._limiter
         while True:
-            message = self.ws.receive()
-            if message is None:
+            data = self.ws.receive()
+            if data is None:
                 return None
-            if type(message) is not str:
-                message = decode(message)
+            message = data if isinstance(data, str) else decode(data)
             if len(message) > self.max_line // 4 and len(message.encode()) > self.max_line:
                 self.say(f"Line too long (limit {self.max_line} bytes).")
                 continue
@@ -151,8 +174,8 @@ class WebTerminal:
             return sanitize(message).strip()
 
 
-def _file(name):
-    return resources.files(__package__).joinpath("web", name).read_bytes()
+def _file(name: str) -> bytes:
+    return resources.files(__package__).joinpath("web").joinpath(name).read_bytes()
 
 
 class WebFront:
@@ -164,12 +187,13 @@ class WebFront:
     is served from). Every answer carries the Content-Security-Policy.
     """
 
-    def __init__(self, chat, origins=None):
+    def __init__(self, chat: ChatServer, origins: Sequence[str] | None = None) -> None:
         self.chat = chat
         self.origins = origins
         self._files = {path: (_file(name), kind) for path, (name, kind) in _FILES.items()}
 
-    def __call__(self, environ, start_response):
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        """The WSGI call: a file of the page, ``/ws``, or 404/405."""
         path = environ.get("PATH_INFO", "/")
         if path == "/ws":
             return self.websocket(environ, start_response)
@@ -184,7 +208,7 @@ class WebFront:
                                   *_SECURITY_HEADERS])
         return [] if environ["REQUEST_METHOD"] == "HEAD" else [body]
 
-    def websocket(self, environ, start_response):
+    def websocket(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
         """Upgrade to a WebSocket and run the member's session in this tasklet."""
         o = self.chat.options
         try:
@@ -200,14 +224,16 @@ class WebFront:
         return []
 
 
-def _plain(start_response, status, text, headers=()):
+def _plain(start_response: StartResponse, status: str, text: str,
+           headers: Iterable[tuple[str, str]] = ()) -> list[bytes]:
     body = (text + "\n").encode()
     start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
                             ("Content-Length", str(len(body))), *headers, *_SECURITY_HEADERS])
     return [body]
 
 
-def serve(chat, host, port, ssl=None, reuse_port=False):
+def serve(chat: ChatServer, host: str, port: int, ssl: Any = None,
+          reuse_port: bool = False) -> WSGIServer:
     """Start the web port's WSGIServer for ``chat``; the server (``.address``,
     ``.stop()``). Raises OSError when the port cannot be had."""
     from microthreads.wsgi import WSGIServer

@@ -19,7 +19,7 @@ refreshing its map of the cluster, without sleeping.
 
 from __future__ import annotations
 
-from typing import Any, Sequence, Union
+from typing import Any, Sequence
 
 import redis
 from redis.backoff import NoBackoff
@@ -55,7 +55,7 @@ class ClusterBusy(redis.ConnectionError):
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, OSError, ClusterError,
               RedisClusterException, ReadOnlyError)
 
-Client = Union[redis.Redis, RedisCluster]
+Client = redis.Redis | RedisCluster
 
 
 class _ClusterBusyReplies:
@@ -106,17 +106,15 @@ class CooperativeSSLConnection(_ClusterBusyReplies, _RedisSSLConnection):
     minimum version, ciphers). OCSP checks are not supported.
     """
 
-    _connect_tcp = CooperativeConnection._connect
-
-    def _connect(self):
-        sock = self._connect_tcp()
+    def _connect(self) -> Any:
+        sock = CooperativeConnection._connect(self)  # type: ignore[arg-type]  # same fields
         try:
             return self._wrap_socket_with_ssl(sock)
         except BaseException:
             sock.close()
             raise
 
-    def _wrap_socket_with_ssl(self, sock):
+    def _wrap_socket_with_ssl(self, sock: Any) -> Any:
         context = cossl.create_default_context(cafile=self.ca_certs, capath=self.ca_path,
                                                cadata=self.ca_data)
         context.check_hostname = bool(self.check_hostname)   # before a CERT_NONE
@@ -130,8 +128,8 @@ class CooperativeSSLConnection(_ClusterBusyReplies, _RedisSSLConnection):
         return context.wrap_socket(sock, server_hostname=self.host)
 
 
-_OPTIONS = dict(socket_timeout=5.0, socket_connect_timeout=2.0, socket_keepalive=True,
-                decode_responses=True)
+_OPTIONS: dict[str, Any] = dict(socket_timeout=5.0, socket_connect_timeout=2.0,
+                                socket_keepalive=True, decode_responses=True)
 
 
 def check(url: str) -> None:
@@ -190,7 +188,8 @@ if HIREDIS_AVAILABLE:
         return [hiredis.pack_command(args)]
 else:                                   # pragma: no cover - the redis extra brings hiredis
     def _pack(conn: Any, args: tuple[Any, ...]) -> list[bytes]:
-        return conn.pack_command(*args)
+        packed: list[bytes] = conn.pack_command(*args)
+        return packed
 
 
 class ScriptCaller:
@@ -240,7 +239,8 @@ class ScriptCaller:
         that fails, redis-py's way goes on (the call's reply is in hand)."""
         try:
             if isinstance(client, RedisCluster):
-                client = client.get_redis_connection(client.get_node_from_key(self._keys[0]))
+                client = client.get_redis_connection(
+                    client.get_node_from_key(self._keys[0]))  # type: ignore[no-untyped-call]
             self._pool = client.connection_pool
             self._conn = self._pool.get_connection()
         except REDIS_DOWN:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections import deque
-from typing import Any, Callable, Protocol, Sequence, Union
+from typing import Any, Callable, Protocol, Sequence
 
 import microthreads
 
@@ -37,7 +37,7 @@ SEND_LIMIT = 10.0       # a call not answered by then: RoomUnavailable
 BATCH = 512             # calls per round trip
 BATCH_BYTES = 1 << 20   # and about this many bytes of arguments
 
-Args = Union[Sequence[Any], Callable[[], Sequence[Any]]]
+Args = Sequence[Any] | Callable[[], Sequence[Any]]
 
 
 class RoomUnavailable(Exception):
@@ -331,7 +331,8 @@ class Link:
         """The calls to send now, up to BATCH (and about BATCH_BYTES of
         arguments) from the queue, those given up on left out (the caller
         was told: what it asked is not done); and the script's ARGV for them."""
-        queue, batch, argv = self._queue, [], [*self._common, self._listener.read_from()]
+        queue, argv = self._queue, [*self._common, self._listener.read_from()]
+        batch: list[Request] = []
         size = 0
         while queue and len(batch) < BATCH and size < BATCH_BYTES:
             request = queue.popleft()
@@ -347,4 +348,5 @@ class Link:
 
     def _execute(self, argv: list[Any]) -> list[Any]:
         """One EVALSHA for the whole batch: what it read, then one reply per call."""
-        return self._call(argv)
+        replies: list[Any] = self._call(argv)
+        return replies

@@ -81,11 +81,11 @@ class Reader:
         """Read from after the stream's newest entry: the log so far goes to
         nobody, nobody is here yet (from the start if Redis cannot be
         reached)."""
+        newest: Any = None
         try:
             newest = self._client.get().xrevrange(self._stream, count=1)
         except REDIS_DOWN as exc:
             self.outage.begin(exc)
-            newest = None
         self.last_id = newest[0][0] if newest else "0-0"
         self._last_key = entry_key(self.last_id)
 
@@ -138,6 +138,7 @@ class Reader:
                     continue
                 if self._writer_read_at + QUIET > clock():    # which it just did
                     continue
+            reply: Any
             try:
                 reply = client.get().xread({stream: self.last_id}, count=READ_COUNT, block=1000)
             except REDIS_DOWN as exc:

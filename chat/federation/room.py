@@ -16,9 +16,8 @@ import socket
 from typing import Any, Callable, Sequence
 
 import microthreads
-from microthreads.net import NetworkError
 
-from ..room import ONLINE_SHOWN, Audience, Member, Room, RoomError, online_line
+from ..room import ONLINE_SHOWN, Audience, Endpoint, Member, Room, RoomError, online_line
 from ..text import handle_key
 from . import scripts, url
 from .client import LazyClient
@@ -102,7 +101,7 @@ class RedisRoom(Room):
 
     # ------------------------------------------------------------ members
 
-    def claim(self, handle: str, term: Any) -> Member | None:
+    def claim(self, handle: str, term: Endpoint) -> Member | None:
         """Claim ``handle`` in Redis and append the join line, atomically.
 
         The reply brings the Online list as it was at the join (to this
@@ -187,7 +186,7 @@ class RedisRoom(Room):
         reply = self._member_call(member, "nick",
                                   lambda: (member.uid, member.key, key, handle),
                                   on_reply=renamed)
-        return reply[0] != "taken"
+        return bool(reply[0] != "taken")
 
     def _member_call(self, member: Member, name: str, args: Callable[[], Sequence[Any]],
                      on_reply: Callable[[Any], None] | None = None) -> list[Any]:
@@ -204,7 +203,8 @@ class RedisRoom(Room):
         if reply[0] == "gone":
             self.drop(member, LOST)
             raise RoomError("")
-        return reply
+        result: list[Any] = reply
+        return result
 
     def _forget(self, member: Member) -> None:
         self._here.pop(member.uid, None)
@@ -214,20 +214,10 @@ class RedisRoom(Room):
             joining.replied.set()
 
     def drop(self, member: Member, text: str) -> None:
-        """Tell one member ``text`` and disconnect it (flushed, 1 s at most);
-        its own tasklet then leaves. Never waits."""
+        """Tell one member ``text`` and disconnect it (flushed, 1 s at most,
+        in a tasklet of its own); its own tasklet then leaves. Never waits."""
         self.audience.discard(member)
-        conn = member.term.conn
-        conn.close_reason = text
-
-        def close() -> None:
-            try:
-                member.term.say(text)
-                conn.flush(1.0)
-            except (NetworkError, OSError):
-                pass
-            conn.close(text)
-        microthreads.spawn(close)
+        microthreads.spawn(member.term.hang_up, text)
 
     # ------------------------------------------------------------ the link's news
 
