@@ -87,7 +87,7 @@ test: $(VENV)/.installed-test  ## the whole test suite
 test-core: $(VENV)/.installed-test  ## the runtime and net tests only (CI's extra Pythons)
 	$(PY) -m pytest $(CORE_TESTS) $(ARGS)
 
-lint: $(VENV)/.installed-lint  ## ruff, and mypy (strict on microthreads/, see mypy.ini)
+lint: $(VENV)/.installed-lint  ## ruff, and mypy (strict on microthreads/ and chat/, see mypy.ini)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 

@@ -44,3 +44,7 @@ def test_the_count_sees_a_private_name_imported_from_another_module_of_the_packa
                       "from os import _exit\n")
     assert private_access.reaches(module) == [
         (1, "from microthreads.net.stream import _describe")]
+
+
+def test_the_chat_service_is_counted_with_the_runtime():
+    assert [package.name for package in private_access.PACKAGES] == ["microthreads", "chat"]

@@ -1,4 +1,5 @@
-"""Count reaches into another object's private state across microthreads/ modules.
+"""Count reaches into another object's private state across the modules of
+microthreads/ and chat/ (the runtime and the service on it: one count, one limit).
 
 A reach is one of:
 
@@ -14,7 +15,7 @@ store; and a name it stores on other objects (``g._seq = 0``: the hub keeps
 its per-greenlet wait state on the greenlets it parks) when no other module
 defines it. So a module may use its own private state freely, through any
 object; what it may not do is read, write or import another module's.
-Also checks that the modules of the package import no circle among themselves,
+Also checks that the modules of the packages import no circle among themselves,
 counting imports inside functions too (a deferred import hides a circle, it
 does not break it); imports under ``if TYPE_CHECKING:`` do not count.
 
@@ -30,9 +31,22 @@ import ast
 import sys
 from pathlib import Path
 
-#: The most reaches the package may have (issue 11: at most 10).
+#: The most reaches the packages may have together (issue 11: at most 10).
 LIMIT = 10
-PACKAGE = Path(__file__).resolve().parent.parent / "microthreads"
+ROOT = Path(__file__).resolve().parent.parent
+#: The packages counted, and whose imports of each other are followed.
+PACKAGES = (ROOT / "microthreads", ROOT / "chat")
+NAMES = tuple(package.name for package in PACKAGES)
+
+
+def _ours(module: str) -> bool:
+    """Whether ``module`` (dotted) is one of PACKAGES' modules."""
+    return module.split(".")[0] in NAMES
+
+
+def _paths() -> list[Path]:
+    """Every module of PACKAGES."""
+    return sorted(path for package in PACKAGES for path in package.rglob("*.py"))
 
 
 def _is_private(name: str) -> bool:
@@ -73,7 +87,7 @@ def _package_module(node: ast.ImportFrom, path: Path) -> str | None:
         base = package.split(".")
         base = base[:len(base) - node.level + 1]
         return ".".join(base + ([node.module] if node.module else []))
-    if (node.module or "").startswith("microthreads"):
+    if _ours(node.module or ""):
         return node.module
     return None
 
@@ -104,7 +118,7 @@ def reaches(path: Path, elsewhere: set[str] | None = None) -> list[tuple[int, st
 
 
 def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -123,14 +137,14 @@ def imports(path: Path) -> set[str]:
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
-            if not target.startswith("microthreads"):
+            if not _ours(target):
                 continue
             names = [f"{target}.{alias.name}" for alias in node.names]
             found.update(name for name in names if _exists(name))
             found.add(target)
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names
-                         if alias.name.startswith("microthreads"))
+                         if _ours(alias.name))
     found.discard(module)
     return {name for name in found if _exists(name)}
 
@@ -150,18 +164,18 @@ def _runtime_imports(tree: ast.AST) -> list[ast.stmt]:
 
 
 def _exists(module: str) -> bool:
-    path = PACKAGE.parent.joinpath(*module.split("."))
+    path = ROOT.joinpath(*module.split("."))
     return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
 
 
 def import_cycles() -> list[list[str]]:
-    """Every circle of module-level imports among the package's modules.
+    """Every circle of imports among the packages' modules.
 
     A package's ``__init__`` importing its submodules is not a circle: the
     edges from a submodule to its own package are left out.
     """
     graph = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
+    for path in _paths():
         module = _module_name(path)
         graph[module] = {target for target in imports(path)
                          if not module.startswith(target + ".")}
@@ -185,14 +199,14 @@ def import_cycles() -> list[list[str]]:
 
 def count() -> dict[str, list[tuple[int, str]]]:
     """{module path: its reaches}, for every module with at least one."""
-    paths = sorted(PACKAGE.rglob("*.py"))
+    paths = _paths()
     defined = {path: _defined(ast.parse(path.read_text(), str(path)))[0] for path in paths}
     result = {}
     for path in paths:
         elsewhere = set().union(*(names for other, names in defined.items() if other != path))
         found = reaches(path, elsewhere)
         if found:
-            result[str(path.relative_to(PACKAGE.parent))] = found
+            result[str(path.relative_to(ROOT))] = found
     return result
 
 
