@@ -1,5 +1,7 @@
 """Blocking work off the hub (run_in_thread) and wake-ups from other threads."""
 
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -194,3 +196,30 @@ def test_thread_wake_ups_racing_the_hubs_drain_are_never_lost():
         assert microthreads.run(main) == 8 * rounds
     finally:
         sys.setswitchinterval(interval)
+
+
+def test_idle_worker_threads_exit_so_a_name_lookup_leaves_no_thread_behind():
+    """run_in_thread's workers used to wait for work forever: a test suite that
+    counts threads saw them as leaked. A fresh interpreter, a short idle time."""
+    code = (
+        "import threading, microthreads\n"
+        "from microthreads.net import socket\n"
+        "before = threading.active_count()\n"
+        "barrier = threading.Barrier(3)            # three calls at once: three workers\n"
+        "def main():\n"
+        "    calls = [microthreads.spawn(microthreads.run_in_thread, barrier.wait, 10)\n"
+        "             for _ in range(3)]\n"
+        "    microthreads.joinall(calls, raise_error=True)\n"
+        "    socket.getaddrinfo('localhost', 80)   # a name lookup: run_in_thread\n"
+        "    return threading.active_count()\n"
+        "during = microthreads.run(main)\n"
+        "for worker in threading.enumerate():\n"
+        "    if worker.name.startswith('microthreads-worker'):\n"
+        "        worker.join(10)                    # each exits after its 0.05 s idle\n"
+        "print(during - before, threading.active_count() - before)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "MICROTHREADS_THREAD_IDLE": "0.05"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["3", "0"]
+
