@@ -82,7 +82,26 @@ HANDLE_RULE = (
 )
 """The rule for a handle, as users read it."""
 INVALID_HANDLE = "Invalid handle: use" + HANDLE_RULE[len("Use") :]
-"""The line ``check_handle`` returns for an invalid handle."""
+"""The rule as a whole, for an invalid handle (each broken rule has its own line)."""
+INVALID_EMPTY = "Invalid handle: it is empty; " + HANDLE_RULE[0].lower() + HANDLE_RULE[1:]
+"""The line for an empty handle."""
+INVALID_LONG = f"Invalid handle: longer than {HANDLE_MAX} characters."
+"""The line for a handle over ``HANDLE_MAX`` code points."""
+INVALID_MARKS = (f"Invalid handle: a combining mark must follow a letter or digit, at most"
+                 f" {MARKS_MAX} on one, not the same twice in a row.")
+"""The line for a combining mark out of place."""
+
+#: The names of the scripts a handle may use (ISO 15924 codes; UAX #31's Recommended).
+SCRIPT_NAMES = {
+    "Arab": "Arabic", "Armn": "Armenian", "Beng": "Bengali", "Bopo": "Bopomofo",
+    "Cyrl": "Cyrillic", "Deva": "Devanagari", "Ethi": "Ethiopic", "Geor": "Georgian",
+    "Grek": "Greek", "Gujr": "Gujarati", "Guru": "Gurmukhi", "Hang": "Hangul",
+    "Hani": "Han", "Hebr": "Hebrew", "Hira": "Hiragana", "Kana": "Katakana",
+    "Khmr": "Khmer", "Knda": "Kannada", "Laoo": "Lao", "Latn": "Latin",
+    "Mlym": "Malayalam", "Mong": "Mongolian", "Mymr": "Myanmar", "Orya": "Oriya",
+    "Sinh": "Sinhala", "Taml": "Tamil", "Telu": "Telugu", "Thaa": "Thaana",
+    "Thai": "Thai", "Tibt": "Tibetan",
+}
 
 _STARTS = [first for first, _last, _sets in _tables.RANGES]
 _SCRIPT_SETS = [frozenset(scripts.split()) for scripts in _tables.SCRIPT_SETS]
@@ -95,6 +114,7 @@ _COVERS = (frozenset({"Latn", "Hani", "Hira", "Kana"}), frozenset({"Latn", "Hani
            frozenset({"Latn", "Hani", "Hang"}))
 _PROTOTYPES = {code: target for code, target in _tables.PROTOTYPES.items()}
 _KEY_ROUNDS = 2
+_BLANK_LETTERS = "\u115f\u1160\u3164\uffa0"   # the Hangul fillers: letters that draw nothing
 
 
 def _scripts(char: str) -> frozenset[str] | None:
@@ -115,7 +135,8 @@ def _augmented(scripts: frozenset[str]) -> frozenset[str]:
 
 
 def check_handle(raw: str) -> tuple[str | None, str | None]:
-    """Validate a handle as typed; return ``(handle, None)`` or ``(None, INVALID_HANDLE)``.
+    """Validate a handle as typed; return ``(handle, None)``, or ``(None, line)``
+    where ``line`` starts ``Invalid handle:`` and says which rule it broke.
 
     Surrounding whitespace is stripped; more than ``HANDLE_INPUT_MAX`` (128)
     code points left is invalid at once (before normalising, whose cost
@@ -124,43 +145,83 @@ def check_handle(raw: str) -> tuple[str | None, str | None]:
     NFKC leaves it unchanged, and it passes the module's rules: the
     identifier profile, Highly Restrictive, one digit system, combining
     marks only on a letter or digit, at most ``MARKS_MAX`` on one and no
-    mark twice in a row. Never raises.
+    mark twice in a row. The first rule broken is the one named (length,
+    then each character in order, then the scripts). Never raises.
     """
     raw = raw.strip()
+    if not raw:
+        return None, INVALID_EMPTY
     if len(raw) > HANDLE_INPUT_MAX:
-        return None, INVALID_HANDLE
+        return None, INVALID_LONG
     handle = unicodedata.normalize("NFC", raw)
-    if not 1 <= len(handle) <= HANDLE_MAX or unicodedata.normalize("NFKC", handle) != handle:
-        return None, INVALID_HANDLE
+    if len(handle) > HANDLE_MAX:
+        return None, INVALID_LONG
     sets = []            # each character's Script_Extensions, but for Common and Inherited
     zero = None          # the digit system: its zero
+    first_digit = ""
     marks, previous = -1, ""   # -1: no letter or digit yet to carry marks
     for char in handle:
         if char in "_-.":
             marks = -1
             continue
         scripts = _scripts(char)
-        if scripts is None:
-            return None, INVALID_HANDLE
+        if scripts is None or unicodedata.normalize("NFKC", char) != char:
+            return None, _not_allowed(char)
         category = unicodedata.category(char)
         if category[0] == "M":
             if marks < 0 or marks >= MARKS_MAX or char == previous:
-                return None, INVALID_HANDLE
+                return None, INVALID_MARKS
             marks += 1
         else:
             marks = 0
             if category == "Nd":
                 digit_zero = chr(ord(char) - unicodedata.digit(char))
                 if zero is None:
-                    zero = digit_zero
+                    zero, first_digit = digit_zero, char
                 elif zero != digit_zero:
-                    return None, INVALID_HANDLE
+                    return None, (f"Invalid handle: {_shown(first_digit)} and {_shown(char)}"
+                                  " are digits of two kinds; use digits of one kind.")
         previous = char
         if not scripts & _ANY:
             sets.append(scripts)
+    if unicodedata.normalize("NFKC", handle) != handle:     # a sequence NFKC changes
+        return None, _not_allowed(handle)
     if not _highly_restrictive(sets):
-        return None, INVALID_HANDLE
+        return None, _mixed(sets)
     return handle, None
+
+
+def _shown(char: str) -> str:
+    """A character as a user can find it in a line: quoted, with its code point."""
+    if len(char) != 1:
+        return repr(char)
+    visible = char.isprintable() and char not in _BLANK_LETTERS
+    return f"'{char}' (U+{ord(char):04X})" if visible else f"U+{ord(char):04X}"
+
+
+def _not_allowed(char: str) -> str:
+    folded = unicodedata.normalize("NFKC", char)
+    if folded != char and len(char) == 1 and folded and all(_scripts(c) for c in folded):
+        return (f"Invalid handle: {_shown(char)} is a variant of '{folded}': type"
+                f" '{folded}' itself.")
+    return (f"Invalid handle: {_shown(char)} is not allowed; use letters, digits,"
+            " '_', '-' or '.'.")
+
+
+def _mixed(sets: list[frozenset[str]]) -> str:
+    """The line for letters of scripts that do not go together, naming them."""
+    names: list[str] = []
+    named: set[str] = set()
+    for scripts in sets:
+        if not scripts & named:            # a script not named yet: its best-known name
+            code = min(scripts, key=lambda code: (code not in SCRIPT_NAMES, code))
+            named |= scripts if len(scripts) == 1 else {code}
+            names.append(SCRIPT_NAMES.get(code, code))
+    names = names[:3]
+    mixed = f"the {', '.join(names[:-1])} and {names[-1]} scripts" if len(names) > 1 else \
+        "scripts that do not go together"
+    return (f"Invalid handle: it mixes {mixed}; use letters of one script (Latin may go"
+            " with Chinese, Japanese or Korean).")
 
 
 def _highly_restrictive(sets: list[frozenset[str]]) -> bool:

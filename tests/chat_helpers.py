@@ -40,8 +40,34 @@ NOP, IP, AYT, GA = 241, 244, 246, 249
 ECHO, SUPPRESS_GO_AHEAD, TIMING_MARK, TERMINAL_TYPE, NAWS = 1, 3, 6, 24, 31
 
 GREETING = "What is your handle?"
-INVALID = ("Invalid handle: use 1 to 32 letters, digits, '_', '-' or '.': letters of one"
-           " script (Latin may go with Chinese, Japanese or Korean), digits of one kind.")
+#: The answers to an invalid handle, one per rule it breaks (PROTOCOL.md, Session 3).
+EMPTY_HANDLE = ("Invalid handle: it is empty; use 1 to 32 letters, digits, '_', '-' or '.':"
+                " letters of one script (Latin may go with Chinese, Japanese or Korean),"
+                " digits of one kind.")
+LONG_HANDLE = "Invalid handle: longer than 32 characters."
+MISPLACED_MARK = ("Invalid handle: a combining mark must follow a letter or digit, at most 3"
+                  " on one, not the same twice in a row.")
+
+
+def not_allowed(shown):
+    """The answer to a handle with a character not allowed, ``shown`` as the
+    server shows it: ``'!' (U+0021)``, or ``U+200B`` for one not printable."""
+    return f"Invalid handle: {shown} is not allowed; use letters, digits, '_', '-' or '.'."
+
+
+def mixed_scripts(*names):
+    """The answer to a handle whose letters mix the scripts ``names``."""
+    listed = f"{', '.join(names[:-1])} and {names[-1]}"
+    return (f"Invalid handle: it mixes the {listed} scripts; use letters of one script"
+            " (Latin may go with Chinese, Japanese or Korean).")
+
+
+def variant(shown, plain):
+    """The answer to a compatibility variant (fullwidth, mathematical) of ``plain``."""
+    return f"Invalid handle: {shown} is a variant of '{plain}': type '{plain}' itself."
+
+
+INVALID = not_allowed("' ' (U+0020)")        # a handle with a space in it
 TAKEN = "That handle is already taken."
 
 
