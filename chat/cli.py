@@ -12,6 +12,8 @@ import os
 import sys
 from typing import Any, Callable, Collection, Sequence, TypeVar
 
+import microthreads
+
 from .federation import url as redis_url
 from .server import Options
 
@@ -87,6 +89,8 @@ def _parser_and_options() -> tuple[argparse.ArgumentParser, list[argparse.Action
         description="A telnet chat server on microthreads. Connect with"
                     " `telnet 127.0.0.1 1980` or `nc 127.0.0.1 1980`.")
     options: list[argparse.Action] = []
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s (microthreads {microthreads.__version__})")
 
     def add(*flags: str, **how: Any) -> None:
         options.append(parser.add_argument(*flags, **how))
@@ -99,18 +103,21 @@ def _parser_and_options() -> tuple[argparse.ArgumentParser, list[argparse.Action
         help="HTTP port of the chat page and its WebSocket /ws, on --host"
              " (https and wss with --tls-cert); 0 is off (default %(default)s)")
     add("--max-clients", type=_within(int, 1), default=defaults.max_clients,
-        help="connections held at once, logged in or at the prompt"
-             " (default %(default)s)")
+        help="connections held at once, logged in or at the prompt; one more gets"
+             " 'Server is full, try again later.' and is closed (default %(default)s)")
     add("--rate", type=_within(float, 0), default=defaults.rate,
-        help="lines per second per member, burst twice that; 0 is off"
-             " (default %(default)g)")
+        help="lines per second per member, burst twice that; the lines over it are"
+             " dropped, and the member told 'You are sending too fast; slow down.'"
+             " (once a second at most); 0 is off (default %(default)g)")
     add("--join-rate", type=_within(float, 0), default=defaults.join_rate,
-        help="logins per second per address, burst 10; 0 is off"
-             " (default %(default)g)")
+        help="logins per second per address, burst 10; a login over it gets 'Too many"
+             " logins from your address; wait N seconds.' and the handle question"
+             " again; 0 is off (default %(default)g)")
     add("--keepalive", type=_within(int, 1), default=defaults.keepalive,
         metavar="SECONDS",
-        help="idle seconds before TCP keepalive probes a silent peer (5 s"
-             " apart, 3 of them) (default %(default)s)")
+        help="a silent peer (no FIN, no reset) is probed by TCP keepalive after this"
+             " many idle seconds, 3 probes 5 s apart, then dropped: within about"
+             " SECONDS + 15 s (default %(default)s)")
     add("--max-line", type=_within(int, 1), default=defaults.max_line,
         help="longest input line in bytes (default %(default)s)")
     add("--login-timeout", type=_within(float, 0, above=True),
@@ -119,10 +126,11 @@ def _parser_and_options() -> tuple[argparse.ArgumentParser, list[argparse.Action
     add("--max-backlog", type=_within(int, 1), default=defaults.max_backlog,
         help="unsent output per member in bytes before it is dropped"
              " (default %(default)s)")
-    # Not in PROTOCOL.md's list (so not in --help): the tests shorten the 30 s.
     add("--stall-timeout", type=_within(float, 0, above=True),
-        default=defaults.stall_timeout,
-        help=argparse.SUPPRESS)
+        default=defaults.stall_timeout, metavar="SECONDS",
+        help="a member whose pending output has not moved for this long (or whose"
+             " sent output the peer has not acknowledged: TCP_USER_TIMEOUT) is"
+             " dropped (default %(default)g)")
     add("--tls-cert", metavar="FILE",
         help="serve over TLS with this certificate (PEM; with --tls-key);"
              " connect with `openssl s_client -quiet -connect HOST:PORT`"

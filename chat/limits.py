@@ -117,6 +117,11 @@ class AddressLimits:
         assert entry is not None and entry.joins is not None
         return entry.joins.allow(now)
 
+    def join_wait(self, key: str, now: float) -> float:
+        """Seconds until ``key`` may log in again (0: now)."""
+        entry = self._entry(key, now, create=False)
+        return 0.0 if entry is None or entry.joins is None else entry.joins.wait(now)
+
     def _entry(self, key: str, now: float, create: bool) -> _Address | None:
         """The address's entry, marked as just used; forgets what is stale."""
         addresses = self._addresses

@@ -11,6 +11,7 @@ project) is the contract.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import ssl
 from dataclasses import dataclass
@@ -32,12 +33,39 @@ log = logging.getLogger("chat")
 #: On /quit, how long the leaving member's pending output may take to go out.
 QUIT_FLUSH = 1.0
 
+#: The last line a member who typed /quit gets.
+GOODBYE = "Goodbye."
+
 #: TCP keepalive after ``--keepalive`` idle seconds: probes this far apart, this many.
 KEEPALIVE_INTERVAL = 5
 KEEPALIVE_PROBES = 3
 
-#: The answer to a valid handle from an address past its join rate (chat.limits).
-TOO_MANY_LOGINS = "Too many logins from your address; wait a few seconds."
+#: The answer to a valid handle from an address past its join rate (chat.limits),
+#: with the whole seconds to wait.
+TOO_MANY_LOGINS = "Too many logins from your address; wait {} second{}."
+
+
+class ThrottledLog:
+    """Info lines about refusals, at most ``rate`` a second (burst ``burst``):
+    a flood of refusals cannot fill the log. Lines over the rate are
+    counted, and the next line logged says how many were left out."""
+
+    def __init__(self, clock: Callable[[], float], rate: float = 5.0,
+                 burst: float = 20.0) -> None:
+        self._clock = clock
+        self._bucket = RateLimiter(rate, burst)
+        self._skipped = 0
+
+    def info(self, message: str, *args: object) -> None:
+        """``log.info(message, *args)``, unless over the rate."""
+        if not self._bucket.allow(self._clock()):
+            self._skipped += 1
+            return
+        if self._skipped:
+            message += " (%d such lines not logged before this one)"
+            args = (*args, self._skipped)
+            self._skipped = 0
+        log.info(message, *args)
 
 #: ``/word rest``: the word runs to the first whitespace (a space or a tab).
 _COMMAND = re.compile(r"/(\S*)\s*(.*)", re.DOTALL)
@@ -111,6 +139,8 @@ class ChatServer:
         self.web: Any = None        # the web port's WSGIServer (chat/web.py), if any
         self.web_members: dict[Any, None] = {}   # the WebLinks of web connections, an ordered set
         self._stop_early = False   # shutdown asked while the room was opening
+        #: Refused logins and members over their rate, logged at a bounded rate.
+        self.refusals = ThrottledLog(microthreads.get_hub().clock)
         self.commands: dict[str, tuple[Callable[[Member, str], bool | None], str]] = {
             "quit": (self.cmd_quit, "/quit - leave the chat"),
             "who": (self.cmd_who, "/who [page] - list who is online"),
@@ -158,8 +188,11 @@ class ChatServer:
         conn.set_keepalive(o.keepalive, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES,
                            user_timeout=o.stall_timeout)
         address, limiter = self._line_limiter(conn.peer)
-        self.enter(Terminal(conn, max_line=o.max_line, limiter=limiter, rate=0,
-                            clock=microthreads.get_hub().clock), address)
+        term = Terminal(conn, max_line=o.max_line, limiter=limiter, rate=0,
+                        clock=microthreads.get_hub().clock)
+        term.on_flood = lambda: self.refusals.info(
+            "%s: over its rate (--rate %g): lines dropped", _peer(conn), o.rate)
+        self.enter(term, address)
 
     def web_session(self, ws: WebSocket) -> None:
         """A web member (chat/web.py): its terminal over the WebSocket ``ws``,
@@ -212,14 +245,20 @@ class ChatServer:
                     handle, error = check_handle(line)
                     if error:
                         term.say(error)
+                        self.refusals.info("%s: login refused: %s", _peer(conn), error)
                         continue
                     assert handle is not None           # valid: no error
                     if not self.limits.allow_join(address, clock()):
-                        term.say(TOO_MANY_LOGINS)
+                        wait = max(1, math.ceil(self.limits.join_wait(address, clock())))
+                        term.say(TOO_MANY_LOGINS.format(wait, "" if wait == 1 else "s"))
+                        self.refusals.info("%s: login refused: too many logins from %s",
+                                           _peer(conn), address)
                         continue
                     member = self.room.claim(handle, term)
                     if member is None:
                         term.say("That handle is already taken.")
+                        self.refusals.info("%s: login refused: %r is taken", _peer(conn),
+                                           handle)
         except microthreads.Timeout:
             term.say("Login timed out.")
             conn.flush(1.0)
@@ -252,9 +291,11 @@ class ChatServer:
                 try:
                     if not line.startswith("/"):
                         publish(member, f"{member.handle} says: {line}")
+                    elif line.startswith("//"):       # IRC's way to say a line with a "/"
+                        publish(member, f"{member.handle} says: {line[1:]}")
                     elif self.command(member, line) is False:
                         conn.close_reason = "quit"
-                        self.room.flush()          # its own last lines reach it too
+                        term.say(GOODBYE)          # after its own last lines
                         conn.flush(QUIT_FLUSH)
                         return
                 except RoomError as exc:

@@ -15,6 +15,8 @@ from microthreads.net import Connection, NetworkError
 from .text import TOO_LONG, LineSplitter, RateLimiter, TelnetFilter, decode, sanitize
 
 READ_SIZE = 16384
+#: The warning to a member over its rate (lines dropped), once a second at most.
+TOO_FAST = "You are sending too fast; slow down."
 #: Seconds ``hang_up`` lets the last line take to go out.
 HANG_UP_FLUSH = 1.0
 #: A pending item: lines after the ones before it were dropped over the rate.
@@ -29,7 +31,7 @@ class Terminal:
     """
 
     __slots__ = ("_clock", "_limiter", "_lines", "_pending", "_telnet", "before_write", "conn",
-                 "deliver", "max_line")
+                 "deliver", "max_line", "on_flood")
 
     def __init__(self, conn: Connection, *, max_line: int = 4096, rate: float = 20.0,
                  clock: Callable[[], float], limiter: RateLimiter | None = None) -> None:
@@ -47,6 +49,9 @@ class Terminal:
         #: Called before each write of this terminal's own lines (the room
         #: flushes its pending broadcast first, so every line keeps its order).
         self.before_write: Callable[[], None] | None = None
+        #: Called when the member is told it sends too fast (once a second at
+        #: most): the server logs it.
+        self.on_flood: Callable[[], None] | None = None
 
     def say(self, text: str) -> None:
         """Queue ``text`` as one line; never blocks (a backlog over the bound
@@ -58,6 +63,11 @@ class Terminal:
         if self.before_write is not None:
             self.before_write()
         self.conn.write(data)
+
+    def _flooding(self) -> None:
+        self.say(TOO_FAST)
+        if self.on_flood is not None:
+            self.on_flood()
 
     def hang_up(self, text: str) -> None:
         """Tell ``text`` and disconnect: see ``say_and_close``."""
@@ -89,13 +99,13 @@ class Terminal:
                     assert over is not None      # only a limiter drops lines
                     over.refuse()
                     if over.warn_due(self._clock()):
-                        self.say("You are sending too fast; slow down.")
+                        self._flooding()
                     continue
                 if self._limiter is not None:
                     now = self._clock()
                     if not self._limiter.allow(now):
                         if self._limiter.warn_due(now):
-                            self.say("You are sending too fast; slow down.")
+                            self._flooding()
                         continue
                 return sanitize(decode(item)).strip()
             data = self.conn.recv(READ_SIZE)

@@ -441,6 +441,13 @@ class RateLimiter:
         self._refill(now)
         return int(self._tokens)
 
+    def wait(self, now: float) -> float:
+        """Seconds until ``allow`` would pass a line (0: now, or unlimited)."""
+        if not self.rate:
+            return 0.0
+        self._refill(now)
+        return max(0.0, (1 - self._tokens) / self.rate)
+
     def refuse(self) -> None:
         """Record lines dropped unasked (past ``available``), as a refusing
         ``allow`` would, so that ``warn_due`` tells the sender."""

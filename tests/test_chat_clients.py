@@ -146,7 +146,7 @@ def test_quit_in_telnet_closes_the_connection_and_telnet_says_so(chat_server, te
     bob.expect("alice has joined the chat.", "alice has left the chat.")
     assert from_greeting(person.screen()) == [
         "What is your handle?", "alice", "alice has joined the chat.",
-        "Online (2): bob, alice", "/quit", "Connection closed by foreign host."]
+        "Online (2): bob, alice", "/quit", "Goodbye.", "Connection closed by foreign host."]
 
 
 def test_a_telnet_user_with_an_invalid_or_taken_handle_is_asked_again(chat_server, terminal):
@@ -205,8 +205,8 @@ def test_quit_in_nc_closes_the_connection(chat_server, terminal):
     # netcat-openbsd stays until its next write finds the connection closed
     person.type("anyone there?")
     person.ends()
-    assert from_greeting(person.screen())[-3:] == [
-        "Online (2): alice, carol", "/quit", "anyone there?"]
+    assert from_greeting(person.screen())[-4:] == [
+        "Online (2): alice, carol", "/quit", "Goodbye.", "anyone there?"]
 
 
 def test_a_telnet_user_and_a_nc_user_talk_to_each_other(chat_server, terminal):

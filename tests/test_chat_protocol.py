@@ -144,6 +144,7 @@ def test_a_valid_handle_is_stripped_normalised_to_nfc_and_joins(shared_server, t
     client.say(typed)
     client.expect(f"{handle} has joined the chat.", f"Online (1): {handle}")
     client.say("/quit")
+    client.expect("Goodbye.")
     client.expect_closed()
 
 
@@ -173,6 +174,7 @@ def test_an_invalid_handle_gets_the_rule_it_broke_and_the_question_again(shared_
     client.say("paul")
     client.expect("paul has joined the chat.", "Online (1): paul")
     client.say("/quit")
+    client.expect("Goodbye.")
     client.expect_closed()
 
 
@@ -268,6 +270,7 @@ def test_a_message_is_stripped_and_a_line_left_empty_is_ignored(chat_server):
 def test_quit_closes_the_connection_and_the_others_see_the_seed_left_line(chat_server):
     alice, bob, carol = chat_server().room("alice", "bob", "carol")
     bob.say("/quit")
+    bob.expect("Goodbye.")
     bob.expect_closed()
     for client in (alice, carol):
         client.expect("bob has left the chat.")
@@ -277,7 +280,7 @@ def test_quit_closes_the_connection_and_the_others_see_the_seed_left_line(chat_s
 def test_a_line_said_just_before_quit_reaches_everyone_the_sender_included(chat_server):
     alice, bob = chat_server().room("alice", "bob")
     bob.send(b"last words\n/quit\n")            # one segment: said, then gone
-    assert bob.drain_until_closed() == ["bob says: last words"]
+    assert bob.drain_until_closed() == ["bob says: last words", "Goodbye."]
     alice.expect("bob says: last words", "bob has left the chat.")
 
 
@@ -399,6 +402,17 @@ def test_an_unknown_command_is_answered_to_the_sender_only(chat_server):
     alice.expect("Unknown command: /. Type /help for a list.")
     for client in (alice, bob):
         client.expect_nothing_more()
+
+
+def test_a_line_starting_with_two_slashes_is_said_with_one(chat_server):
+    alice, bob = chat_server().room("alice", "bob")
+    alice.say("//etc/hosts is a file, //quit is not a command")
+    for client in (alice, bob):
+        client.expect("alice says: /etc/hosts is a file, //quit is not a command")
+    alice.say("/quit")
+    alice.expect("Goodbye.")
+    alice.expect_closed()
+    bob.expect("alice has left the chat.")
 
 
 # ------------------------------------------------------------------ leaving
@@ -742,6 +756,7 @@ def test_a_place_freed_by_a_leaving_client_is_free_at_once(chat_server):
     full.expect("Server is full, try again later.")
     full.expect_closed()
     bob.say("/quit")
+    bob.expect("Goodbye.")
     bob.expect_closed()
     carol = server.connect()
     carol.expect(GREETING)
@@ -783,6 +798,32 @@ def test_a_flooder_is_warned_again_after_a_second_while_it_goes_on(chat_server):
     elapsed = time.monotonic() - started
     assert warnings == 2, f"{warnings} warnings in {elapsed:.1f} s of flooding"
     assert elapsed >= 1.0, f"a second warning came {elapsed:.2f} s after the first flood"
+
+
+def test_a_login_over_the_join_rate_is_told_how_long_to_wait_and_logged(chat_server):
+    server = chat_server(join_rate=0.1)          # burst 10, then one each 10 s
+    for number in range(10):
+        server.join(f"user{number}").close()
+    client = server.connect()
+    client.expect(GREETING)
+    client.say("late")
+    answer = client.line()
+    wait = re.fullmatch(r"Too many logins from your address; wait (\d+) seconds?\.", answer)
+    assert wait and 1 <= int(wait.group(1)) <= 10, answer
+    client.expect(GREETING)
+    server.wait_for_log(r"login refused: too many logins from 127\.0\.0\.1")
+
+
+def test_refused_handles_and_a_flooding_member_are_logged(chat_server):
+    server = chat_server(rate=1)
+    client = server.connect()
+    client.expect(GREETING)
+    client.say("bad!")
+    client.expect(not_allowed("'!' (U+0021)"), GREETING)
+    server.wait_for_log(r"login refused: Invalid handle: '!'")
+    client.send(b"flood\r\n" * 10)
+    client.lines_until("You are sending too fast; slow down.")
+    server.wait_for_log(r"127\.0\.0\.1:\d+: over its rate \(--rate 1\): lines dropped")
 
 
 def test_the_handle_line_counts_against_the_rate(chat_server):

@@ -111,6 +111,7 @@ def test_web_and_telnet_members_share_one_room_with_its_commands():
         alice.say("/who")
         alice.expect("Online (2): alicia, bob")
         alice.say("/quit")
+        assert alice.line() == "Goodbye."
         bob.expect("alicia has left the chat.")
         with pytest.raises(wsexc.ConnectionClosed):
             alice.line()

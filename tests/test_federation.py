@@ -62,6 +62,7 @@ def test_join_says_and_left_are_seen_on_both_nodes(nodes):
     alice.expect("* bob waves")
     bob.expect("* bob waves")
     bob.say("/quit")
+    bob.expect("Goodbye.")
     bob.expect_closed()
     alice.expect("bob has left the chat.")
     alice.expect_nothing_more()

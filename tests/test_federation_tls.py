@@ -36,6 +36,7 @@ def test_two_nodes_federate_over_rediss(tls_redis):
         alice.say("hello over TLS")
         bob.expect("alice says: hello over TLS")
         bob.say("/quit")
+        bob.expect("Goodbye.")
         bob.expect_closed()
         alice.expect("alice says: hello over TLS", "bob has left the chat.")
     # the room really went through the TLS port: its keys are in this Redis

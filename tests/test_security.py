@@ -470,6 +470,7 @@ def test_a_reconnect_takes_over_the_rate_bucket_its_last_session_emptied(chat_se
     server = chat_server(rate=1)
     first = server.join("alice")
     first.say("/quit")
+    first.expect("Goodbye.")
     first.expect_closed()
     again = server.connect()
     again.expect(GREETING)
