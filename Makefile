@@ -67,18 +67,28 @@ run: $(VENV)/.installed-run  ## the chat server on 127.0.0.1:1980 (telnet or nc 
 	@echo "chat: telnet $(HOST) $(PORT), or a browser at http://$(HOST):$(WEB_PORT)/"
 	$(PY) -m chat --host $(HOST) --port $(PORT) --web-port $(WEB_PORT) $(ARGS)
 
-# A local Redis (loopback, port 6390, no persistence) and a 2-worker chat on it;
-# Ctrl-C stops both. Needs redis-server (make system-deps).
+# A local Redis (loopback, port 6390, no persistence, its log in build/redis-6390.log)
+# and a 2-worker chat on it; Ctrl-C stops both (the chat exits 0; make itself may
+# still report the Ctrl-C as "Interrupt"). Needs redis-server (make system-deps) and
+# installs only the redis extra (CLUSTER=1 also the test extra: tests/redis_helpers.py).
 # CLUSTER=1: a local Redis Cluster instead (3 masters + 3 replicas on free ports,
 # nodes.conf in a temporary directory; tests/redis_helpers.py), stopped with the chat.
-run-cluster: $(VENV)/.installed-test  ## 2 chat workers federated through a local Redis (CLUSTER=1: a Redis Cluster)
+$(VENV)/.installed-cluster: setup.cfg pyproject.toml | $(PY)
+	$(PIP) install -e '.[websocket,http,redis]'
+	touch $@ $(VENV)/.installed-run
+
+run-cluster: $(if $(CLUSTER),$(VENV)/.installed-test,$(VENV)/.installed-cluster)  ## 2 chat workers federated through a local Redis (CLUSTER=1: a Redis Cluster)
 	@command -v redis-server >/dev/null || { echo "no redis-server: run make system-deps"; exit 1; }
 	@if [ -n "$(CLUSTER)" ]; then \
 	  $(PY) tests/redis_helpers.py --workers 2 --host $(HOST) --port $(PORT) $(ARGS); \
 	else \
-	  redis-server --port 6390 --save '' --appendonly no --bind 127.0.0.1 & redis=$$!; \
-	  trap 'kill $$redis 2>/dev/null' EXIT; \
-	  $(PY) -m chat --workers 2 --redis redis://127.0.0.1:6390/0 --host $(HOST) --port $(PORT) $(ARGS); \
+	  mkdir -p build; \
+	  redis-server --port 6390 --save '' --appendonly no --bind 127.0.0.1 \
+	    --logfile $(CURDIR)/build/redis-6390.log & redis=$$!; \
+	  trap 'kill $$redis 2>/dev/null' EXIT; trap 'exit 0' INT TERM; \
+	  echo "Redis on 127.0.0.1:6390, its log in build/redis-6390.log"; \
+	  $(PY) -m chat --workers 2 --redis redis://127.0.0.1:6390/0 --host $(HOST) --port $(PORT) $(ARGS) \
+	    || [ $$? -eq 130 ]; \
 	fi
 
 test: $(VENV)/.installed-test  ## the whole test suite
