@@ -105,8 +105,8 @@ lint: $(VENV)/.installed-lint  ## ruff, and mypy (strict on microthreads/ and ch
 # (a broken cross-reference included: -n) fail the build; -E rereads every
 # source, so a second run reports them again.
 docs: $(VENV)/.installed-docs  ## the API reference, from the docstrings
-	$(PY) -m sphinx -b html -E -W -n --keep-going -q docs/api build/docs/html
-	@echo "API reference: build/docs/html/index.html"
+	$(PY) -m sphinx -b html -E -W -n --keep-going -q docs build/docs/html
+	@echo "documentation: build/docs/html/index.html"
 
 bench: $(VENV)/.installed-bench  ## every scenario against every peer (10-20 minutes; bench/README.md)
 	$(PY) -m bench $(ARGS)

@@ -42,6 +42,11 @@ class Worker(_GunicornWorker):  # type: ignore[misc]
     """
 
     def init_process(self) -> None:
+        """Called by gunicorn in the new worker process: patch the stdlib
+        (``monkey.patch_all()``) before the application is imported, then let
+        gunicorn load it and call ``run()``. An import error of the app is
+        gunicorn's to report (the worker exits and the arbiter says why).
+        """
         monkey.patch_all()
         self._quit: Event | None = None
         self._hub: Hub | None = None
@@ -50,6 +55,9 @@ class Worker(_GunicornWorker):  # type: ignore[misc]
         super().init_process()           # loads the application, then calls run()
 
     def run(self) -> None:
+        """Serve on this process's hub until gunicorn stops the worker (SIGTERM:
+        gracefully; SIGQUIT, SIGINT: at once); called by gunicorn, not by users.
+        """
         run(self._serve)
 
     # ------------------------------------------------------------ signals

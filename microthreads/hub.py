@@ -110,8 +110,9 @@ class Hub:
     User code runs in tasklets, never in the hub's own greenlet. Verbs for
     embedding: ``tick``, ``fileno``, ``next_deadline``, ``clock``,
     ``set_clock``, ``call_soon_threadsafe``, ``watchdog``, ``close``. For
-    building primitives: ``park``, ``schedule_wakeup``/``_throw``/``_kill``,
-    ``cancel_wakeups``, ``yield_now``, ``call_soon``/``_later``/``_at``,
+    building primitives: ``park``, ``schedule_wakeup``, ``schedule_throw``,
+    ``schedule_kill``, ``cancel_wakeups``, ``yield_now``, ``call_soon``,
+    ``call_later``, ``call_at``,
     ``poll_soon``, ``wait_for_thread``, and the descriptor verbs of ``io.py``
     (``wait_readable``, ``close_fd``, ...). For the runtime's own modules:
     ``start``, ``start_later``, ``retire``, ``interrupt``, ``resume``.
@@ -515,8 +516,8 @@ class Hub:
     def resume(self, g: Any, seq: int, value: Any, exc: BaseException | None = None) -> None:
         """From the hub only: the one resume path. Drop a stale wake-up (``seq``
         is not ``g``'s current wait number), bump the wait number, then
-        deliver a pending kill, else ``exc``, else ``value``, at once.
-        (_run_ready inlines it for wake-ups without ``exc``.)"""
+        deliver a pending kill, else ``exc``, else ``value``, at once."""
+        # _run_ready inlines this for wake-ups without exc (a hot path).
         if g._seq != seq:                    # that wait is over: a stale wake-up
             return
         g._seq = seq + 1

@@ -269,8 +269,9 @@ class HybridRLock(_Lock):
 
     The owner may acquire it again and must release it as often; another
     tasklet of the same OS thread is another owner and waits. ``release()``
-    by a non-owner raises RuntimeError. ``threading.Condition`` uses
-    ``_is_owned``, ``_release_save`` and ``_acquire_restore``.
+    by a non-owner raises RuntimeError. It has the three private methods
+    that ``threading.Condition`` calls on its lock, as the stdlib's RLock does,
+    so a Condition over it waits and restores the recursion count.
     """
 
     __slots__ = ("__weakref__", "_block", "_count", "_owner")

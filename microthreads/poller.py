@@ -93,15 +93,23 @@ class Poller:
     sides: tuple[tuple[int, int, int], ...] = ((READING, READ, READ), (WRITING, WRITE, WRITE))
 
     def fileno(self) -> int:
+        """The poller's own descriptor (the epoll or selector's), readable when a
+        watched descriptor is ready; what ``Hub.fileno()`` hands a host loop."""
         raise NotImplementedError
 
     def register(self, fd: int, mask: int) -> None:
+        """Start watching ``fd`` for ``mask`` (READ|WRITE bits). OSError from the
+        kernel as it is (EBADF, EEXIST, EPERM for a regular file under epoll):
+        ``set_mask``, the hub's one caller, decides what each means."""
         raise NotImplementedError
 
     def modify(self, fd: int, mask: int) -> None:
+        """Change what ``fd`` is watched for; OSError (ENOENT, EBADF) as ``register``."""
         raise NotImplementedError
 
     def unregister(self, fd: int) -> None:
+        """Stop watching ``fd``; OSError (ENOENT, EBADF) if the kernel has no such
+        registration, KeyError from a selector that never had it."""
         raise NotImplementedError
 
     def poll(self, timeout: float | None) -> list[tuple[int, int]]:
@@ -110,6 +118,7 @@ class Poller:
         raise NotImplementedError
 
     def close(self) -> None:
+        """Close the poller's descriptor (idempotent); the hub calls it as it closes."""
         raise NotImplementedError
 
     def set_mask(self, watch: FdWatch, mask: int, hangup: bool = False) -> None:

@@ -89,9 +89,14 @@ class Watchdog(threading.Thread):
         self.reports = 0
 
     def stop(self) -> None:
+        """Ask the monitor thread to end (it does within half a threshold); idempotent."""
         self._stop_event.set()
 
     def run(self) -> None:
+        """The monitor thread's loop (``threading.Thread.run``): every half
+        threshold, log the stack of what holds the hub if it has not switched
+        for a whole threshold, once per stall. Call ``start()``, not this.
+        """
         hub = self.hub
         last = None
         stalled_since: float | None = None

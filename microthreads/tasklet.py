@@ -67,6 +67,10 @@ class Tasklet(greenlet):
     # ---------------------------------------------------------------- body
 
     def run(self, _value: object = None) -> None:
+        """The tasklet's body, run by the hub once (greenlet's ``run``): calls the
+        function, keeps its value or its error (``TaskletExit`` is a normal end)
+        and finishes the tasklet. Not for users to call: ``spawn`` starts it.
+        """
         self._started = True
         try:
             self._value = self._fn(*self._args, **self._kwargs)  # type: ignore[arg-type,misc]

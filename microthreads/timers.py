@@ -41,14 +41,23 @@ class Clock(Protocol):
     instead of sleeping (``microthreads.testing.VirtualClock``).
     """
 
-    def now(self) -> float: ...
+    def now(self) -> float:
+        """Absolute seconds, never going backwards; the hub's timers are deadlines on it."""
+        ...
 
-    def deadline_to_sleep_time(self, deadline: float) -> float: ...
+    def deadline_to_sleep_time(self, deadline: float) -> float:
+        """Real seconds the hub may sleep in its poll waiting for ``deadline``; 0 once due."""
+        ...
 
     @property
-    def autojump_threshold(self) -> float | None: ...
+    def autojump_threshold(self) -> float | None:
+        """None for a clock that only moves by itself; else the real seconds of an
+        idle poll after which the hub calls ``jump_to`` instead of sleeping."""
+        ...
 
-    def jump_to(self, deadline: float) -> None: ...
+    def jump_to(self, deadline: float) -> None:
+        """Move the clock to ``deadline`` (only a clock with an ``autojump_threshold``)."""
+        ...
 
 
 class MonotonicClock:

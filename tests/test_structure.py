@@ -1,6 +1,7 @@
 """The package's shape: modules keep their state to themselves and import no circle."""
 
 import importlib.util
+import re
 from pathlib import Path
 
 _TOOL = Path(__file__).resolve().parent.parent / "tools" / "private_access.py"
@@ -48,3 +49,52 @@ def test_the_count_sees_a_private_name_imported_from_another_module_of_the_packa
 
 def test_the_chat_service_is_counted_with_the_runtime():
     assert [package.name for package in private_access.PACKAGES] == ["microthreads", "chat"]
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tree_paths(text, heading):
+    """The file paths that the first code block after ``heading`` draws as a
+    tree: each line's names (before two spaces and a description), a line of
+    one ``name/`` opening a folder for the lines indented under it."""
+    section = text[text.index(heading):]
+    block = section.split("```\n", 2)[1]
+    folders, paths = [], set()
+    for line in block.splitlines():
+        if not line.strip():
+            continue
+        level = (len(line) - len(line.lstrip(" "))) // 2
+        names = [name.strip(",") for name in re.split(r"\s{2,}", line.strip())[0].split()]
+        del folders[level:]
+        if len(names) == 1 and names[0].endswith("/"):
+            folders.append(names[0])
+            continue
+        paths.update("".join(folders) + name for name in names)
+    return paths
+
+
+def _modules():
+    return {path.relative_to(ROOT).as_posix()
+            for package in ("microthreads", "chat") for path in (ROOT / package).rglob("*.py")}
+
+
+def test_the_tree_reader_follows_folders_and_names_on_one_line():
+    text = ("## The shape\n\n```\na/      the a package\n  x.py y.py   two\n  b/     b\n"
+            "    z.py   z\n  w.py, v/   back in a\nc.py\n```\n")
+    assert tree_paths(text, "## The shape") == {"a/x.py", "a/y.py", "a/b/z.py", "a/w.py",
+                                                "a/v/", "c.py"}
+
+
+def test_designs_shape_names_every_module_and_no_module_that_is_gone():
+    drawn = tree_paths((ROOT / "docs" / "DESIGN.md").read_text(), "## The shape")
+    assert sorted(_modules() - drawn) == [], "modules missing from DESIGN.md's shape"
+    gone = [path for path in drawn if path.endswith(".py") and not (ROOT / path).exists()]
+    assert gone == [], "DESIGN.md's shape names modules that do not exist"
+
+
+def test_the_readmes_where_things_are_names_every_module_and_no_module_that_is_gone():
+    drawn = tree_paths((ROOT / "README.md").read_text(), "## Where things are")
+    assert sorted(_modules() - drawn) == [], "modules missing from the README's tree"
+    gone = [path for path in drawn if path.endswith(".py") and not (ROOT / path).exists()]
+    assert gone == [], "the README's tree names modules that do not exist"

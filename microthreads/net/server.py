@@ -65,6 +65,8 @@ class Listener:
         self._budget = EagerBudget(self._hub, ACCEPT_BUDGET)   # accepts in a row without a wait
 
     def fileno(self) -> int:
+        """The listening socket's descriptor number; never fails. After ``close()``
+        it is still the old number, which the system may have given to another file."""
         return self._fd
 
     def accept_socket(self) -> tuple[_socket.socket, Any]:

@@ -73,6 +73,10 @@ class socket(_std.socket):
     # ---------------------------------------------------------------- timeout
 
     def settimeout(self, value: float | None) -> None:
+        """As the stdlib's: None waits without limit, 0.0 never waits, else at
+        most ``value`` seconds; ValueError if negative. The descriptor itself
+        stays non-blocking: waits park the tasklet.
+        """
         if value is not None:
             value = float(value)
             if value < 0:
@@ -80,16 +84,20 @@ class socket(_std.socket):
         self._mt_timeout = value
 
     def gettimeout(self) -> float | None:
+        """The timeout ``settimeout`` set (None: no limit); never fails."""
         return self._mt_timeout
 
     @property
     def timeout(self) -> float | None:
+        """The timeout, as ``gettimeout()``."""
         return self._mt_timeout
 
     def setblocking(self, flag: bool) -> None:
+        """As the stdlib's: True is ``settimeout(None)``, False ``settimeout(0.0)``."""
         self._mt_timeout = None if flag else 0.0
 
     def getblocking(self) -> bool:
+        """False only under a timeout of 0.0, as the stdlib's."""
         return self._mt_timeout != 0.0
 
     def _io(self, writable: bool, flags: int, operation: Callable[..., T], *args: Any) -> T:
@@ -112,27 +120,76 @@ class socket(_std.socket):
     # ---------------------------------------------------------------- methods
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        """At most ``bufsize`` bytes; b'' at EOF.
+
+        Tried at once; if it would block, parks the tasklet until the socket is
+        ready, at most the socket's timeout: then ``socket.timeout`` (TimeoutError);
+        under a timeout of 0.0 or with ``MSG_DONTWAIT``, BlockingIOError at once.
+        OSError as the stdlib's.
+        """
         return self._io(READABLE, flags, _std.socket.recv, self, bufsize, flags)
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        """Receive into ``buffer``; the number of bytes written.
+
+        Tried at once; if it would block, parks the tasklet until the socket is
+        ready, at most the socket's timeout: then ``socket.timeout`` (TimeoutError);
+        under a timeout of 0.0 or with ``MSG_DONTWAIT``, BlockingIOError at once.
+        OSError as the stdlib's.
+        """
         return self._io(READABLE, flags, _std.socket.recv_into, self, buffer, nbytes, flags)
 
     def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
+        """Received bytes and the sender's address.
+
+        Tried at once; if it would block, parks the tasklet until the socket is
+        ready, at most the socket's timeout: then ``socket.timeout`` (TimeoutError);
+        under a timeout of 0.0 or with ``MSG_DONTWAIT``, BlockingIOError at once.
+        OSError as the stdlib's.
+        """
         return self._io(READABLE, flags, _std.socket.recvfrom, self, bufsize, flags)
 
     def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
+        """``recvfrom`` into ``buffer``: ``(nbytes, address)``.
+
+        Tried at once; if it would block, parks the tasklet until the socket is
+        ready, at most the socket's timeout: then ``socket.timeout`` (TimeoutError);
+        under a timeout of 0.0 or with ``MSG_DONTWAIT``, BlockingIOError at once.
+        OSError as the stdlib's.
+        """
         return self._io(READABLE, flags, _std.socket.recvfrom_into, self, buffer, nbytes, flags)
 
     def recvmsg(self, bufsize: int, ancbufsize: int = 0,
                 flags: int = 0) -> tuple[bytes, list[tuple[int, int, bytes]], int, Any]:
+        """Data and ancillary data, as the stdlib's ``recvmsg``.
+
+        Tried at once; if it would block, parks the tasklet until the socket is
+        ready, at most the socket's timeout: then ``socket.timeout`` (TimeoutError);
+        under a timeout of 0.0 or with ``MSG_DONTWAIT``, BlockingIOError at once.
+        OSError as the stdlib's.
+        """
         return self._io(READABLE, flags, _std.socket.recvmsg, self, bufsize, ancbufsize, flags)
 
     def recvmsg_into(self, buffers: Any, ancbufsize: int = 0,
                      flags: int = 0) -> tuple[int, list[tuple[int, int, bytes]], int, Any]:
+        """``recvmsg`` into ``buffers``, as the stdlib's ``recvmsg_into``.
+
+        Tried at once; if it would block, parks the tasklet until the socket is
+        ready, at most the socket's timeout: then ``socket.timeout`` (TimeoutError);
+        under a timeout of 0.0 or with ``MSG_DONTWAIT``, BlockingIOError at once.
+        OSError as the stdlib's.
+        """
         return self._io(READABLE, flags, _std.socket.recvmsg_into, self, buffers, ancbufsize,
                         flags)
 
     def send(self, data: Buffer, flags: int = 0) -> int:
+        """Send some of ``data``; the number of bytes sent.
+
+        Tried at once; if it would block, parks the tasklet until the socket is
+        ready, at most the socket's timeout: then ``socket.timeout`` (TimeoutError);
+        under a timeout of 0.0 or with ``MSG_DONTWAIT``, BlockingIOError at once.
+        OSError as the stdlib's.
+        """
         return self._io(WRITABLE, flags, _std.socket.send, self, data, flags)
 
     def sendto(self, data: Buffer, *flags_address: Any) -> int:
@@ -147,6 +204,12 @@ class socket(_std.socket):
 
     if hasattr(_std.socket, "sendmsg_afalg"):         # Linux
         def sendmsg_afalg(self, *args: Any, **kwargs: Any) -> int:
+            """As the stdlib's ``sendmsg_afalg`` (Linux's kernel crypto sockets).
+
+            Tried at once; if it would block, parks the tasklet until the socket is
+            ready, at most the socket's timeout: then ``socket.timeout`` (TimeoutError);
+            under a timeout of 0.0, BlockingIOError at once. OSError as the stdlib's.
+            """
             send = functools.partial(_std.socket.sendmsg_afalg, self, *args, **kwargs)
             return self._io(WRITABLE, kwargs.get("flags", 0), send)
 
@@ -171,6 +234,13 @@ class socket(_std.socket):
                           timeout_error=_std.timeout)
 
     def accept(self) -> tuple[socket, Any]:
+        """A connection and its address, as the stdlib's: the new socket is one of
+        this module's, with the default timeout (not the listener's).
+
+        Tried at once; if it would block, parks the tasklet until the socket is
+        ready, at most the socket's timeout: then ``socket.timeout`` (TimeoutError);
+        under a timeout of 0.0, BlockingIOError at once. OSError as the stdlib's.
+        """
         fd, address = self._io(READABLE, 0, self._accept)  # type: ignore[attr-defined]  # the C method
         # as the stdlib's: a plain socket of this module (an SSLSocket subclass wraps it
         # itself), with the default timeout, not the listener's
@@ -178,11 +248,19 @@ class socket(_std.socket):
 
     def connect(self, address: Any) -> None:
         # this class's connect_ex, not self's: an SSLSocket's connects (wraps) a second time
+        """Connect to ``address`` (a name is resolved off the hub), waiting for the
+        handshake at most the socket's timeout (``socket.timeout``); a refusal or
+        any other failure raises OSError with the system's code.
+        """
         error = socket.connect_ex(self, address)
         if error:
             raise OSError(error, _strerror(error))
 
     def connect_ex(self, address: Any) -> int:
+        """``connect``, returning the error code (0 on success) instead of raising
+        OSError; still raises ``socket.timeout`` and name-lookup errors. Under a
+        timeout of 0.0, one attempt (EINPROGRESS), as the stdlib's.
+        """
         address = _resolve_for(self.family, address)
         if self._mt_timeout == 0.0:              # non-blocking: one attempt, as the stdlib's
             return _std.socket.connect_ex(self, address)
@@ -190,6 +268,10 @@ class socket(_std.socket):
         return dial(self, address, deadline_after(hub, self._mt_timeout), _std.timeout)
 
     def getsockopt(self, *args: Any) -> Any:
+        """As the stdlib's. The plain stdlib ``ssl`` asks this first when it wraps a
+        socket: then TypeError naming ``microthreads.net.ssl``, since its blocking
+        handshake would stall the hub (unless ``monkey.patch_ssl()`` was called).
+        """
         if args[:2] == (_std.SOL_SOCKET, _std.SO_TYPE):   # the stdlib ssl's first question
             _refuse_blocking_tls(sys._getframe(1))
         return super().getsockopt(*args)
@@ -203,9 +285,13 @@ class socket(_std.socket):
         return self._sendfile_use_send(file, offset, count)  # type: ignore[attr-defined,no-any-return]
 
     def dup(self) -> Self:
+        """A new socket of this class on a duplicate descriptor; OSError as ``os.dup``."""
         return type(self)(self.family, self.type, self.proto, fileno=_dup(self.fileno()))
 
     def detach(self) -> int:
+        """Give up the descriptor (returned, -1 if closed) without closing it; the
+        hub forgets it first, so whoever takes it over starts clean.
+        """
         fd = self.fileno()
         if fd >= 0:
             get_hub().forget_fd(fd)

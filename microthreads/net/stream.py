@@ -118,10 +118,15 @@ class Connection:
     # ------------------------------------------------------------- reading
 
     def fileno(self) -> int:
+        """The socket's descriptor number; never fails. After ``close()`` it is
+        still the old number, which the system may have given to another file."""
         return self._fd
 
     @property
     def closed(self) -> bool:
+        """True once the Connection is closed, by ``close()`` or by a failure
+        (``close_reason`` says which).
+        """
         return self._closed
 
     @property

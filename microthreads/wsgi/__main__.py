@@ -54,6 +54,9 @@ def load_app(spec: str) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser (``python -m microthreads.wsgi --help``); a bad
+    argument makes argparse exit with status 2 and its message.
+    """
     parser = argparse.ArgumentParser(prog="python -m microthreads.wsgi",
                                      description="Serve a WSGI application on microthreads.")
     parser.add_argument("app", metavar="MODULE:APP", help="the WSGI application to serve")

@@ -171,6 +171,12 @@ class Input:
         return True
 
     def read(self, size: int | None = -1) -> bytes:
+        """At most ``size`` bytes of the body (all the rest if None or negative);
+        b"" at its end.
+
+        Waits for the client as the body arrives; fails as the class says
+        (NetworkError, TimeoutError, ValueError).
+        """
         body = self._request.body
         if size is None or size < 0:
             while self._fill():
@@ -185,6 +191,12 @@ class Input:
         return data
 
     def readline(self, size: int | None = -1) -> bytes:
+        """The next line of the body with its ``\n``, at most ``size`` bytes; b""
+        at its end.
+
+        Waits for the client as the body arrives; fails as the class says
+        (NetworkError, TimeoutError, ValueError).
+        """
         body = self._request.body
         start = 0
         while True:
@@ -206,6 +218,12 @@ class Input:
         return data
 
     def readlines(self, hint: int | None = -1) -> list[bytes]:
+        """The remaining lines, stopping once they total ``hint`` bytes (if
+        positive).
+
+        Waits for the client as the body arrives; fails as the class says
+        (NetworkError, TimeoutError, ValueError).
+        """
         lines = []
         total = 0
         for line in self:
