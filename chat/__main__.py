@@ -14,7 +14,7 @@ from typing import Sequence
 import microthreads
 
 from .cli import parse_args
-from .room import Room
+from .room import Room, RoomError
 from .server import ChatServer, Options
 
 log = logging.getLogger("chat")
@@ -116,6 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         microthreads.run(server.listener)
+    except RoomError as exc:            # a shared room that cannot be reached at start
+        log.error("%s", exc)
+        return 2
     except OSError as exc:
         log.error("cannot serve on %s (port %d, web port %s): %s", args.host, args.port,
                   args.web_port or "off", exc.strerror or exc)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,6 +28,7 @@ pytestmark = [pytest.mark.slow, needs_redis]
 CRASH_TIMEOUT = 20.0
 UNAVAILABLE = "Not delivered: the room is unavailable."
 LOST = "Connection to the room was lost; please reconnect."
+LOGIN_UNAVAILABLE = "Cannot log in now: the room is unavailable; try again later."
 
 
 @pytest.fixture
@@ -213,8 +215,12 @@ def test_a_node_cut_off_longer_than_the_expiry_lets_its_members_go(nodes, redis_
     os.kill(redis_server.proc.pid, signal.SIGSTOP)   # Redis hangs: nothing gets through
     try:
         alice.say("into the void")
+        late = b.connect()
+        late.expect(GREETING)
+        late.say("carol")                     # a login that cannot be done: its own line
         assert alice.drain_until_closed(timeout=CRASH_TIMEOUT) == [UNAVAILABLE, LOST]
         assert bob.drain_until_closed(timeout=CRASH_TIMEOUT) == [LOST]
+        assert late.drain_until_closed(timeout=CRASH_TIMEOUT) == [LOGIN_UNAVAILABLE]
     finally:
         os.kill(redis_server.proc.pid, signal.SIGCONT)
     again = b.join("alice")                   # her handle was freed
@@ -295,6 +301,18 @@ def test_after_a_redis_restart_a_newcomer_keeps_a_handle_taken_in_the_gap(nodes,
     assert newcomer.online == "Online (2): alice, BOB"
     newcomer.say("/who")
     newcomer.expect("Online (2): alice, BOB")
+
+
+def test_a_node_whose_redis_cannot_be_reached_at_start_says_so_and_exits_2():
+    with socket.socket() as sock:              # a free port, nobody listening on it
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.run([sys.executable, "-m", "chat", "--port", "0", "--web-port", "0",
+                           "--redis", f"redis://:s3cret@127.0.0.1:{port}/0"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot reach the room's Redis at redis://:***@127.0.0.1:{port}/0" in proc.stderr
+    assert "chat listening" not in proc.stderr and "s3cret" not in proc.stderr
 
 
 def test_the_single_process_chat_does_not_import_redis():

@@ -79,13 +79,9 @@ class Reader:
 
     def start(self) -> None:
         """Read from after the stream's newest entry: the log so far goes to
-        nobody, nobody is here yet (from the start if Redis cannot be
-        reached)."""
-        newest: Any = None
-        try:
-            newest = self._client.get().xrevrange(self._stream, count=1)
-        except REDIS_DOWN as exc:
-            self.outage.begin(exc)
+        nobody, nobody is here yet. Raises one of REDIS_DOWN if Redis cannot
+        be reached."""
+        newest: Any = self._client.get().xrevrange(self._stream, count=1)
         self.last_id = newest[0][0] if newest else "0-0"
         self._last_key = entry_key(self.last_id)
 

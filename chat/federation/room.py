@@ -20,7 +20,7 @@ import microthreads
 from ..room import ONLINE_SHOWN, Audience, Endpoint, Member, Room, RoomError, online_line
 from ..text import handle_key
 from . import scripts, url
-from .client import LazyClient
+from .client import REDIS_DOWN, LazyClient
 from .link import SEND_LIMIT, Link, Outage, Request, RoomUnavailable
 from .membership import EXPIRY, Membership
 from .reader import Reader
@@ -32,6 +32,8 @@ STREAM_BOUND = 10000    # XADD MAXLEN ~
 MAX_UNANSWERED = 64
 
 UNAVAILABLE = "Not delivered: the room is unavailable."
+#: The answer to a login the room could not take in time (its handle is not held).
+LOGIN_UNAVAILABLE = "Cannot log in now: the room is unavailable; try again later."
 LOST = "Connection to the room was lost; please reconnect."
 MISSED = "Some lines were missed."
 
@@ -72,9 +74,17 @@ class RedisRoom(Room):
 
     def open(self) -> None:
         """Find where to read from, then start the writer, the reader and the
-        heartbeat; before anyone can join, so a join line comes after."""
+        heartbeat; before anyone can join, so a join line comes after.
+
+        Fails fast: raises RoomError naming the Redis (its password left
+        out) if it cannot be reached now. Once open, an outage is retried.
+        """
         self._membership.last_contact = microthreads.get_hub().clock()
-        self._reader.start()
+        try:
+            self._reader.start()
+        except REDIS_DOWN as exc:
+            raise RoomError(f"cannot reach the room's Redis at {url.redact(self.url)}: {exc}"
+                            " (is it running? is --redis right?)") from None
         self._writer = _spawn("redis writer", self._link.run)
         self._others = [_spawn("redis reader", self._reader.run),
                         _spawn("redis heartbeat", self._membership.run)]
@@ -125,7 +135,7 @@ class RedisRoom(Room):
                                     on_reply=joined)
         except RoomUnavailable:
             self.leave(member)          # in case it got through after all
-            raise RoomError(UNAVAILABLE) from None
+            raise RoomError(LOGIN_UNAVAILABLE) from None
         if reply[0] != "ok":
             self._forget(member)
             return None
