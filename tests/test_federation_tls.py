@@ -4,8 +4,12 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+
 import pytest
-from chat_helpers import GREETING, chat_servers
+from chat_helpers import ROOT, chat_servers
 from redis_helpers import RedisServer, free_port, needs_redis
 
 pytestmark = [pytest.mark.slow, needs_redis]
@@ -43,11 +47,13 @@ def test_two_nodes_federate_over_rediss(tls_redis):
     assert server.client().keys("*")
 
 
-def test_rediss_to_an_untrusted_certificate_says_why_and_the_node_keeps_serving(tls_redis):
+def test_rediss_to_an_untrusted_certificate_says_why_at_start_and_exits_2(tls_redis):
     url, _server = tls_redis
     untrusted = url.split("?")[0]             # the system CAs do not know the test CA
-    with chat_servers() as start:
-        node = start(redis=untrusted, rate=0)
-        node.wait_for_log(r"room unavailable .*certificate verify failed")
-        alice = node.connect()
-        alice.expect(GREETING)                 # the hub was not blocked by the retries
+    proc = subprocess.run([sys.executable, "-m", "chat", "--port", "0", "--web-port", "0",
+                           "--redis", untrusted], cwd=ROOT, capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    assert re.search(r"cannot reach the room's Redis at rediss://.*certificate verify failed",
+                     proc.stderr), proc.stderr
+    assert "chat listening" not in proc.stderr
