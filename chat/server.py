@@ -190,8 +190,7 @@ class ChatServer:
         address, limiter = self._line_limiter(conn.peer)
         term = Terminal(conn, max_line=o.max_line, limiter=limiter, rate=0,
                         clock=microthreads.get_hub().clock)
-        term.on_flood = lambda: self.refusals.info(
-            "%s: over its rate (--rate %g): lines dropped", _peer(conn), o.rate)
+        term.on_flood = lambda: self._flooding(conn)
         self.enter(term, address)
 
     def web_session(self, ws: WebSocket) -> None:
@@ -212,12 +211,18 @@ class ChatServer:
         address, limiter = self._line_limiter(ws.peer)
         term = WebTerminal(ws, max_line=o.max_line, limiter=limiter,
                            clock=microthreads.get_hub().clock)
+        term.on_flood = lambda: self._flooding(term.conn)
         self.web_members[term.conn] = None
         try:
             self.enter(term, address)
         finally:
             del self.web_members[term.conn]
             term.conn.close()
+
+    def _flooding(self, conn: Wire) -> None:
+        """A member was told it sends too fast: log it (throttled)."""
+        self.refusals.info("%s: over its rate (--rate %g): lines dropped", _peer(conn),
+                           self.options.rate)
 
     def _line_limiter(self, peer: Any) -> tuple[str, RateLimiter | None]:
         """The address key of ``peer`` and the line limiter its connection uses

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from microthreads import websocket
 
-from .terminal import say_and_close
+from .terminal import TOO_FAST, say_and_close
 from .text import RateLimiter, decode, sanitize
 
 if TYPE_CHECKING:
@@ -130,7 +130,8 @@ class WebTerminal:
     replacement. ``say(text)`` sends one text message.
     """
 
-    __slots__ = ("_clock", "_limiter", "before_write", "conn", "deliver", "max_line", "ws")
+    __slots__ = ("_clock", "_limiter", "before_write", "conn", "deliver", "max_line", "on_flood",
+                 "ws")
 
     def __init__(self, ws: websocket.WebSocket, *, max_line: int = 4096,
                  limiter: RateLimiter | None = None, clock: Callable[[], float]) -> None:
@@ -142,6 +143,8 @@ class WebTerminal:
         self._limiter = limiter
         self._clock = clock
         self.before_write: Callable[[], None] | None = None
+        #: Called when the member is told it sends too fast (the server logs it).
+        self.on_flood: Callable[[], None] | None = None
 
     def say(self, text: str) -> None:
         """Send ``text`` as one message; never blocks (a backlog over the bound
@@ -169,7 +172,9 @@ class WebTerminal:
                 now = self._clock()
                 if not limiter.allow(now):
                     if limiter.warn_due(now):
-                        self.say("You are sending too fast; slow down.")
+                        self.say(TOO_FAST)
+                        if self.on_flood is not None:
+                            self.on_flood()
                     continue
             return sanitize(message).strip()
 

@@ -275,6 +275,7 @@ def test_a_web_member_is_held_to_the_rate_and_the_login_timeout():
             got.append(web.line())
         assert got[:-1] == [f"rita says: line {n}" for n in range(len(got) - 1)]
         assert len(got) - 1 < 6                 # some were dropped over the rate
+        server.wait_for_log(r"over its rate \(--rate 1\): lines dropped")   # as for telnet
         idle = WebMember(server)
         idle.expect(GREETING, "Login timed out.")
         with pytest.raises(wsexc.ConnectionClosed):
