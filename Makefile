@@ -28,9 +28,10 @@ WEB_PORT ?= 8080
 ARGS   ?=
 # Debian packages the end-to-end tests drive (they skip with a reason without them);
 # chromium opens the built API reference (tests/test_docs.py); with chromium-driver,
-# Selenium drives the chat page (tests/test_chat_browser.py).
+# Selenium drives the chat page (tests/test_chat_browser.py); the database and
+# SSH servers are the real servers of tests/test_drivers.py (started by the tests).
 SYSTEM_PACKAGES := telnet netcat-openbsd tmux redis-server openssl ncat chromium chromium-driver \
-	wrk curl
+	wrk curl mariadb-server postgresql openssh-server
 # The tests of the runtime and microthreads.net alone, without the chat service:
 # what CI runs on the oldest and newest supported Pythons (make test-core).
 CORE_TESTS := tests --ignore-glob='tests/test_chat_*' --ignore=tests/test_faults.py \

@@ -1,7 +1,10 @@
 """Shared fixtures: a fresh hub for every test, and a virtual clock on request."""
 
+import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -63,3 +66,23 @@ def certs(tmp_path_factory):
     if OPENSSL is None:
         pytest.skip("the openssl program is not installed (make system-deps)")
     return make_certificates(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="session")
+def http_servers(certs):
+    """``(http_port, https_port, certs)``: tests/monkey_helpers.py's slow HTTP and
+    HTTPS servers (``/slow`` answers after 0.3 s), stopped after the session."""
+    helper = os.path.join(os.path.dirname(os.path.abspath(__file__)), "monkey_helpers.py")
+    procs, ports = [], []
+    try:
+        for extra in ([], [certs.server, certs.server_key]):
+            proc = subprocess.Popen([sys.executable, helper, "serve", *extra],
+                                    stdout=subprocess.PIPE, text=True)
+            procs.append(proc)
+            ports.append(int(proc.stdout.readline()))
+        yield ports[0], ports[1], certs
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+            proc.stdout.close()

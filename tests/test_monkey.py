@@ -31,27 +31,6 @@ def _helper(*args, timeout=60):
     return json.loads(proc.stdout)
 
 
-@pytest.fixture(scope="module")
-def http_servers(tmp_path_factory):
-    """``(http_port, https_port, certs)``: the slow servers, stopped after the module."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl program is not installed (make system-deps)")
-    from tls_helpers import make_certificates
-    certs = make_certificates(tmp_path_factory.mktemp("monkey-certs"))
-    procs, ports = [], []
-    try:
-        for extra in ([], [certs.server, certs.server_key]):
-            proc = subprocess.Popen([sys.executable, HELPER, "serve", *extra], cwd=ROOT,
-                                    stdout=subprocess.PIPE, text=True)
-            procs.append(proc)
-            ports.append(int(proc.stdout.readline()))
-        yield ports[0], ports[1], certs
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
-
-
 def _assert_overlapped(result):
     assert result["answers"] == [f"ok /slow/{i}" for i in range(N)]
     assert result["elapsed"] < WELL_UNDER, result
