@@ -26,8 +26,6 @@ from chat_helpers import ROOT
 from monkey_helpers import SLOW, scenario
 from server_helpers import MariaDB, Missing, PostgreSQL, Responder, Sshd
 
-from microthreads import monkey
-
 HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "monkey_helpers.py")
 N = 10
 #: Serial would take N x SLOW = 3 s; overlapping, about SLOW (threads: the
@@ -39,22 +37,6 @@ EXPECTED = [f"ok /slow/{i}" for i in range(N)]
 def _needs(module, package):
     pytest.importorskip(module, reason=f"needs the Python driver {package} (pip install"
                                        f" '.[test]')")
-
-
-def _threading_is_cooperative():
-    try:
-        return monkey.is_patched("thread") is not None
-    except ValueError:              # no patch_thread() yet
-        return False
-
-
-#: paramiko waits on threading.Event/Condition for its transport thread, and
-#: redis-py's BlockingConnectionPool on a queue.LifoQueue: patched, they
-#: overlap only once patch_all() makes threading and queue cooperate.
-needs_cooperative_threading = pytest.mark.skipif(
-    not _threading_is_cooperative(),
-    reason="needs monkey.patch_all() to make threading and queue cooperate (issue 27"
-           " section 2): unpatched, a tasklet waiting on them holds the hub")
 
 
 def _start(server_class):
@@ -162,21 +144,49 @@ def test_psycopg2_queries_overlap_through_the_shipped_wait_callback(postgres, gr
     _assert_overlapped(scenario("psycopg2", postgres, N, way="concurrent"))
 
 
+def test_a_timeout_through_the_wait_callback_cancels_the_query_and_closes_the_connection(
+        postgres, green_psycopg2):
+    import psycopg2
+
+    import microthreads
+    events = []
+
+    def main():
+        watcher = psycopg2.connect(postgres)
+        conn = psycopg2.connect(postgres)
+        try:
+            with microthreads.Timeout(0.2):
+                conn.cursor().execute("SELECT pg_sleep(30) -- interrupted")
+        except microthreads.Timeout:
+            events.append("timed out")
+        events.append(("closed", bool(conn.closed)))
+        with watcher.cursor() as cursor:         # no backend sleeps on for 30 s
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+                           " AND query LIKE '%%-- interrupted'")
+            events.append(("still running", cursor.fetchone()[0]))
+        watcher.close()
+
+    microthreads.run(main)
+    assert events == ["timed out", ("closed", True), ("still running", 0)]
+
+
 def test_psycopg2_queries_overlap_in_threads(postgres):
     _needs("psycopg2", "psycopg2-binary")
     _assert_overlapped(scenario("psycopg2", postgres, N, way="threads"))
 
 
-@pytest.mark.parametrize("way", [pytest.param("patched", marks=needs_cooperative_threading),
-                                 "threads"])
+@pytest.mark.parametrize("way", ["patched", "threads"])
 def test_paramiko_commands_overlap_against_sshd(sshd, way):
-    """An SSH command costs sshd a session (a process, a shell) besides its
+    """Patched, this needs patch_thread(): paramiko's transport runs in an OS
+    thread and wakes the tasklets through threading.Event and Condition.
+
+    An SSH command costs sshd a session (a process, a shell) besides its
     SLOW seconds, about 0.2 s more here: the serial sum is N times one
-    command as measured now, on the same connection."""
+    command timed alone just before, on the same connection."""
     _needs("paramiko", "paramiko")
     target, keys = sshd
-    one = scenario("paramiko", target, 1, keys, way="serial")["elapsed"]
-    _assert_overlapped(_run(way, "paramiko", target, keys), 0.5 * N * max(one, SLOW))
+    result = _run(way, "paramiko", target, keys)
+    _assert_overlapped(result, 0.5 * N * max(result["one"], SLOW))
 
 
 def test_requests_over_https_overlap_in_threads(http_servers):
@@ -187,13 +197,12 @@ def test_requests_over_https_overlap_in_threads(http_servers):
     _assert_overlapped(result)
 
 
-@pytest.mark.parametrize("way", [pytest.param("patched", marks=needs_cooperative_threading),
-                                 "threads"])
-def test_redis_blocking_pool_waits_overlap(redis_url, way):
-    """N tasklets on a BlockingConnectionPool of N/2 connections: half wait
-    in its queue for a connection, then all BLPOPs of SLOW overlap in two rounds."""
+def test_redis_blocking_pool_waits_overlap_in_threads(redis_url):
+    """N calls on a BlockingConnectionPool of N/2 connections: half wait in its
+    queue for a connection, and the BLPOPs of SLOW overlap in two rounds.
+    Patched: tests/test_monkey_threading.py's ``..._fifty_tasklets_on_five_connections``."""
     _needs("redis", "redis")
-    _assert_overlapped(_run(way, "redis-pool", redis_url))
+    _assert_overlapped(scenario("redis-pool", redis_url, N, way="threads"))
 
 
 @pytest.mark.parametrize("way", ["patched", "threads"])
