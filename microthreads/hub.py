@@ -357,9 +357,10 @@ class Hub:
 
         Returns how long to poll: 0 if deadlock errors were scheduled, or None
         (block on signals) when the hub is simply out of work. The newest
-        tasklets get their error first: a joiner is usually older than what
-        it joins, so the joined one dies while still joined (not reported as
-        "nobody joined it") and the joiner reports the deadlock once.
+        tasklets get their error first, a parked caller of run() last: a
+        joiner is usually older than what it joins, so the joined one dies
+        while still joined (not reported as "nobody joined it") and the
+        joiner reports the deadlock once.
         """
         if self._waker.signal_handlers_installed(host_handlers):
             return None
@@ -370,11 +371,11 @@ class Hub:
             return 0                         # nothing left at all: _done() decides
         message = "nothing left can wake these tasklets:\n" + "\n".join(
             "  " + describe_wait(g) for g in reversed(blocked))
-        for g in blocked:
-            if g is self._caller:
-                self._interrupt = DeadlockError(message)
-            else:
+        for g in blocked:                    # the caller last, after the tasklets
+            if g is not self._caller:
                 self.schedule_throw(g, DeadlockError(message))
+        if self._mode == _SERVE:
+            self.call_soon(self.interrupt, DeadlockError(message))
         return 0
 
     def detect_deadlock(self, host_handlers: tuple[Any, ...] = ()) -> bool:

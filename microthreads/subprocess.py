@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from typing import Any, AnyStr, Callable, TypeVar
 
 from . import nonblocking
+from .env import env_choice
 from .hub import Hub, get_hub
 from .nonblocking import READABLE, WRITABLE, deadline_after, remaining
 from .sync import Event
@@ -188,6 +189,7 @@ class Popen(_std.Popen[Any]):
     """
 
     def __init__(self, args: Any, bufsize: int = -1, *more: Any, **kwargs: Any) -> None:
+        watcher = _watcher_kind()             # a bad value is refused before any fork
         self._hub = get_hub()
         self._exited = Event()
         self._pidfd: int | None = None
@@ -198,7 +200,7 @@ class Popen(_std.Popen[Any]):
             stream = getattr(self, name)
             if stream is not None:
                 setattr(self, name, _cooperative(stream, bufsize, self._hub))
-        _watch(self)
+        _watch(self, watcher)
 
     # --------------------------------------------------------------- waiting
 
@@ -296,9 +298,14 @@ class Popen(_std.Popen[Any]):
 # --------------------------------------------------------- child watchers
 
 
-def _watch(popen: Popen) -> None:
-    """Make sure ``popen``'s exit wakes its hub (and reaps it)."""
-    kind = os.environ.get("MICROTHREADS_CHILD_WATCHER", "").lower()
+def _watcher_kind() -> str:
+    """``MICROTHREADS_CHILD_WATCHER``: "" (the best there is), pidfd, sigchld or poll."""
+    return env_choice("MICROTHREADS_CHILD_WATCHER", ("pidfd", "sigchld", "poll")) or ""
+
+
+def _watch(popen: Popen, kind: str) -> None:
+    """Make sure ``popen``'s exit wakes its hub (and reaps it), with the watcher
+    ``kind`` asks for (``_watcher_kind``)."""
     if kind in ("", "pidfd") and hasattr(os, "pidfd_open"):
         try:
             _watch_pidfd(popen)

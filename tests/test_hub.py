@@ -193,6 +193,34 @@ def test_deadlock_in_run_without_fn_ends_each_blocked_tasklet_with_deadlock_erro
     ]
 
 
+def _blocked_children(count):
+    event = microthreads.Event()
+    children = [microthreads.spawn(event.wait) for _ in range(count)]
+    for number, child in enumerate(children):
+        child.name = f"child {number}"
+    return children
+
+
+def test_a_deadlock_of_tasklets_main_joins_is_reported_once_by_run_not_logged(caplog):
+    def main():
+        microthreads.joinall(_blocked_children(6))
+
+    with pytest.raises(microthreads.DeadlockError) as info:
+        microthreads.run(main)
+    assert len(str(info.value).splitlines()) == 1 + 7      # main and its six children
+    assert [r.getMessage() for r in caplog.records] == []  # none "crashed (nobody joined it)"
+
+
+def test_a_deadlock_of_tasklets_the_main_greenlet_joins_is_raised_there_once(caplog):
+    children = _blocked_children(6)
+    with pytest.raises(microthreads.DeadlockError) as info:
+        microthreads.joinall(children)
+    assert "<main greenlet" in str(info.value)
+    microthreads.run()
+    assert [type(child.exception) for child in children] == [microthreads.DeadlockError] * 6
+    assert [r.getMessage() for r in caplog.records] == []
+
+
 def test_deadlock_names_the_wait_of_a_tasklet_spawned_directly_on_a_runtime_call():
     queue = microthreads.Queue()
     lines = {}
