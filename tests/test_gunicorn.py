@@ -5,13 +5,14 @@ import http.client
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from wsgi_helpers import LIMIT
+from wsgi_helpers import LIMIT, closed_by_peer, read_response
 
 gunicorn = pytest.importorskip("gunicorn", reason="gunicorn is in the test extra")
 
@@ -136,3 +137,16 @@ def test_flask_and_django_under_gunicorn(arbiter):
     pytest.importorskip("django")
     assert arbiter(app="wsgi_apps.flask_app:app").get() == (200, "hello from flask")
     assert arbiter(app="wsgi_apps.django_app:application").get() == (200, "hello from django")
+
+
+def test_worker_connections_bound_the_connections_and_keep_alive_closes_idle_ones(arbiter):
+    gun = arbiter("--worker-connections", "1", "--keep-alive", "1")
+    with socket.create_connection(("127.0.0.1", gun.port), timeout=LIMIT) as first:
+        first.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(first)[0].startswith(b"HTTP/1.1 200 ")
+        with socket.create_connection(("127.0.0.1", gun.port), timeout=LIMIT) as second:
+            second.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_response(second)[0].startswith(b"HTTP/1.1 503 ")
+        began = time.monotonic()
+        assert closed_by_peer(first)                 # idle past --keep-alive 1
+        assert 0.5 < time.monotonic() - began < LIMIT

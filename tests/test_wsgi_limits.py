@@ -1,6 +1,7 @@
 """Bad input gets an HTTP answer and costs nothing else: each case serves a fast
 request on another connection while the bad one is under way."""
 
+import logging
 import threading
 import time
 
@@ -119,3 +120,43 @@ def test_over_max_connections_a_client_gets_503():
             assert answer_and_close(second) == 503
         first.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_response(first)[1] == b"hello"
+
+
+def failing_app(environ, start_response):
+    """/before waits, then raises before its headers; /after sends its headers,
+    waits, then raises; anything else is hello."""
+    import microthreads
+    path = environ["PATH_INFO"]
+    if path == "/before":
+        microthreads.sleep(0.2)
+        raise RuntimeError("before the headers")
+    if path == "/after":
+        start_response("200 OK", [("Content-Length", "10")])
+        return _fail_after_a_chunk()
+    return hello(environ, start_response)
+
+
+def _fail_after_a_chunk():
+    import microthreads
+    yield b"12345"
+    microthreads.sleep(0.2)
+    raise RuntimeError("after the headers")
+
+
+@pytest.mark.parametrize("path", ["/before", "/after"])
+def test_an_app_error_is_answered_or_closed_while_others_are_served(path, caplog):
+    with caplog.at_level(logging.CRITICAL, logger="microthreads"), \
+            serving(failing_app) as served, dial(served) as bad:
+        bad.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
+        assert fast_request_works(served)              # while the failing one waits
+        if path == "/before":
+            assert answer_and_close(bad) == 500
+        else:
+            data = b""
+            while True:
+                chunk = bad.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"\r\n\r\n12345")
+        assert fast_request_works(served)
