@@ -156,6 +156,8 @@ def main(argv=None):
     for table in tables:
         print(report.format_table(table, results[table.key], about["versions"], settings.runs))
         print()
+    print(report.format_bounds(results))
+    print()
     result = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "argv": sys.argv[1:] if argv is None else list(argv),

@@ -13,6 +13,7 @@ from bench.scenarios import (
     MICROTHREADS,
     PLOTTED,
     SELECTORS,
+    UVLOOP,
 )
 
 RESULTS = runner.BENCH / "results"
@@ -96,7 +97,7 @@ def format_table(table, result, versions, runs):
         lines.append(f"  note: {table.note}")
     lines.append("  ^ higher is better, v lower is better; vs mt = this row's figure / "
                  "microthreads'")
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def write_json(report):
@@ -190,3 +191,46 @@ def plot(report, tables):
     plt.close(fig)
     return path
 
+
+
+# Issue 28's table: (figure, microthreads' (table, figure), [(bound, (table, row, figure))], goal)
+BOUNDS = [
+    ("sleep(0) round trip, 2 tasks, ns", ("switch", "sleep0_2_ns"),
+     [("raw greenlet pair", ("switch", GREENLET.key, "sleep0_2_ns")),
+      ("uvloop", ("switch", UVLOOP.key, "sleep0_2_ns"))],
+     "at most 1.5x the raw pair, and below uvloop"),
+    ("spawn + join of 100,000, s", ("spawn", "spawn_join_s"),
+     [("asyncio tasks", ("spawn", ASYNCIO.key, "spawn_join_s"))],
+     "no slower than asyncio (1.00x)"),
+    ("idle logged-in member, KiB RSS", ("idle", "kib_per_member"),
+     [("a parked tasklet (spawn table)", ("spawn", MICROTHREADS.key, "idle_task_kib")),
+      ("uvloop", ("idle", UVLOOP.key, "kib_per_member"))],
+     "at most 7 KiB"),
+    ("echo, 100 connections, req/s", ("echo", "req_s"),
+     [("selectors floor", ("echo", SELECTORS.key, "req_s"))],
+     "at least 0.8x the floor"),
+]
+
+
+def _median(tables, table_key, row_key, figure_key):
+    row = (tables.get(table_key) or {}).get("rows", {}).get(row_key) or {}
+    return (row.get("median") or {}).get(figure_key)
+
+
+def format_bounds(tables):
+    """Issue 28's figures from this run's tables: microthreads' median beside
+    each bound's and the ratio microthreads / bound; a figure whose tables
+    were not measured in this run says so."""
+    lines = ["microthreads against what bounds it (issue 28)",
+             f"{'figure':<34}{'microthreads':>13}  {'bound':<31}{'bound fig':>10}"
+             f"{'ratio to bound':>16}  goal"]
+    for name, (table_key, figure_key), bounds, goal in BOUNDS:
+        ours = _median(tables, table_key, REFERENCE, figure_key)
+        for i, (bound_name, where) in enumerate(bounds):
+            theirs = _median(tables, *where)
+            shown = "not measured" if ours is None else f"{ours:,.2f}"
+            bound = "not measured" if theirs is None else f"{theirs:,.2f}"
+            ratio = format_ratio(ours, theirs) if ours is not None else "-"
+            lines.append(f"{name if i == 0 else '':<34}{shown if i == 0 else '':>13}  "
+                         f"{bound_name:<31}{bound:>10}{ratio:>16}  {goal if i == 0 else ''}")
+    return "\n".join(line.rstrip() for line in lines)
