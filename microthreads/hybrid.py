@@ -163,9 +163,10 @@ class HybridLock(_Lock):
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """Take the lock; see the class docstring for how each kind of caller waits."""
+        if timeout != -1:
+            _check_arguments(blocking, timeout)
         if self._held.acquire(False):
             return True
-        _check_arguments(blocking, timeout)
         if not blocking or timeout == 0:
             return False
         hub = current_hub()

@@ -203,6 +203,9 @@ def test_bad_arguments_and_a_double_release_raise_as_the_stdlib_lock_does():
     lock = HybridLock()
     with pytest.raises(RuntimeError):
         lock.release()
+    with pytest.raises(ValueError):                  # checked before the lock is taken
+        lock.acquire(False, 1)
+    assert not lock.locked()
     lock.acquire()
     with pytest.raises(ValueError):
         lock.acquire(False, 1)
