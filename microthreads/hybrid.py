@@ -26,6 +26,7 @@ unmodified.
 from __future__ import annotations
 
 import _thread
+import warnings
 from collections import deque
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -151,10 +152,14 @@ class HybridLock(_Lock):
     killed while it waits leaves the line without the lock (passed on if it
     had just been handed it). ``release()`` may come from anyone (as with
     ``threading.Lock``); RuntimeError if it is not locked. No DeadlockError:
-    the hub cannot know whether a thread will release it.
+    the hub cannot know whether a thread will release it. It cannot be
+    subclassed (TypeError), as ``threading.Lock`` cannot.
     """
 
     __slots__ = ("__weakref__", "_guard", "_held", "_waiters")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        raise TypeError("type 'HybridLock' is not an acceptable base type")
 
     def __init__(self) -> None:
         self._held = allocate_real_lock()        # locked while somebody owns this lock
@@ -277,7 +282,10 @@ class HybridRLock(_Lock):
 
     __slots__ = ("__weakref__", "_block", "_count", "_owner")
 
-    def __init__(self) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if args or kwargs:                       # as 3.13's RLock: accepted, deprecated
+            warnings.warn("Passing arguments to RLock is deprecated and will be removed"
+                          " in 3.15", DeprecationWarning, stacklevel=3)
         self._block = HybridLock()
         self._owner: greenlet | None = None
         self._count = 0

@@ -213,6 +213,8 @@ def test_bad_arguments_and_a_double_release_raise_as_the_stdlib_lock_does():
         lock.acquire(True, -2)
     assert lock.acquire(False) is False
     assert repr(lock).startswith("<locked ")
+    with pytest.raises(TypeError):
+        type("MyLock", (HybridLock,), {})           # as threading.Lock refuses subclasses
 
 
 def test_an_rlock_is_reentrant_for_its_tasklet_only():
