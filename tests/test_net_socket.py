@@ -1,5 +1,6 @@
 """microthreads.net.socket: stdlib-style blocking socket code, run cooperatively."""
 
+import os
 import socket as std_socket
 import sys
 
@@ -144,6 +145,38 @@ def test_a_non_blocking_socket_raises_blocking_io_error_when_nothing_is_there():
         return blocking
 
     assert run(main) == (False, 0.0)
+
+
+def test_timeouts_and_blocking_follow_the_stdlib_rules():
+    """SOCK_NONBLOCK makes a non-blocking socket; settimeout takes numbers only;
+    setblocking on a closed descriptor fails; as the stdlib socket's."""
+    nonblocking = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+    assert (nonblocking.gettimeout(), nonblocking.getblocking()) == (0.0, False)
+    for bad, error in (("", TypeError), ("1", TypeError), (-1, ValueError),
+                       (float("nan"), ValueError)):
+        with pytest.raises(error):
+            nonblocking.settimeout(bad)
+    nonblocking.settimeout(True)
+    assert nonblocking.gettimeout() == 1.0
+    closed = socket.socket()
+    os.close(closed.fileno())
+    with pytest.raises(OSError):
+        closed.setblocking(True)
+    closed.detach()                              # its descriptor is gone already
+    nonblocking.close()
+
+
+def test_recvmsg_into_and_sendmsg_take_generators_even_when_they_must_wait():
+    def main():
+        left, right = socket.socketpair()
+        buffer = bytearray(5)
+        microthreads.spawn_later(0.01, right.sendmsg, (part for part in [b"he", b"llo"]))
+        nbytes = left.recvmsg_into(view for view in [memoryview(buffer)])[0]
+        left.close()
+        right.close()
+        return nbytes, bytes(buffer)
+
+    assert run(main) == (5, b"hello")
 
 
 RECEIVES = {

@@ -28,6 +28,7 @@ import socket as _std_module
 import sys
 import types
 from socket import *  # noqa: F403  (constants and helpers, re-exported as they are)
+from operator import index as _index
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from ..hub import current_hub, get_hub
@@ -67,18 +68,21 @@ class socket(_std.socket):
     def __init__(self, family: int = -1, type: int = -1, proto: int = -1,
                  fileno: int | None = None) -> None:
         super().__init__(family, type, proto, fileno)
-        self._mt_timeout = _std.getdefaulttimeout()
+        self._mt_timeout = super().gettimeout()  # the default, or 0.0 for SOCK_NONBLOCK
         super().setblocking(False)
 
     # ---------------------------------------------------------------- timeout
 
     def settimeout(self, value: float | None) -> None:
         """As the stdlib's: None waits without limit, 0.0 never waits, else at
-        most ``value`` seconds; ValueError if negative. The descriptor itself
+        most ``value`` seconds; ValueError if negative or NaN, TypeError if not a
+        number (an int or a float). The descriptor itself
         stays non-blocking: waits park the tasklet.
         """
         if value is not None:
-            value = float(value)
+            value = value if isinstance(value, float) else float(_index(value))  # TypeError
+            if value != value:
+                raise ValueError("Invalid value NaN (not a number)")
             if value < 0:
                 raise ValueError("Timeout value out of range")
         self._mt_timeout = value
@@ -94,6 +98,7 @@ class socket(_std.socket):
 
     def setblocking(self, flag: bool) -> None:
         """As the stdlib's: True is ``settimeout(None)``, False ``settimeout(0.0)``."""
+        super().setblocking(False)               # OSError on a closed descriptor, as the stdlib's
         self._mt_timeout = None if flag else 0.0
 
     def getblocking(self) -> bool:
@@ -179,6 +184,7 @@ class socket(_std.socket):
         under a timeout of 0.0 or with ``MSG_DONTWAIT``, BlockingIOError at once.
         OSError as the stdlib's.
         """
+        buffers = list(buffers)                  # a generator is read once, not once per try
         return self._io(READABLE, flags, _std.socket.recvmsg_into, self, buffers, ancbufsize,
                         flags)
 
@@ -200,6 +206,7 @@ class socket(_std.socket):
     def sendmsg(self, *args: Any) -> int:
         """``sendmsg(buffers[, ancdata[, flags[, address]]])``, as the stdlib's."""
         flags = args[2] if len(args) > 2 else 0
+        args = tuple(list(a) if i < 2 else a for i, a in enumerate(args))   # iterables once
         return self._io(WRITABLE, flags, _std.socket.sendmsg, self, *args)
 
     if hasattr(_std.socket, "sendmsg_afalg"):         # Linux
