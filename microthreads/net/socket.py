@@ -27,8 +27,8 @@ import ipaddress
 import socket as _std_module
 import sys
 import types
-from socket import *  # noqa: F403  (constants and helpers, re-exported as they are)
 from operator import index as _index
+from socket import *  # noqa: F403  (constants and helpers, re-exported as they are)
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from ..hub import current_hub, get_hub
