@@ -111,6 +111,7 @@ class ChatProcess:
     def start(self, timeout=PATIENCE):
         argv = [sys.executable, os.path.abspath(__file__), "_serve", self.probe_path,
                 str(self.nofile or 0), "--", "--host", "127.0.0.1", "--port", "0",
+                "--web-port", "0",
                 "--log-level", self.log_level, *self.chat_args]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL,
