@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from wsgi_helpers import LIMIT, closed_by_peer, dial, hello, read_response, serving
+from wsgi_helpers import LIMIT, closed_by_peer, dial, hello, read_response, read_to_eof, serving
 
 import microthreads
 
@@ -131,12 +131,7 @@ def test_start_response_with_exc_info_after_the_headers_reraises_and_the_connect
 
     with serving(app) as served, dial(served) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        data = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = read_to_eof(sock)
     assert data.startswith(b"HTTP/1.1 200 OK") and b"begun " in data
     assert not data.endswith(b"0\r\n\r\n")            # no clean end: the client sees a cut
 
@@ -414,12 +409,7 @@ def test_an_app_that_raises_after_its_headers_has_its_connection_closed(caplog):
     with caplog.at_level(logging.ERROR, logger="microthreads"), serving(app) as served, \
             dial(served) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        data = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = read_to_eof(sock)
     assert data.endswith(b"\r\n\r\n12345")
 
 

@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from wsgi_helpers import LIMIT, closed_by_peer, dial, hello, read_response, serving
+from wsgi_helpers import LIMIT, closed_by_peer, dial, hello, read_response, read_to_eof, serving
 
 
 def fast_request_works(served):
@@ -152,11 +152,6 @@ def test_an_app_error_is_answered_or_closed_while_others_are_served(path, caplog
         if path == "/before":
             assert answer_and_close(bad) == 500
         else:
-            data = b""
-            while True:
-                chunk = bad.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = read_to_eof(bad)
             assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"\r\n\r\n12345")
         assert fast_request_works(served)

@@ -140,6 +140,16 @@ def _more(sock):
     return chunk
 
 
+def read_to_eof(sock):
+    """Every byte the server sends on ``sock`` until it closes the connection."""
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
 def closed_by_peer(sock):
     """True if the server closed ``sock`` (EOF or reset) within LIMIT seconds."""
     try:
