@@ -57,6 +57,7 @@ from .hub import get_hub
 from .net import Connection, NetworkError
 from .net import connect as _dial
 from .net.errors import network_error
+from .nonblocking import deadline_after, remaining
 from .sync import Event
 from .timeout import Timeout
 
@@ -728,10 +729,11 @@ def connect(url: str, *, timeout: float | None = HANDSHAKE_TIMEOUT, ssl: Any = N
         extra.append((b"Origin", origin.encode("latin-1")))
     protocol = WSConnection(ConnectionType.CLIENT)
     extensions: list[Extension] = [PerMessageDeflate()] if compression else []
-    deadline = None if timeout is None else get_hub().clock() + timeout
+    hub = get_hub()
+    deadline = deadline_after(hub, timeout)
     conn = _dial((parts.hostname, port), timeout=timeout, ssl=ssl if scheme == "wss" else None)
     try:
-        with Timeout(None if deadline is None else max(0.0, deadline - get_hub().clock()),
+        with Timeout(remaining(hub, deadline),
                      TimeoutError(f"{url}: no WebSocket handshake in time")):
             conn.sendall(protocol.send(Request(host=parts.netloc, target=target,
                                                extensions=extensions,
