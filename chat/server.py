@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import microthreads
-from microthreads.net import Connection, NetworkError, StreamServer
+from microthreads.net import Connection, NetworkError, NotTLSError, StreamServer
 
 from .limits import AddressLimits, address_key
 from .room import Endpoint, LocalRoom, Member, Room, RoomError
@@ -43,6 +43,11 @@ KEEPALIVE_PROBES = 3
 #: The answer to a valid handle from an address past its join rate (chat.limits),
 #: with the whole seconds to wait.
 TOO_MANY_LOGINS = "Too many logins from your address; wait {} second{}."
+
+#: The answer, in the clear, to a client on the TLS port that does not speak TLS,
+#: with the address it connected to.
+NOT_TLS = ("This port speaks TLS: connect with `openssl s_client -quiet -connect {}:{}`"
+           " or `ncat --ssl {} {}`.")
 
 
 class ThrottledLog:
@@ -163,7 +168,8 @@ class ChatServer:
             self.server = StreamServer(
                 (o.host, o.port), self.login, max_connections=o.max_clients,
                 refuse=self.refuse, max_output=o.max_backlog, on_full="close",
-                stall_timeout=o.stall_timeout, reuse_port=o.reuse_port, ssl=o.tls)
+                stall_timeout=o.stall_timeout, reuse_port=o.reuse_port, ssl=o.tls,
+                on_handshake_error=self.tls_refused)
             self.server.start()
             if o.web_port is not None:
                 from . import web
@@ -181,6 +187,16 @@ class ChatServer:
     def refuse(self, conn: Connection) -> None:
         """The answer to a connection over ``--max-clients``."""
         conn.sendall(b"Server is full, try again later.\r\n")
+
+    def tls_refused(self, conn: Connection, error: NetworkError) -> None:
+        """A connection whose TLS handshake failed (before the close): a
+        plaintext client is told in the clear how to connect (``NOT_TLS``);
+        either is logged, throttled, with the peer and the reason."""
+        if isinstance(error, NotTLSError):
+            host, port = conn.socket.getsockname()[:2]     # the address it dialed
+            error.answer((NOT_TLS.format(f"[{host}]" if ":" in host else host, port, host,
+                                         port) + "\r\n").encode())
+        self.refusals.info("%s", error)                     # it names the peer
 
     def login(self, conn: Connection) -> None:
         """A telnet member: its terminal over ``conn``, then ``enter``."""

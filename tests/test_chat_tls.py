@@ -97,16 +97,34 @@ def test_a_tls_client_program_logs_in_talks_to_another_member_and_quits(tls_chat
         "hello alice, over TLS", "carol says: hello alice, over TLS"]
 
 
-def test_plain_tcp_to_the_tls_port_is_closed_without_an_error_in_the_log(tls_chat, certs):
+def test_a_plaintext_client_on_the_tls_port_is_told_how_to_connect_and_logged(tls_chat,
+                                                                               certs):
     server, _terminal = tls_chat
+    alice = join_tls(server, certs, "alice")
     plain = server.connect(name="plain")
-    plain.say("hello?")
-    try:                                      # the handshake failed: closed, unread
-        closed = plain.event() is None        # input making it a reset or not
-    except ConnectionResetError:
-        closed = True
-    assert closed
-    alice = join_tls(server, certs, "alice")  # and the server goes on
+    plain.say("hello?")                       # a line typed before any prompt
+    assert plain.line() == ("This port speaks TLS: connect with `openssl s_client -quiet"
+                            f" -connect 127.0.0.1:{server.port}` or `ncat --ssl 127.0.0.1"
+                            f" {server.port}`.")
+    assert plain.event() is None              # then closed
+    server.wait_for_log(r"127\.0\.0\.1:\d+: not speaking TLS \(its first bytes: b'hello'\)")
+    alice.say("still here")                   # the TLS member beside it goes on
+    alice.expect("alice says: still here")
+    bob = join_tls(server, certs, "bob")      # and so do new ones
+    bob.say("/quit")
+
+
+def test_a_tls_handshake_that_fails_otherwise_is_logged_with_the_peer_and_reason(tls_chat,
+                                                                                 certs):
+    import socket
+    import ssl
+    server, _terminal = tls_chat
+    refusing = ssl.create_default_context()   # trusts the system's CAs, not the test CA
+    with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as raw, \
+            pytest.raises(ssl.SSLCertVerificationError):
+        refusing.wrap_socket(raw, server_hostname="localhost")
+    server.wait_for_log(r"127\.0\.0\.1:\d+: TLS handshake failed: \w")
+    alice = join_tls(server, certs, "alice")
     alice.say("/quit")
 
 

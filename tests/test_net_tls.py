@@ -168,6 +168,47 @@ def test_a_client_stalling_mid_handshake_is_dropped_at_the_time_limit(certs, cap
     assert "timed out" in failures[0].getMessage()
 
 
+def test_a_plaintext_client_is_a_not_tls_error_it_can_be_answered_beside_a_tls_client(certs):
+    errors = []
+
+    def refused(conn, error):
+        errors.append((type(error), error.first_bytes))
+        assert error.answer(b"this port speaks TLS\n")
+
+    def main():
+        with net.StreamServer(("127.0.0.1", 0), _echo, ssl=server_context(certs),
+                              on_handshake_error=refused) as server:
+            plain = cosocket.create_connection(server.address, timeout=LIMIT)
+            plain.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            conn = net.connect(server.address, timeout=LIMIT, ssl=client_context(certs))
+            conn.sendall(b"over TLS\n")
+            assert conn.recv_line() == b"over TLS\n"
+            assert plain.recv(100) == b"this port speaks TLS\n"
+            assert plain.recv(100) == b""                  # then a clean close, no reset
+            conn.close()
+
+    run(main)
+    assert errors == [(net.NotTLSError, b"GET /")]
+
+
+def test_a_client_silent_past_the_hello_timeout_is_a_not_tls_error(certs):
+    def main():
+        hub = microthreads.get_hub()
+        with net.listen(("127.0.0.1", 0), ssl=server_context(certs),
+                        hello_timeout=0.05) as listener:
+            silent = cosocket.create_connection(listener.address, timeout=LIMIT)
+            started = hub.clock()
+            with pytest.raises(net.NotTLSError, match=r"sent nothing in 0\.05 s") as caught:
+                listener.accept()
+            assert hub.clock() - started >= 0.04
+            assert caught.value.first_bytes == b""
+            assert not caught.value.answer(b"too late\n")   # accept() closed it
+            assert silent.recv(100) == b""
+            silent.close()
+
+    run(main)
+
+
 @pytest.mark.parametrize("name, reason", [
     ("other_name", "mismatch"),
     ("expired", "certificate has expired"),

@@ -73,6 +73,18 @@ def test_certfile_and_keyfile_serve_https_that_requests_verifies(certs):
         assert stop(process) == 0
 
 
+def test_plain_http_to_the_https_port_gets_a_400_naming_the_https_address(certs):
+    process, url = start("wsgi_apps.plain:application", "--certfile", certs.server,
+                         "--keyfile", certs.server_key)
+    try:
+        response = requests.get(url.replace("https://", "http://") + "/", timeout=LIMIT)
+        assert response.status_code == 400
+        assert response.text == f"400 Bad Request: this port speaks HTTPS: use {url}/\n"
+        assert requests.get(url + "/", timeout=LIMIT, verify=certs.ca).status_code == 200
+    finally:
+        assert stop(process) == 0
+
+
 def test_an_app_that_cannot_be_found_is_an_error_naming_it():
     result = subprocess.run([sys.executable, "-m", "microthreads.wsgi", "wsgi_apps.plain:nope"],
                             cwd=TESTS, capture_output=True, text=True, timeout=LIMIT,

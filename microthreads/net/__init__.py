@@ -9,7 +9,7 @@ Bytes in, bytes out: text and its encoding belong to the application.
   ``wait_closed``, ``peer``
 - ``StreamServer(address, handler, ssl=None)``: one tasklet per connection
 - ``DatagramServer(address, handler)``: UDP, one tasklet per datagram
-- ``NetworkError``, ``LineTooLong``
+- ``NetworkError``, ``NotTLSError`` (a plaintext client on a TLS port), ``LineTooLong``
 - ``microthreads.net.socket``: a cooperative drop-in for the stdlib module
 - ``microthreads.net.ssl``: the same for the stdlib ``ssl`` module (TLS)
 
@@ -19,9 +19,9 @@ behaves exactly as over TCP.
 
 from . import socket, ssl
 from .datagram import DatagramServer
-from .errors import LineTooLong, NetworkError
+from .errors import LineTooLong, NetworkError, NotTLSError
 from .server import Listener, StreamServer, connect, listen
 from .stream import Connection
 
 __all__ = ["Connection", "DatagramServer", "LineTooLong", "Listener", "NetworkError",
-           "StreamServer", "connect", "listen", "socket", "ssl"]
+           "NotTLSError", "StreamServer", "connect", "listen", "socket", "ssl"]

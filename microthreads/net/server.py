@@ -16,7 +16,7 @@ from ..timeout import Timeout, sleep
 from . import socket as _coop
 from . import ssl as _tls
 from .common import describe, family_of, forget_on_its_thread, resolve
-from .errors import NetworkError, network_error
+from .errors import NetworkError, NotTLSError, network_error
 from .stream import Connection, check_options
 
 if TYPE_CHECKING:
@@ -35,6 +35,10 @@ ACCEPT_BUDGET = 32
 EMFILE_BACKOFF = 0.1
 #: How long a TLS client may take over its handshake (seconds), unless told.
 HANDSHAKE_TIMEOUT = 10.0
+#: How long a client on a TLS port may take to send its first byte (seconds),
+#: unless told: a TLS client sends its ClientHello as soon as it connects, a
+#: plaintext one (``nc``, ``telnet``) waits for the server to speak.
+HELLO_TIMEOUT = 2.0
 
 
 class Listener:
@@ -47,11 +51,14 @@ class Listener:
     With ``ssl`` (an ``ssl.SSLContext``, the stdlib's or
     ``microthreads.net.ssl``'s) every Connection is TLS, server side:
     ``accept()`` returns it after its handshake, which may take at most
-    ``handshake_timeout`` seconds.
+    ``handshake_timeout`` seconds. A client whose first bytes are not a TLS
+    record, or that sends none within ``hello_timeout`` seconds, is a
+    plaintext client: ``NotTLSError``.
     """
 
     def __init__(self, sock: _socket.socket, *, ssl: Any = None,
-                 handshake_timeout: float = HANDSHAKE_TIMEOUT, **connection_options: Any) -> None:
+                 handshake_timeout: float = HANDSHAKE_TIMEOUT,
+                 hello_timeout: float = HELLO_TIMEOUT, **connection_options: Any) -> None:
         check_options(connection_options)
         sock.setblocking(False)
         self._sock = sock
@@ -60,6 +67,7 @@ class Listener:
         self.address = sock.getsockname()
         self.ssl = ssl
         self.handshake_timeout = handshake_timeout
+        self.hello_timeout = hello_timeout
         self.connection_options = connection_options
         self._closed = False
         self._budget = EagerBudget(self._hub, ACCEPT_BUDGET)   # accepts in a row without a wait
@@ -89,7 +97,8 @@ class Listener:
         """Wait for the next connection and return it as a Connection.
 
         Under TLS, after its handshake: a failed or overlong handshake raises
-        NetworkError, its descriptor already closed.
+        NetworkError (``NotTLSError`` for a plaintext client), its
+        descriptor already closed.
         """
         sock, peer = self.accept_socket()
         conn = self.wrap(sock, peer)
@@ -110,14 +119,27 @@ class Listener:
 
         At most ``handshake_timeout`` seconds. Any failure (a bad or stalled
         client, a reset, a certificate refused) closes ``conn`` and raises
-        NetworkError naming the peer.
+        NetworkError naming the peer and the reason: ``NotTLSError`` for a
+        client whose first bytes are no TLS record, or that sent none within
+        ``hello_timeout`` seconds.
         """
+        try:
+            self._handshake(conn)
+        except NetworkError:
+            conn.close("TLS handshake failed")
+            raise
+
+    def _handshake(self, conn: Connection) -> None:
+        """``handshake``, leaving ``conn`` open when it fails."""
         if self.ssl is None:
             return
         try:
+            _tls.expect_client_hello(conn.socket, min(self.hello_timeout,
+                                                      self.handshake_timeout), conn.peer)
             _tls.handshake(conn.socket, self.handshake_timeout)
+        except NotTLSError:
+            raise
         except (OSError, ValueError) as exc:
-            conn.close("TLS handshake failed")
             raise NetworkError(f"{describe(conn.peer)}: TLS handshake failed:"
                                f" {_tls.describe_error(exc)}") from exc
 
@@ -158,9 +180,10 @@ def listen(address: Any, backlog: int = 128, reuse_port: bool = False,
     stale socket file there is replaced). Port 0 picks a free port: read it
     from ``Listener.address``. ``reuse_port`` sets SO_REUSEPORT, so several
     processes can accept on one port. ``ssl=context`` (and
-    ``handshake_timeout``) make every accepted Connection TLS: see Listener.
+    ``handshake_timeout``, ``hello_timeout``) make every accepted Connection
+    TLS: see Listener.
     """
-    check_options(connection_options, also=("ssl", "handshake_timeout"))
+    check_options(connection_options, also=("ssl", "handshake_timeout", "hello_timeout"))
     family, sockaddr = resolve(address, family_of(address))
     sock = _socket.socket(family, _socket.SOCK_STREAM)
     try:
@@ -257,21 +280,28 @@ class StreamServer:
 
     ``ssl=context`` serves TLS: each handshake runs in the connection's own
     tasklet, before ``handler`` (or ``refuse``), at most ``handshake_timeout``
-    seconds; a handshake that fails or stalls is logged at debug level and
-    its descriptor closed, and the handler never runs.
+    seconds; a handshake that fails or stalls closes the descriptor, and the
+    handler never runs. Before the close, ``on_handshake_error(conn, error)``
+    is called if given (in that tasklet, at most ``refuse_timeout`` seconds;
+    ``error`` is the NetworkError naming the peer and the reason, a
+    ``NotTLSError`` for a plaintext client, whose ``answer(data)`` can tell
+    it in the clear how to connect); without it the failure is logged at
+    debug level. ``hello_timeout``: see Listener.
     """
 
     def __init__(self, address: Any, handler: Callable[[Connection], object],
                  max_connections: int | None = None,
                  refuse: Callable[[Connection], object] | None = None, *,
                  backlog: int = 128, reuse_port: bool = False, refuse_timeout: float = 5.0,
+                 on_handshake_error: Callable[[Connection, NetworkError], object] | None = None,
                  **connection_options: Any) -> None:
-        check_options(connection_options, also=("ssl", "handshake_timeout"))
+        check_options(connection_options, also=("ssl", "handshake_timeout", "hello_timeout"))
         self._address = address
         self.handler = handler
         self.max_connections = max_connections
         self.refuse = refuse
         self.refuse_timeout = refuse_timeout
+        self.on_handshake_error = on_handshake_error
         self.backlog = backlog
         self.reuse_port = reuse_port
         self.connection_options = connection_options
@@ -365,7 +395,8 @@ class StreamServer:
         me = getcurrent()
         assert isinstance(me, Tasklet)        # spawned by the accept loop
         try:
-            listener.handshake(conn)
+            if not self._handshake(conn, listener):
+                return
             self.handler(conn)
         except NetworkError as exc:
             log.debug("%s", exc)               # the message names the peer already
@@ -377,7 +408,8 @@ class StreamServer:
 
     def _refuse(self, conn: Connection, listener: Listener) -> None:
         try:
-            listener.handshake(conn)
+            if not self._handshake(conn, listener):
+                return
             if self.refuse is not None:
                 with Timeout(self.refuse_timeout):
                     self.refuse(conn)
@@ -387,6 +419,26 @@ class StreamServer:
             log.exception("refuse() for %s failed", describe(conn.peer))
         finally:
             conn.close()
+
+    def _handshake(self, conn: Connection, listener: Listener) -> bool:
+        """``listener``'s handshake of ``conn``; False if it failed (told to
+        ``on_handshake_error``, else logged), ``conn`` still open."""
+        try:
+            listener._handshake(conn)
+            return True
+        except NetworkError as exc:
+            error = exc
+        if self.on_handshake_error is None:
+            log.debug("%s", error)             # the message names the peer already
+            return False
+        try:
+            with Timeout(self.refuse_timeout):
+                self.on_handshake_error(conn, error)
+        except (NetworkError, Timeout):
+            pass
+        except Exception:
+            log.exception("on_handshake_error() for %s failed", describe(conn.peer))
+        return False
 
     def _open_spare(self) -> None:
         if self._spare is None:

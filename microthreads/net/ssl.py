@@ -44,13 +44,14 @@ from __future__ import annotations
 import errno as _errno
 import socket as _socket
 import ssl as _std
+from functools import partial
 from typing import Any, Callable, TypeVar, cast
 
 from ..hub import get_hub
-from ..nonblocking import deadline_after, remaining, retry
+from ..nonblocking import READABLE, call, deadline_after, remaining, retry
 from . import socket as _coop
 from .common import describe
-from .errors import NetworkError
+from .errors import NetworkError, NotTLSError
 
 __all__ = sorted({name for name in dir(_std) if not name.startswith("_")} |
                  {"SSLContext", "SSLSocket", "cooperative_class", "create_default_context",
@@ -298,6 +299,30 @@ def handshake(sock: SSLSocket, timeout: float | None) -> None:
     if sock._sslobj is None:
         raise OSError(_errno.ENOTCONN, "not connected: the peer left before the handshake")
     sock._call(sock._sslobj.do_handshake, timeout=timeout, use_timeout=False)
+
+
+#: The content type of a TLS handshake record, the first byte a TLS client sends.
+HANDSHAKE_RECORD = 0x16
+
+
+def expect_client_hello(sock: SSLSocket, timeout: float, peer: Any) -> None:
+    """Peek at the first bytes of ``sock``, a server side not yet handshaken.
+
+    Waits at most ``timeout`` seconds for them and consumes nothing. Returns
+    if they begin a TLS handshake record, or if the client closed (the
+    handshake then fails as it does). Raises ``NotTLSError`` if they do not,
+    or if nothing came in time; ``OSError`` as the peek raises it (a reset).
+    """
+    hub = get_hub()
+    peek = partial(_socket.socket.recv, sock, 5, _socket.MSG_PEEK)
+    try:
+        head = call(hub, sock.fileno(), READABLE, deadline_after(hub, timeout), peek)
+    except TimeoutError:
+        raise NotTLSError(f"{describe(peer)}: sent nothing in {timeout:g} s on the TLS port:"
+                          " not a TLS client", b"", sock) from None
+    if head and head[0] != HANDSHAKE_RECORD:
+        raise NotTLSError(f"{describe(peer)}: not speaking TLS (its first bytes: {head!r})",
+                          head, sock)
 
 
 def client_handshake(context: _std.SSLContext, sock: _socket.socket,

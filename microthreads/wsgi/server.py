@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 import httptools  # the `http` extra: pip install 'microthreads[http]'
 
 from ..hub import get_hub
-from ..net.errors import NetworkError
+from ..net.errors import NetworkError, NotTLSError
 from ..net.server import StreamServer
 from ..net.stream import Connection
 
@@ -801,7 +801,8 @@ class WSGIServer:
     its requests: keep-alive, pipelined requests answered in order, chunked
     bodies both ways, ``Expect: 100-continue`` answered on the first read
     of ``wsgi.input``, HEAD, Date and Server headers. ``ssl=context`` serves
-    HTTPS (``wsgi.url_scheme`` is then "https").
+    HTTPS (``wsgi.url_scheme`` is then "https"); a plaintext HTTP request
+    there gets a 400 in the clear naming the https:// address to use.
 
     Limits, each answered and followed by a close: a request target over
     ``max_request_line`` bytes (414), over ``max_headers`` header fields or
@@ -852,7 +853,8 @@ class WSGIServer:
             options = {"ssl": ssl, "handshake_timeout": handshake_timeout}
         self.stream_server = StreamServer(address, self._handle, max_connections,
                                           self._refuse, backlog=backlog,
-                                          reuse_port=reuse_port, **options)
+                                          reuse_port=reuse_port,
+                                          on_handshake_error=self._not_https, **options)
         self.extra_environ = dict(environ or {})
         self.scheme = "https" if ssl is not None else "http"
         self.connections: set[_HTTPConnection] = set()
@@ -983,4 +985,11 @@ class WSGIServer:
 
     def _refuse(self, conn: Connection) -> None:
         conn.sendall(_error_response(503, "too many connections"))
+
+    def _not_https(self, conn: Connection, error: NetworkError) -> None:
+        if isinstance(error, NotTLSError) and error.first_bytes:   # a request, not silence
+            host, port = conn.socket.getsockname()[:2]
+            host = f"[{host}]" if ":" in host else host
+            error.answer(_error_response(400, f"this port speaks HTTPS: use https://{host}:{port}/"))
+        log.debug("%s", error)
 
