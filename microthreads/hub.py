@@ -1,23 +1,24 @@
 """The hub: one greenlet per OS thread that runs the loop.
 
-It keeps a FIFO of ready entries (its format is this module's alone), a heap
-of timers (``timers.py``) on a ``Clock``, and the live tasklets. Descriptors
-are its I/O manager's (``io.py``); other threads and signals reach it through
-its waker (``waker.py``). Every wait is built from two verbs: ``park()`` the
+It keeps a FIFO of ready entries (their format is this module's alone), a
+heap of timers (``timers.py``) on a ``Clock``, and the live tasklets. Its
+descriptors are its I/O manager's (``io.py``); other threads and signals
+reach it through its waker (``waker.py``); the run modes (who handed it
+control, until when) are ``handoff.py``'s, a deadlock's verdict
+``deadlock.py``'s. Every wait is built from two verbs: ``park()`` the
 current tasklet, ``schedule_wakeup()`` another.
 
 A wake-up is stamped with the number of the wait it was meant for; each
 resume bumps it, so a wake-up that arrives after its wait ended (a kill, a
 timeout, another wake-up first) is dropped, never resuming a later wait.
-That number (``_seq``) and a kill not yet delivered (``_kill_exc``) are this
-module's state on every greenlet that parks: ``Tasklet`` reserves them as
-slots (``WAIT_STATE``); ``start()`` and ``wait_number()`` set them.
+That number (``_seq``) and a kill not yet delivered (``_kill_exc``) are kept
+on every greenlet that parks (``WAIT_STATE``, Tasklet's slots), set by
+``start()`` and ``wait_number()``.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import weakref
 from collections import deque
@@ -25,10 +26,11 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from greenlet import getcurrent, greenlet
 
+from .deadlock import schedule_errors
 from .env import env_number
-from .errors import DeadlockError
+from .handoff import RUN_ALL, RUN_UNTIL, SERVE, TICK, Handoff
 from .io import IOManager
-from .stacks import Watchdog, describe_wait
+from .stacks import Watchdog
 from .timers import TIMED_OUT, Clock, MonotonicClock, Timer, TimerHeap
 from .waker import Waker
 
@@ -85,9 +87,8 @@ def sleep(seconds: float = 0) -> None:
 
     ``sleep(0)`` yields once: every other tasklet that is ready runs before
     this one resumes, so tasklets looping on ``sleep(0)`` interleave in order.
-    A kill or a Timeout interrupts it. (Exported as ``microthreads.sleep``;
-    it lives here because ``sleep(0)`` is the runtime's hottest call: its
-    tasklet fast path is ``Hub.yield_now`` inlined, one Python call in all.)
+    A kill or a Timeout interrupts it. (``microthreads.sleep``: here, with
+    ``Hub.yield_now`` inlined, because ``sleep(0)`` is the hottest call.)
     """
     current: Any = getcurrent()
     try:
@@ -112,10 +113,10 @@ class Hub:
     ``set_clock``, ``call_soon_threadsafe``, ``watchdog``, ``close``. For
     building primitives: ``park``, ``schedule_wakeup``, ``schedule_throw``,
     ``schedule_kill``, ``cancel_wakeups``, ``yield_now``, ``call_soon``,
-    ``call_later``, ``call_at``,
-    ``poll_soon``, ``wait_for_thread``, and the descriptor verbs of ``io.py``
-    (``wait_readable``, ``close_fd``, ...). For the runtime's own modules:
-    ``start``, ``start_later``, ``retire``, ``interrupt``, ``resume``.
+    ``call_at``, ``call_later``, ``poll_soon``, ``wait_for_thread``, and the
+    descriptor verbs of ``io.py`` (``wait_readable``, ``close_fd``, ...). For
+    the runtime's own modules: ``start``, ``start_later``, ``retire``,
+    ``interrupt``, ``resume``.
     """
 
     def __init__(self, clock: Clock | None = None) -> None:
@@ -131,10 +132,6 @@ class Hub:
         self._timers = TimerHeap()
         self._threads_at_work = 0          # run_in_thread jobs not yet returned
         self._live: dict[Tasklet, None] = {}   # started or scheduled, not ended; spawn order
-        self._mode: str | None = None
-        self._target: Tasklet | None = None
-        self._tick_timeout: float | None = 0
-        self._caller: Any = None           # the greenlet that handed control to the hub
         self._interrupt: BaseException | None = None   # to raise in the caller
         self._switches = 0                 # resumes so far: the watchdog watches it
         self._polled_at = -POLL_EVERY      # _switches at the last poll
@@ -159,6 +156,8 @@ class Hub:
         self._threadsafe = self._waker.items   # sent from other threads, not yet drained
         io.add_reader(self._waker.fileno(), self._waker.drain)
         io.waiters -= 1                    # the waker alone never keeps the loop alive
+        self._handoff = Handoff(self, self._waker, self._has_work)
+        self._enter = self._handoff.enter
         ms = env_number("MICROTHREADS_WATCHDOG_MS", "milliseconds (0: off)")
         if ms:
             self.watchdog(ms)
@@ -176,6 +175,7 @@ class Hub:
 
     def _main(self) -> None:
         """The hub greenlet's body: iterate, and hand control back when asked."""
+        handoff = self._handoff
         while True:
             try:
                 self._iterate()
@@ -185,26 +185,22 @@ class Hub:
                 self._interrupt = exc
             if self._interrupt is not None:
                 interrupt, self._interrupt = self._interrupt, None
-                self._throw_to_caller(interrupt)
-            elif self._done():
-                self._return_to_caller(self._has_work())
+                handoff.throw_back(interrupt)
+            elif handoff.done():
+                handoff.hand_back()
 
     def _iterate(self) -> None:
-        """One loop iteration; docs/DESIGN.md, "A loop turn", is its contract.
-
-        1. the entries ready when it began (FIFO); 2. how long I/O may wait
-        (``_wait_for_timers``, with 2a deadlock detection and 2b a jumping
-        clock); 3. poll and wake descriptors (while tasklets keep yielding,
-        once per POLL_EVERY wake-ups); 4. the timers due by now.
-        """
+        """One loop iteration (its contract: docs/DESIGN.md, "A loop turn"):
+        1 the entries ready when it began; 2 how long I/O may wait (2a
+        deadlock, 2b a jumping clock); 3 the poll; 4 the timers due by now."""
         self._run_ready()                                    # 1
         limit: float | None
         if self._ready or self._threadsafe or self._interrupt is not None:
             timeout: float | None = 0                        # 2: work is queued: no wait
-        elif self._mode == _TICK:
-            limit = self._tick_timeout                       # the host's budget
+        elif self._handoff.mode == TICK:
+            limit = self._handoff.tick_timeout               # the host's budget
             timeout = 0 if limit == 0 else self._wait_for_timers(limit)
-        elif self._done():
+        elif self._handoff.done():
             timeout = 0
         else:
             timeout = self._wait_for_timers(None)
@@ -223,9 +219,10 @@ class Hub:
         ``limit`` (None: no limit), for the earliest timer; 2a and 2b."""
         deadline = self._timers.next_deadline()
         if deadline is None:
-            if self._mode == _TICK or self._can_wake():
-                return limit
-            return self._nothing_can_wake()                  # 2a
+            if self._handoff.mode != TICK and not self._can_wake() \
+                    and self._nothing_can_wake() is not None:
+                return 0                                     # 2a
+            return limit
         wait = self._sleep_time(deadline)
         if limit is not None and wait > limit:
             return limit
@@ -234,13 +231,10 @@ class Hub:
         return wait
 
     def _autojump(self, deadline: float, limit: float | None) -> float | None:
-        """Phase 2b: on a clock that may jump, time does not pass while all wait.
-
-        Poll real I/O once (for up to the clock's ``autojump_threshold`` real
-        seconds) and, if nothing came, move the clock to ``deadline``: its
-        timers fire in phase 4 of this turn. While a ``run_in_thread`` job is
-        at work the thread's end comes in real time, so the hub waits for it.
-        """
+        """Phase 2b, a clock that may jump: poll real I/O once (up to its
+        ``autojump_threshold`` real seconds) and, if nothing came, move the
+        clock to ``deadline`` (its timers fire in phase 4). A thread job at
+        work ends in real time: the hub waits for it instead."""
         if self._threads_at_work:
             return limit
         if self._io.waiters:
@@ -252,17 +246,13 @@ class Hub:
         return 0
 
     def poll_soon(self) -> None:
-        """Make the next iteration poll for I/O even with work queued.
-
-        For a tasklet yielding after a long run of work (net's EAGER_BUDGET of
-        a flooding peer's input): the others' I/O gets in after that run, not
-        after POLL_EVERY such runs.
-        """
+        """Make the next iteration poll for I/O even with work queued: for a
+        tasklet yielding after a long run of work (``nonblocking.EagerBudget``),
+        so others' I/O gets in after that run, not after POLL_EVERY of them."""
         self._polled_at = self._switches - POLL_EVERY
 
     def _run_ready(self) -> None:
-        """Phase 1. An entry is ``(seq, greenlet, value)``, a wake-up for wait
-        number ``seq`` of that greenlet, or ``(None, callback, args)``."""
+        """Phase 1: the entries ready when it began (``_ready``'s, in order)."""
         ready = self._ready
         popleft = ready.popleft
         for _ in range(len(ready)):          # a snapshot: newcomers wait a turn
@@ -289,18 +279,7 @@ class Hub:
         finally:
             self._in_poll = False
 
-    # ---------------------------------------------- when to hand control back
-
-    def _done(self) -> bool:
-        mode = self._mode
-        if mode == _TICK:
-            return True
-        if mode == _RUN_UNTIL:
-            assert self._target is not None
-            return self._target.finished
-        if mode == _RUN_ALL:
-            return not self._has_work()
-        return False                       # _SERVE: the parked caller is woken directly
+    # ---------------------------------------------- what is left
 
     def _can_wake(self) -> bool:
         """Is anything left that could wake a tasklet: ready work, a timer, a
@@ -311,40 +290,6 @@ class Hub:
     def _has_work(self) -> bool:
         return bool(self._live) or self._can_wake()
 
-    def _return_to_caller(self, value: Any) -> None:
-        caller, self._caller = self._caller, None
-        caller.switch(value)
-
-    def _throw_to_caller(self, exc: BaseException) -> None:
-        caller, self._caller = self._caller, None
-        if caller is None:                   # nobody is waiting for control: keep it
-            log.warning("microthreads: %r with nobody to raise it to", exc)
-            return
-        if self._mode == _SERVE:
-            self.cancel_wakeups(caller)      # its pending wake-ups are stale now
-        caller.throw(exc)
-
-    def _enter(self, mode: str, target: Tasklet | None = None,
-               tick_timeout: float | None = 0) -> Any:
-        """Hand control to the hub greenlet from outside it (run, tick, park)."""
-        current = getcurrent()
-        if current is self._greenlet:
-            raise RuntimeError("the hub cannot wait: a callback or finish hook tried to block"
-                               " (spawn a tasklet for blocking work)")
-        self.check_thread()
-        if self._caller is not None:
-            raise RuntimeError("the hub is already running in this thread")
-        self._mode, self._target, self._tick_timeout = mode, target, tick_timeout
-        self._caller = current
-        restore = self._waker.install_sigint()
-        try:
-            return self._switch()
-        finally:
-            self._caller = None
-            self._mode = self._target = None
-            if restore is not None:
-                signal.signal(signal.SIGINT, restore)
-
     def interrupt(self, exc: BaseException) -> None:
         """Raise ``exc`` to the caller of run()/tick() at the end of this
         iteration (a tasklet that died of KeyboardInterrupt or SystemExit, Ctrl-C)."""
@@ -352,44 +297,24 @@ class Hub:
 
     # ------------------------------------------------------------ deadlock
 
-    def _nothing_can_wake(self, host_handlers: tuple[Any, ...] = ()) -> float | None:
-        """Phase 2a: no timer, descriptor, thread or callback is left.
-
-        Returns how long to poll: 0 if deadlock errors were scheduled, or None
-        (block on signals) when the hub is simply out of work. The newest
-        tasklets get their error first, a parked caller of run() last: a
-        joiner is usually older than what it joins, so the joined one dies
-        while still joined (not reported as "nobody joined it") and the
-        joiner reports the deadlock once.
-        """
+    def _nothing_can_wake(self, host_handlers: tuple[Any, ...] = ()) -> bool | None:
+        """Phase 2a: nothing is left that could wake a tasklet. None if a
+        Python signal handler other than ``host_handlers`` still may (the poll
+        blocks on signals); else whether DeadlockError was scheduled for
+        anyone blocked (``deadlock.py``)."""
         if self._waker.signal_handlers_installed(host_handlers):
             return None
-        blocked: list[Any] = [t for t in reversed(self._live) if t.started and not t.dead]
-        if self._mode == _SERVE:
-            blocked.append(self._caller)
-        if not blocked:
-            return 0                         # nothing left at all: _done() decides
-        message = "nothing left can wake these tasklets:\n" + "\n".join(
-            "  " + describe_wait(g) for g in reversed(blocked))
-        for g in blocked:                    # the caller last, after the tasklets
-            if g is not self._caller:
-                self.schedule_throw(g, DeadlockError(message))
-        if self._mode == _SERVE:
-            self.call_soon(self.interrupt, DeadlockError(message))
-        return 0
+        handoff = self._handoff
+        return schedule_errors(self, self._live,
+                               handoff.caller if handoff.mode == SERVE else None)
 
     def detect_deadlock(self, host_handlers: tuple[Any, ...] = ()) -> bool:
-        """For a host loop that itself has nothing left that could act.
-
-        If tasklets are blocked and nothing the hub knows of could wake them
-        (no ready work, timer, watched descriptor, thread job, nor a Python
+        """For a host loop with nothing left that could act (``microthreads.aio``):
+        if tasklets are blocked and nothing the hub knows of could wake them
+        (ready work, a timer, a watched descriptor, a thread job, a Python
         signal handler other than ``host_handlers``, the host's own), each
-        gets ``DeadlockError`` at its next tick, as under ``run()``, and True
-        is returned; else False. ``microthreads.aio`` calls it.
-        """
-        if self._can_wake():
-            return False
-        return self._nothing_can_wake(host_handlers) == 0 and bool(self._ready)
+        gets DeadlockError at the next tick, as under ``run()``: True; else False."""
+        return not self._can_wake() and bool(self._nothing_can_wake(host_handlers))
 
     # ----------------------------------------------------- verbs: tasklets
 
@@ -443,7 +368,7 @@ class Hub:
         if current.parent is self._greenlet:          # a tasklet: the fast path
             return self._switch()
         self.wait_number(current)
-        return self._enter(_SERVE)
+        return self._enter(SERVE)
 
     def yield_now(self) -> None:
         """Let every other ready tasklet run once, then go on (``sleep(0)``).
@@ -483,10 +408,8 @@ class Hub:
     # ---------------------------------------------------- verbs: waking
 
     def schedule_wakeup(self, g: Any, value: Any = None) -> None:
-        """Resume the parked greenlet ``g`` soon, its ``park()`` returning ``value``.
-
-        Ignored if that wait has ended by the time the hub gets to it.
-        """
+        """Resume the parked greenlet ``g`` soon, its ``park()`` returning
+        ``value``; ignored if that wait has ended by the time the hub gets to it."""
         self._ready.append((g._seq, g, value))
 
     def schedule_throw(self, g: Any, exc: BaseException) -> None:
@@ -494,12 +417,10 @@ class Hub:
         self._ready.append((None, self.resume, (g, g._seq, None, exc)))
 
     def schedule_kill(self, g: Any, exc: BaseException) -> None:
-        """Deliver ``exc`` to the parked greenlet ``g`` at its next resumption.
-
-        Whatever wakes it first (this call's own wake-up, an I/O event, a
-        timer) raises ``exc`` instead of returning; every other wake-up it
-        had registered becomes stale. Used by ``Tasklet.kill``.
-        """
+        """Deliver ``exc`` to the parked greenlet ``g`` at its next resumption:
+        whatever wakes it first (this call's own wake-up, an I/O event, a
+        timer) raises ``exc`` instead of returning; its other wake-ups become
+        stale. Used by ``Tasklet.kill``."""
         g._kill_exc = exc
         self._ready.append((g._seq, g, None))
 
@@ -557,18 +478,14 @@ class Hub:
         return self._timers.add(self.clock() + seconds, callback, args)
 
     def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
-        """From any OS thread: run ``callback(*args)`` on this hub soon.
-
-        Wakes a hub that is sleeping in its poll. Safe from signal handlers.
-        """
+        """From any OS thread: run ``callback(*args)`` on this hub soon, waking
+        it from its poll. Safe from signal handlers."""
         self._waker.send((None, callback, args))
 
     def report_error(self, tasklet: Tasklet, exc: BaseException) -> None:
-        """Report a tasklet that died of ``exc`` with nobody joining it.
-
-        Called once, at its death. Replace it (on the instance or a subclass)
-        to send crashes elsewhere; the default logs the traceback.
-        """
+        """Report a tasklet that died of ``exc`` with nobody joining it, once.
+        Replace it (on the instance or a subclass) to send crashes elsewhere;
+        the default logs the traceback."""
         log.error("Tasklet %r crashed with %s (nobody joined it):", tasklet.name,
                   type(exc).__name__, exc_info=(type(exc), exc, exc.__traceback__))
 
@@ -584,42 +501,33 @@ class Hub:
     def run(self, tasklet: Tasklet | None = None) -> None:
         """Run the loop until ``tasklet`` has finished (hooks included) or,
         with None, until nothing is left. Use ``microthreads.run()``."""
-        current = getcurrent()
-        if current is not self._greenlet and current.parent is self._greenlet:
+        if getcurrent().parent is self._greenlet:
             raise RuntimeError("microthreads.run() is not re-entrant: it was called from inside"
                                " a tasklet (spawn() and join() instead)")
         if tasklet is None:
-            self._enter(_RUN_ALL)
+            self._enter(RUN_ALL)
         elif not tasklet.finished:
-            self._enter(_RUN_UNTIL, tasklet)
+            self._enter(RUN_UNTIL, tasklet)
 
     def tick(self, timeout: float | None = 0) -> bool:
-        """One loop iteration, for a foreign main loop (a game loop, a GUI).
-
-        Runs the ready callbacks, waits for I/O at most ``timeout`` seconds
+        """One loop iteration, for a foreign main loop (a game loop, a GUI):
+        runs the ready entries, waits for I/O at most ``timeout`` seconds
         (less if a timer is due sooner; 0 polls), wakes what is ready and
-        fires due timers. Returns False when nothing is left (no tasklet,
-        timer, descriptor or thread job). Deadlock detection is run()'s
-        alone: a host loop may still feed work later. A Ctrl-C arriving during
-        the tick raises KeyboardInterrupt here.
-        """
-        current = getcurrent()
-        if current.parent is self._greenlet:
+        fires due timers. False when nothing is left (no tasklet, timer,
+        descriptor or thread job). No deadlock detection: a host loop may feed
+        work later. A Ctrl-C during the tick raises KeyboardInterrupt here."""
+        if getcurrent().parent is self._greenlet:
             raise RuntimeError("Hub.tick() was called from inside a tasklet")
-        return bool(self._enter(_TICK, tick_timeout=timeout))
+        return bool(self._enter(TICK, tick_timeout=timeout))
 
     def fileno(self) -> int:
-        """A descriptor that is readable when the hub has I/O or a thread wake-up.
-
-        A host loop waits on it (and on ``next_deadline()``) instead of polling.
-        """
+        """A descriptor readable when the hub has I/O or a thread wake-up: a
+        host loop waits on it (and on ``next_deadline()``) instead of polling."""
         return self._io.poller.fileno()
 
     def next_deadline(self) -> float | None:
-        """When the hub next needs a tick, as an absolute ``clock()`` time.
-
-        Now if work is ready; the earliest timer; None if it waits only on I/O.
-        """
+        """When the hub next needs a tick, as an absolute ``clock()`` time: now
+        if work is ready; the earliest timer; None if it waits only on I/O."""
         if self._ready or self._threadsafe:
             return self.clock()
         return self._timers.next_deadline()
@@ -642,15 +550,12 @@ class Hub:
     def activity(self) -> tuple[int, bool, bool]:
         """(resumes so far, waiting in its poll now, a caller has handed it
         control): what the watchdog samples from its own thread."""
-        return self._switches, self._in_poll, self._caller is not None
+        return self._switches, self._in_poll, self._handoff.caller is not None
 
     def watchdog(self, milliseconds: float | None) -> Watchdog | None:
-        """Report, from a monitor thread, a tasklet holding the hub too long.
-
-        When the hub has not resumed anything nor polled for longer than
-        ``milliseconds``, the stack of the code that holds it is reported
-        (``Watchdog``) once per stall. ``None`` or 0 turns it off.
-        """
+        """Report, from a monitor thread, the stack of the code holding the hub
+        once per stall (``Watchdog``): the hub has not resumed anything nor
+        polled for longer than ``milliseconds``. ``None`` or 0 turns it off."""
         if self._watchdog is not None:
             self._watchdog.stop()
             self._watchdog = None
@@ -692,7 +597,7 @@ class Hub:
     def _kill_the_living(self) -> None:
         """close()'s first step: TaskletExit to every live tasklet, and their ends run."""
         current = getcurrent()
-        if not self._live or self._caller is not None or current is self._greenlet \
+        if not self._live or self._handoff.caller is not None or current is self._greenlet \
                 or current.parent is self._greenlet:
             return                             # nobody to kill, or the hub cannot run now
         living = list(self._live)
@@ -701,6 +606,3 @@ class Hub:
         while self._ready and not all(tasklet.finished for tasklet in living):
             self.tick(0)
 
-
-# What the caller of run()/tick() asked the hub greenlet to do.
-_TICK, _RUN_UNTIL, _RUN_ALL, _SERVE = "tick", "run until", "run all", "serve"
