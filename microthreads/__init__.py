@@ -17,7 +17,7 @@ from types import ModuleType
 
 from . import hooks
 from .debug import format_run_info
-from .errors import DeadlockError, TaskletExit
+from .errors import DeadlockError, NeverRanWarning, TaskletExit
 from .group import Group, Pool
 from .hub import Hub, get_hub
 from .result import AsyncResult
@@ -48,7 +48,8 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AsyncResult", "BoundedSemaphore", "Channel", "DeadlockError", "Empty", "Event", "Full",
-    "Group", "Hub", "Lock", "Pool", "Queue", "RLock", "Semaphore", "Tasklet", "TaskletExit",
-    "Timeout", "format_run_info", "get_hub", "getcurrent", "hooks", "joinall", "killall",
-    "on_finish", "run", "run_in_thread", "sleep", "spawn", "spawn_later", "with_timeout",
+    "Group", "Hub", "Lock", "NeverRanWarning", "Pool", "Queue", "RLock", "Semaphore",
+    "Tasklet", "TaskletExit", "Timeout", "format_run_info", "get_hub", "getcurrent", "hooks",
+    "joinall", "killall", "on_finish", "run", "run_in_thread", "sleep", "spawn",
+    "spawn_later", "with_timeout",
 ]

@@ -22,3 +22,15 @@ class DeadlockError(RuntimeError):
         DeadlockError: nothing left can wake these tasklets:
           <Tasklet 'consumer'> waits on Queue.get() at app.py:42
     """
+
+
+class NeverRanWarning(RuntimeWarning):
+    """Warned at interpreter exit when the main thread's hub never ran.
+
+    Tasklets were spawned (a ``StreamServer`` started is one: its accept
+    loop) but the program ended without ``microthreads.run()``, so none of
+    them ran. The warning names them; filter it as any warning
+    (``warnings.filterwarnings("ignore", category=NeverRanWarning)``; the
+    command line's ``-W`` cannot name it: it is read before the package
+    can be imported).
+    """

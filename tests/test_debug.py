@@ -1,10 +1,25 @@
-"""Seeing inside: format_run_info and the blocked-hub watchdog."""
+"""Seeing inside: format_run_info, the blocked-hub watchdog, the warning at exit."""
 
 import logging
+import subprocess
 import sys
+import textwrap
 import time
+from pathlib import Path
+
+import pytest
 
 import microthreads
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_script(tmp_path, source, *python_options, env=None):
+    """``source`` as a script in a fresh interpreter: its CompletedProcess (text)."""
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(source))
+    return subprocess.run([sys.executable, *python_options, str(script)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
 
 
 def next_line():
@@ -108,3 +123,37 @@ def test_the_watchdog_leaves_the_hosts_own_code_between_runs_alone(caplog):
         hub.watchdog(0)
     assert watchdog.reports == 1
     assert "in hog_until_reported" in reports()[0].getMessage()
+
+
+def test_a_script_that_spawns_and_ends_without_run_is_warned_naming_the_tasklets(tmp_path):
+    done = run_script(tmp_path, """\
+        import microthreads
+        from microthreads import net
+
+        def worker():
+            print("worked")
+
+        microthreads.spawn(worker)
+        net.StreamServer(("127.0.0.1", 0), print).start()
+    """)
+    assert done.returncode == 0
+    assert done.stdout == ""
+    [warning, source] = done.stderr.splitlines()
+    assert warning.startswith(f"{tmp_path / 'script.py'}:4: NeverRanWarning: 2 tasklets were"
+                              " spawned but never ran ('worker', 'accept 127.0.0.1:")
+    assert warning.endswith("'): the program ended without running the hub; call"
+                            " microthreads.run() (it returns when they are done)")
+    assert source.strip() == "def worker():"
+
+
+@pytest.mark.parametrize("source", [
+    "microthreads.spawn(print, 'ran'); microthreads.run()",
+    "microthreads.run(lambda: microthreads.spawn(print, 'left behind'))",
+    "print('ran')",
+    "import warnings; warnings.simplefilter('ignore', microthreads.NeverRanWarning);"
+    " microthreads.spawn(print)",
+])
+def test_no_warning_when_the_hub_ran_or_nothing_was_spawned_or_it_is_filtered(tmp_path,
+                                                                              source):
+    done = run_script(tmp_path, f"import microthreads\n{source}\n")
+    assert (done.returncode, done.stderr) == (0, "")
