@@ -22,7 +22,7 @@ log = logging.getLogger("microthreads")
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _GREENLET_DIR = os.path.dirname(os.path.abspath(sys.modules["greenlet"].__file__ or "")) + os.sep
 
-__all__ = ["Watchdog", "describe_wait"]
+__all__ = ["Watchdog", "describe_holder", "describe_wait"]
 
 
 def _is_ours(filename: str) -> bool:
@@ -71,14 +71,56 @@ def describe_wait(g: Any) -> str:
     return f"{label} waits on {what} at {where}"
 
 
+def describe_holder(frame: FrameType | None) -> tuple[str, str]:
+    """Who runs ``frame`` (the hub thread's running frame) and its stack:
+    ``("tasklet 'fetch'", '  File "app.py", line 5, in fetch\\n ...')``.
+
+    The stack is outermost first and starts at the user's code: the
+    runtime's own frames below it (``Tasklet.run``, the hub's loop running
+    a callback) are left out, unless there is no user frame at all. Who:
+    the tasklet (by name) whose ``run`` is the bottom frame, else the hub's
+    own greenlet (a callback) or the thread's main greenlet.
+    """
+    frames = list(_frames(frame))[::-1]               # outermost first
+    if not frames:
+        return "nothing (no frame)", ""
+    bottom = frames[0]
+    ours = _is_ours(os.path.abspath(bottom.f_code.co_filename))
+    owner: Any = bottom.f_locals.get("self") if ours else None
+    if bottom.f_code.co_name == "run" and hasattr(owner, "gr_frame") and hasattr(owner, "_hub"):
+        who = f"tasklet {owner.name!r}"
+    elif bottom.f_code.co_name == "_main" and hasattr(owner, "greenlet"):
+        who = "the hub's own greenlet (a callback)"
+    else:
+        who = "the thread's main greenlet"
+    first = next((i for i, f in enumerate(frames)
+                  if not _is_ours(os.path.abspath(f.f_code.co_filename))), 0)
+    stack = traceback.StackSummary.extract((f, f.f_lineno) for f in frames[first:])
+    return who, "".join(stack.format())
+
+
+def _report(message: str) -> None:
+    """A watchdog report: through logging if the ``microthreads`` logger has a
+    handler (its own or an ancestor's), else printed to stderr as it is."""
+    if log.hasHandlers():
+        log.warning("%s", message)
+    else:
+        sys.stderr.write(message + "\n")
+        sys.stderr.flush()
+
+
 class Watchdog(threading.Thread):
-    """A monitor thread that logs the stack of code holding the hub too long.
+    """A monitor thread that reports code holding the hub too long.
 
     Every ``threshold / 2`` seconds it checks whether the hub has resumed
     anything or polled since last time; if it has done neither for longer
-    than ``threshold`` and is not waiting in its poll, the offender's stack
-    (the hub thread's running frame) is logged once per stall. Between
-    calls of ``run()`` or ``tick()`` the thread runs its own code: that is not watched.
+    than ``threshold`` and is not waiting in its poll, the offender is
+    reported once per stall: the tasklet that holds the hub, by name, and
+    its stack from the user's frame on (``describe_holder``). The report is
+    a warning of the ``microthreads`` logger when logging has a handler for
+    it, else it is printed to stderr (as gevent's monitor thread prints).
+    Between calls of ``run()`` or ``tick()`` the thread runs its own code:
+    that is not watched.
     """
 
     def __init__(self, hub: Hub, threshold: float) -> None:
@@ -94,8 +136,8 @@ class Watchdog(threading.Thread):
 
     def run(self) -> None:
         """The monitor thread's loop (``threading.Thread.run``): every half
-        threshold, log the stack of what holds the hub if it has not switched
-        for a whole threshold, once per stall. Call ``start()``, not this.
+        threshold, report what holds the hub if it has not switched for a
+        whole threshold, once per stall. Call ``start()``, not this.
         """
         hub = self.hub
         last = None
@@ -115,7 +157,6 @@ class Watchdog(threading.Thread):
             if stalled_since >= self.threshold and not reported:
                 reported = True
                 self.reports += 1
-                frame = sys._current_frames().get(hub.thread_id)
-                stack = "".join(traceback.format_stack(frame)) if frame else "(no frame)"
-                log.warning("microthreads watchdog: the hub has been held for over %.0f ms by:\n%s",
-                            self.threshold * 1000, stack)
+                who, stack = describe_holder(sys._current_frames().get(hub.thread_id))
+                _report(f"microthreads watchdog: {who} has held the hub for over"
+                        f" {self.threshold * 1000:.0f} ms, at:\n{stack.rstrip()}")

@@ -1,6 +1,7 @@
 """Seeing inside: format_run_info, the blocked-hub watchdog, the warning at exit."""
 
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -87,7 +88,9 @@ def test_the_watchdog_reports_the_stack_of_a_tasklet_holding_the_hub(caplog):
     [record] = [r for r in caplog.records if "watchdog" in r.getMessage()]
     assert record.levelname == "WARNING"
     message = record.getMessage()
-    assert "the hub has been held for over 50 ms by:" in message
+    assert message.startswith("microthreads watchdog: tasklet 'test_the_watchdog_reports_the"
+                              "_stack_of_a_tasklet_holding_the_hub.<locals>.hog_the_hub' has"
+                              " held the hub for over 50 ms, at:\n")
     assert "in hog_the_hub" in message
 
 
@@ -157,3 +160,68 @@ def test_no_warning_when_the_hub_ran_or_nothing_was_spawned_or_it_is_filtered(tm
                                                                               source):
     done = run_script(tmp_path, f"import microthreads\n{source}\n")
     assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_the_watchdog_names_the_tasklet_and_starts_at_its_code_on_stderr(tmp_path):
+    done = run_script(tmp_path, """\
+        import time
+        import microthreads
+
+        def hog():
+            end = time.monotonic() + 0.3      # the watchdog's threshold is 50 ms
+            while time.monotonic() < end: pass
+
+        def main():
+            microthreads.spawn(hog).name = "the hog"
+            microthreads.sleep(0.01)
+
+        microthreads.run(main)
+    """, env={**os.environ, "MICROTHREADS_WATCHDOG_MS": "50"})
+    assert done.returncode == 0
+    lines = done.stderr.splitlines()
+    assert lines[0] == ("microthreads watchdog: tasklet 'the hog' has held the hub for"
+                        " over 50 ms, at:")
+    assert lines[1] == f'  File "{tmp_path / "script.py"}", line 6, in hog'
+    assert lines[2].strip() == "while time.monotonic() < end: pass"
+
+
+def test_the_watchdog_reports_through_logging_when_it_has_a_handler(tmp_path):
+    done = run_script(tmp_path, """\
+        import logging
+        import time
+        import microthreads
+
+        def hog():
+            end = time.monotonic() + 0.3
+            while time.monotonic() < end: pass
+
+        logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+        microthreads.run(hog)
+    """, env={**os.environ, "MICROTHREADS_WATCHDOG_MS": "50"})
+    lines = done.stderr.splitlines()
+    assert lines[0] == ("WARNING microthreads: microthreads watchdog: tasklet 'hog' has"
+                        " held the hub for over 50 ms, at:")
+    assert lines[1].endswith(", in hog")
+
+
+def test_the_watchdog_names_the_hub_for_a_callback_that_holds_it(caplog):
+    caplog.set_level(logging.WARNING, logger="microthreads")
+    hub = microthreads.get_hub()
+
+    def reports():
+        return [r.getMessage() for r in caplog.records if "watchdog" in r.getMessage()]
+
+    def hog_in_a_callback():
+        give_up = time.monotonic() + 5            # a bound, should the watchdog fail
+        while not reports() and time.monotonic() < give_up:
+            sum(range(1000))
+
+    hub.watchdog(50)
+    try:
+        microthreads.run(lambda: (hub.call_soon(hog_in_a_callback), microthreads.sleep(0.01)))
+    finally:
+        hub.watchdog(0)
+    [message] = reports()
+    assert message.startswith("microthreads watchdog: the hub's own greenlet (a callback) has"
+                              " held the hub for over 50 ms, at:\n")
+    assert message.splitlines()[1].endswith(", in hog_in_a_callback")
