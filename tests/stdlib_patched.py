@@ -17,6 +17,7 @@ ignored; ``3.13:`` before an id limits the entry to that version.
 
     python tests/stdlib_patched.py                      # every module, patched
     python tests/stdlib_patched.py test_socket test_ssl # some of them
+    python tests/stdlib_patched.py test_socket.FileObjectClassTestCase  # a class or a test
     python tests/stdlib_patched.py --unpatched          # the baseline: no patching, no list
     python tests/stdlib_patched.py --run-known test_ssl  # which listed ones pass now?
     python tests/stdlib_patched.py --jobs 2 --timeout 300 --json out.json
@@ -27,6 +28,14 @@ reported and the run exits 0. The ``network``, ``subprocess`` and
 all; its tests of remote hosts skip themselves where there is no DNS, as
 here); the child gets the default SIGINT handler even when started in the
 background (``test_threading``'s ``interrupt_main`` tests need it).
+
+A patched child runs with ``MICROTHREADS_THREAD_IDLE=0`` (unless the
+environment sets it): ``run_in_thread``'s workers (name lookups: every
+``connect(("localhost", port))``) exit as soon as they are idle, not 5 s
+later. CPython's threaded tests wait, after each test, until the number of
+threads is back where it was (``threading_helper.wait_threads_exit``), so
+with the default each such test lasted 5 s and test_socket overran its time
+(in FileObjectClassTestCase, where it looked like a hang).
 """
 
 from __future__ import annotations
@@ -62,7 +71,8 @@ KNOWN = "known failure: "
 # ------------------------------------------------------------- in the child
 
 
-def _child(module: str, patched: bool, out_path: str, run_known: bool) -> None:
+def _child(spec: str, patched: bool, out_path: str, run_known: bool) -> None:
+    module, _, names = spec.partition(".")       # "test_socket" or "test_socket.Class[.test]"
     sys.path[0] = ROOT                           # not tests/: its helpers shadow nothing then
     signal.signal(signal.SIGINT, signal.default_int_handler)
     if patched:
@@ -156,7 +166,9 @@ def _child(module: str, patched: bool, out_path: str, run_known: bool) -> None:
     except unittest.SkipTest as exc:
         out.write(json.dumps([f"test.{module}", "skip", str(exc)]) + "\n")
         return
-    if hasattr(mod, "test_main") and not hasattr(mod, "load_tests"):
+    if names:
+        run(unittest.defaultTestLoader.loadTestsFromName(names, mod))
+    elif hasattr(mod, "test_main") and not hasattr(mod, "load_tests"):
         mod.test_main()
     else:
         run(unittest.defaultTestLoader.loadTestsFromModule(mod))
@@ -181,11 +193,14 @@ def run_module(module: str, patched: bool, timeout: float, log_dir: str,
         args.append("--unpatched")
     if run_known:
         args.append("--run-known")
+    env = dict(os.environ)
+    if patched:
+        env.setdefault("MICROTHREADS_THREAD_IDLE", "0")   # idle workers exit: see the docstring
     started = time.monotonic()
     timed_out = False
     with open(log_path, "w") as log:
         proc = subprocess.Popen(args, cwd=log_dir, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True, env=env)
         try:
             code = proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -250,7 +265,8 @@ def summarise(results: list[dict], known: dict[str, str]) -> tuple[list[str], li
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("modules", nargs="*", help="test modules (default: every one)")
+    parser.add_argument("modules", nargs="*",
+                        help="test modules, or module.Class[.test] (default: every module)")
     parser.add_argument("--unpatched", action="store_true", help="the baseline: no patch_all()")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per module")
     parser.add_argument("--jobs", type=int, default=2, help="modules at once")
