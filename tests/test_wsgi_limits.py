@@ -56,6 +56,20 @@ def test_a_head_over_its_total_limit_is_431():
         assert fast_request_works(served)
 
 
+def test_a_client_that_goes_on_sending_after_its_431_meets_no_reset():
+    # the server closes with the client's input unread: a reset would fail the
+    # client's sends (EPIPE) or its reads before it saw the answer; the server
+    # half-closes and reads the rest away instead (a lingering close)
+    with serving(hello, max_head=2000) as served, dial(served) as bad:
+        bad.sendall(b"GET / HTTP/1.1\r\nX-Big: " + b"y" * 3000 + b"\r\n")
+        head, _, rest = read_response(bad)
+        assert head.startswith(b"HTTP/1.1 431 ")
+        for i in range(300):                  # the rest of its head, not looking
+            bad.sendall(b"X-%d: %s\r\n" % (i, b"y" * 100))
+        assert rest + read_to_eof(bad) == b""
+        assert fast_request_works(served)
+
+
 def test_a_chunked_body_over_the_limit_is_413_whatever_the_app_returns():
     with serving(reading_app, max_body=1000) as served, dial(served) as bad:
         bad.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")

@@ -25,6 +25,7 @@ from ..hub import get_hub
 from ..net.errors import NetworkError, NotTLSError
 from ..net.server import StreamServer
 from ..net.stream import Connection
+from ..nonblocking import deadline_after, remaining
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -44,6 +45,13 @@ READ_SIZE = 65536
 #: An application that left at most this much of a body unread: the server
 #: reads and drops the rest, and the connection is kept; more, it is closed.
 DRAIN_LIMIT = 65536
+#: A connection closed with input unread would be reset by the kernel, and a
+#: client still sending its request would lose the answer to the reset: so
+#: it is half-closed first and what the client still sends is read and
+#: dropped until it closes, at most this long and this much (a "lingering
+#: close", as Apache's and nginx's).
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 256 * 1024
 
 _REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large",
             414: "URI Too Long", 431: "Request Header Fields Too Large",
@@ -258,6 +266,7 @@ class _HTTPConnection:
         self.idle_since = 0.0                     # ... since then (hub clock)
         self.hijacked = False
         self.served = 0
+        self.unread_input = False                 # it closes with input unread: linger
         self.request: _Request          # the one being answered (set by respond)
         peer = conn.peer
         base = server.base_environ.copy()
@@ -407,10 +416,11 @@ class _HTTPConnection:
                 return None                   # the parser stopped at an upgrade
             if server.stopping:
                 return None
-            if self.in_head:
+            if self.in_head:                  # the head's own limit, from its first byte
+                hub = get_hub()
                 if deadline is None:
-                    deadline = get_hub().clock() + server.header_timeout
-                conn.timeout = max(deadline - get_hub().clock(), 0.0)
+                    deadline = deadline_after(hub, server.header_timeout)
+                conn.timeout = remaining(hub, deadline)
             else:                             # the server's sweep ends a long wait
                 conn.timeout = None
                 self.idle_since = server.clock()
@@ -453,6 +463,7 @@ class _HTTPConnection:
 
     def answer_error(self, reject: _Reject) -> None:
         log.debug("%s: %d %s", self.describe(), reject.status, reject)
+        self.unread_input = True              # the connection closes after it
         try:
             self.conn.sendall(_error_response(reject.status, str(reject)))
         except (NetworkError, TimeoutError):
@@ -468,10 +479,32 @@ class _HTTPConnection:
             while True:
                 request = self.next_request()
                 if request is None or not self.respond(request):
-                    return
+                    break
                 self.served += 1
         finally:
             server.connections.discard(self)
+        if self.unread_input:
+            self.linger()
+
+    def linger(self) -> None:
+        """Before the close: half-close, then read and drop what the client
+        still sends until its EOF, at most LINGER_BYTES for LINGER_SECONDS.
+        Not under TLS: its half-close would need a close_notify first."""
+        if self.server.scheme == "https":
+            return
+        conn, hub = self.conn, get_hub()
+        deadline = deadline_after(hub, LINGER_SECONDS)
+        left = LINGER_BYTES
+        try:
+            conn.shutdown_write()
+            while left > 0:
+                conn.timeout = remaining(hub, deadline)
+                data = conn.recv(min(left, READ_SIZE))
+                if not data:
+                    return
+                left -= len(data)
+        except (NetworkError, TimeoutError):
+            pass
 
     def respond(self, request: _Request) -> bool:
         """Run the application for ``request`` and send its answer; False: close."""
@@ -504,6 +537,8 @@ class _HTTPConnection:
         self._reset_response()
         if keep and not request.complete:
             keep = self._drain(request)
+        if not keep and not request.complete and not self.hijacked:
+            self.unread_input = True
         return keep
 
     def _failed(self, request: _Request) -> None:
@@ -804,7 +839,10 @@ class WSGIServer:
     HTTPS (``wsgi.url_scheme`` is then "https"); a plaintext HTTP request
     there gets a 400 in the clear naming the https:// address to use.
 
-    Limits, each answered and followed by a close: a request target over
+    Limits, each answered and followed by a close (lingering: half-closed,
+    the client's further input read and dropped, ``LINGER_SECONDS`` and
+    ``LINGER_BYTES`` at most, so a client still sending reads the answer,
+    not a reset; not under TLS): a request target over
     ``max_request_line`` bytes (414), over ``max_headers`` header fields or
     one over ``max_header_size`` bytes or a whole head over ``max_head``
     (431), a body over ``max_body`` (413), a head not complete within
