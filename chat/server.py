@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import microthreads
 from microthreads.net import Connection, NetworkError, NotTLSError, StreamServer
+from microthreads.nonblocking import deadline_after, remaining
 
 from .limits import AddressLimits, address_key
 from .room import Endpoint, LocalRoom, Member, Room, RoomError
@@ -417,16 +418,16 @@ class ChatServer:
         self.room.announce("Server is shutting down.")
         self.room.flush()
         hub = microthreads.get_hub()
-        deadline = hub.clock() + self.options.shutdown_flush
+        deadline = deadline_after(hub, self.options.shutdown_flush)
         for conn in list(self.server.connections.values()):
             try:
-                conn.flush(max(0.0, deadline - hub.clock()))
+                conn.flush(remaining(hub, deadline))
             except (NetworkError, OSError):
                 pass
             conn.close("server shutting down")
         for link in list(self.web_members):
             try:
-                link.flush(max(0.0, deadline - hub.clock()))
+                link.flush(remaining(hub, deadline))
             except (NetworkError, OSError):
                 pass
             link.close("server shutting down")

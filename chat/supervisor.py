@@ -28,6 +28,7 @@ from typing import Callable, Protocol
 
 import microthreads
 from microthreads import subprocess
+from microthreads.nonblocking import deadline_after, remaining
 
 from .backoff import Backoff
 from .cli import command_line
@@ -220,11 +221,11 @@ class Workers:
         workers = [proc for proc in self._running.values() if proc.poll() is None]
         for proc in workers:
             proc.send_signal(signal.SIGTERM)
-        clock = microthreads.get_hub().clock
-        deadline = clock() + self._grace
+        hub = microthreads.get_hub()
+        deadline = deadline_after(hub, self._grace)
         for proc in workers:
             try:
-                proc.wait(max(0.0, deadline - clock()))
+                proc.wait(remaining(hub, deadline))
             except subprocess.TimeoutExpired:
                 log.warning("worker pid %d did not stop in %gs; killing it", proc.pid,
                             self._grace)
