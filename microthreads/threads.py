@@ -88,7 +88,10 @@ class _Pool:
         me = threading.current_thread()
         while True:
             try:
-                job = self._jobs.get(timeout=IDLE_SECONDS)
+                # Python 3.10's get(timeout=0) can block for good (its timeout, recomputed
+                # after a wake that found the queue empty, goes negative: "no limit")
+                job = self._jobs.get(timeout=IDLE_SECONDS) if IDLE_SECONDS > 0 else \
+                    self._jobs.get(block=False)
             except Empty:
                 with self._lock:              # a job put meanwhile is taken, not left
                     if self._jobs.empty():
