@@ -55,13 +55,18 @@ def raise_nofile_limit() -> int | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the chat (or, with ``--workers``, the supervisor) until SIGINT or
     SIGTERM; the exit status: 0 after a clean stop, 1 if it cannot listen,
-    2 for an unusable TLS or Redis setting."""
+    2 for an unusable TLS or Redis setting or MICROTHREADS_* variable."""
     args = parse_args(argv)
     # a worker's lines say which one wrote them: its slot's number and its PID
     worker = "" if args.worker_number is None else \
         f"worker {args.worker_number} pid {os.getpid()} "
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
                         format=f"%(asctime)s {worker}%(levelname)s %(name)s: %(message)s")
+    try:            # the hub reads MICROTHREADS_WATCHDOG_MS and MICROTHREADS_POLLER
+        microthreads.get_hub()
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
     if args.workers:
         from .supervisor import supervise
         return supervise(args)

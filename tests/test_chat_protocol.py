@@ -52,6 +52,8 @@ from chat_helpers import (
     variant,
 )
 
+import microthreads
+
 
 @pytest.fixture
 def chat_server():
@@ -1089,6 +1091,24 @@ def test_a_flag_value_out_of_range_is_a_usage_error_not_a_failing_server(flag, v
                             cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 2, result.stderr
     assert f"error: argument {flag}: " in result.stderr, result.stderr
+
+
+def test_version_names_the_command_and_the_runtimes_version():
+    result = subprocess.run([sys.executable, "-m", "chat", "--version"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=TIMEOUT)
+    assert (result.returncode, result.stdout) == (
+        0, f"python -m chat (microthreads {microthreads.__version__})\n")
+
+
+@pytest.mark.parametrize("variable, value", [("MICROTHREADS_POLLER", "bogus"),
+                                             ("MICROTHREADS_WATCHDOG_MS", "abc")])
+def test_a_bad_runtime_variable_is_one_error_line_and_status_2(variable, value):
+    result = subprocess.run([sys.executable, "-m", "chat", "--port", "0", "--web-port", "0"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT,
+                            env={**os.environ, variable: value})
+    assert result.returncode == 2, result.stderr
+    assert f"ERROR chat: environment variable {variable}={value!r} is not" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_the_microthreads_chat_script_is_the_same_command():
