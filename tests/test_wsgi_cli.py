@@ -3,6 +3,7 @@
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -90,3 +91,35 @@ def test_an_app_that_cannot_be_found_is_an_error_naming_it():
                             cwd=TESTS, capture_output=True, text=True, timeout=LIMIT,
                             env={**os.environ, "PYTHONPATH": str(TESTS.parent)})
     assert result.returncode != 0 and "'nope'" in result.stderr
+
+
+def _fails(*args, env=None):
+    """The command line run to its end: ``(exit status, stderr)``."""
+    result = subprocess.run([sys.executable, "-m", "microthreads.wsgi", *args], cwd=TESTS,
+                            capture_output=True, text=True, timeout=LIMIT,
+                            env={**os.environ, "PYTHONPATH": str(TESTS.parent), **(env or {})})
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.returncode, result.stderr
+
+
+def test_an_address_in_use_is_one_error_line_and_status_1():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        status, stderr = _fails("wsgi_apps.plain:application", "--bind", f"127.0.0.1:{port}")
+    assert status == 1
+    assert f"ERROR microthreads.wsgi: cannot serve on 127.0.0.1:{port}: Address already in use" \
+        in stderr
+
+
+def test_an_unusable_certificate_or_runtime_variable_is_one_error_line_and_status_2(tmp_path):
+    missing = str(tmp_path / "missing.pem")
+    status, stderr = _fails("wsgi_apps.plain:application", "--bind", "127.0.0.1:0",
+                            "--certfile", missing, "--keyfile", missing)
+    assert status == 2
+    assert f"cannot use --certfile {missing} --keyfile {missing}: No such file" in stderr
+    status, stderr = _fails("wsgi_apps.plain:application", "--bind", "127.0.0.1:0",
+                            env={"MICROTHREADS_POLLER": "bogus"})
+    assert status == 2
+    assert "environment variable MICROTHREADS_POLLER='bogus' is not one of" in stderr

@@ -85,11 +85,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _where(address: Any) -> str:
+    """``HOST:PORT`` of a TCP address, a Unix socket's path as it is."""
+    return f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """The command line; returns the exit status."""
+    """The command line; returns the exit status: 0 after SIGTERM or SIGINT,
+    1 if it cannot listen, 2 for an unusable certificate or MICROTHREADS_*
+    variable (each said in one log line)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:            # the hub reads MICROTHREADS_WATCHDOG_MS and MICROTHREADS_POLLER
+        get_hub()
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
     if args.patch:
         monkey.patch_all()
     app = load_app(args.app)
@@ -97,7 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.certfile:
         import ssl
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(args.certfile, args.keyfile)
+        try:
+            context.load_cert_chain(args.certfile, args.keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            log.error("cannot use --certfile %s --keyfile %s: %s", args.certfile,
+                      args.keyfile, getattr(exc, "strerror", None) or exc)
+            return 2
     from .server import WSGIServer
     server = WSGIServer(args.bind, app, ssl=context, access_log=args.access_log,
                         max_connections=args.max_connections, backlog=args.backlog,
@@ -113,14 +130,16 @@ def main(argv: list[str] | None = None) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: hub.call_soon_threadsafe(stop.set))
         server.start()
-        address = server.address
-        where = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else address
-        log.info("serving %s on %s://%s", args.app, server.scheme, where)
+        log.info("serving %s on %s://%s", args.app, server.scheme, _where(server.address))
         stop.wait()
         log.info("stopping (requests in flight get %g s)", args.graceful_timeout)
         server.stop(args.graceful_timeout)
 
-    run(serve)
+    try:
+        run(serve)
+    except OSError as exc:          # the address: in use, not ours, not resolvable
+        log.error("cannot serve on %s: %s", _where(args.bind), exc.strerror or exc)
+        return 1
     return 0
 
 
