@@ -828,6 +828,24 @@ def test_refused_handles_and_a_flooding_member_are_logged(chat_server):
     server.wait_for_log(r"127\.0\.0\.1:\d+: over its rate \(--rate 1\): lines dropped")
 
 
+def test_a_flood_of_refusals_is_logged_at_a_bounded_rate_counting_what_it_left_out(
+        chat_server):
+    server = chat_server(rate=0)
+    client = server.connect()
+    client.expect(GREETING)
+    bang = not_allowed("'!' (U+0021)")
+    client.send(b"bad!\r\n" * 40)
+    for _ in range(40):
+        client.expect(bang, GREETING)
+    time.sleep(0.3)                           # the log's bucket (5 lines/s) gets a line back
+    client.say("bad!")
+    client.expect(bang, GREETING)
+    note = server.wait_for_log(r"login refused: .* \((\d+) such lines not logged before this")
+    logged = [line for line in server.log if line and "login refused" in line]
+    assert len(logged) <= 30                  # a burst of 20, and what 5 a second adds
+    assert len(logged) + int(note.group(1)) == 41
+
+
 def test_the_handle_line_counts_against_the_rate(chat_server):
     client = chat_server(rate=1).connect()
     client.expect(GREETING)

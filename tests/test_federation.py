@@ -232,8 +232,10 @@ def test_workers_share_one_port_and_the_supervisor_restarts_and_stops_them(redis
         supervisor = start(redis=redis_server.url, workers=2, rate=0)
         pids = [int(supervisor.wait_for_log(rf"worker {i} started \(pid (\d+)\)").group(1))
                 for i in range(2)]
-        for pid in pids:        # each worker is a node (it listens right after saying so)
-            supervisor.wait_for_log(rf"node \S+-{pid}-\w+ of room 'lobby'")
+        for i, pid in enumerate(pids):   # each worker is a node (it listens right after),
+            supervisor.wait_for_log(       # and each of its lines says which worker wrote it
+                rf"\d worker {i} pid {pid} INFO chat.federation: node \S+-{pid}-\w+ of room"
+                " 'lobby'")
         clients = supervisor.room("w1", "w2", "w3")
         clients[0].say("hello workers")
         for client in clients:
