@@ -46,7 +46,7 @@ try:
         TextMessage,
     )
     from wsproto.extensions import Extension, PerMessageDeflate
-    from wsproto.frame_protocol import FrameProtocol
+    from wsproto.frame_protocol import CloseReason
     from wsproto.handshake import server_extensions_handshake
     from wsproto.utilities import ProtocolError, generate_accept_token, split_comma_header
 except ImportError as exc:                    # pragma: no cover - the extra is missing
@@ -80,13 +80,68 @@ CLOSE_TIMEOUT = 5.0
 HANDSHAKE_TIMEOUT = 10.0
 #: How much ``receive()`` asks the Connection for at a time.
 READ_SIZE = 65536
+#: Whether a server socket without extensions decodes the commonest frame
+#: (final, text or binary, masked, up to 64 KiB) itself while wsproto is
+#: between messages, as wsproto would (DESIGN.md, "WebSocket": it is most of
+#: the cost of a small message); False: wsproto decodes every frame. Read
+#: when a WebSocket is made.
+FAST_PATH = True
 
 Data = Union[str, bytes]
 
 _OPEN = ConnectionState.OPEN
-#: Frames a server sends uncompressed are the same for every connection: one
-#: framer (wsproto's) makes them for ``Prepared``; a final frame leaves it no state.
-_SERVER_FRAMER = FrameProtocol(client=False, extensions=[])
+#: The first byte of the frames the fast path decodes: FIN, no RSV bit, text or binary.
+_FINAL_TEXT, _FINAL_BINARY = 0x81, 0x82
+
+
+def _frame_size(data: bytes, pos: int) -> int | None:
+    """The length (header and payload) of the frame whose header starts at
+    ``data[pos:]``; None while its header is not all there. Any header,
+    valid or not: wsproto judges it (RFC 6455 5.2)."""
+    have = len(data) - pos
+    if have < 2:
+        return None
+    second = data[pos + 1]
+    length, head = second & 0x7F, 2 + (4 if second & 0x80 else 0)
+    if length == 126:
+        head += 2
+        if have < head:
+            return None
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+    elif length == 127:
+        head += 8
+        if have < head:
+            return None
+        length = int.from_bytes(data[pos + 2:pos + 10], "big")
+    return head + length if have >= head else None
+
+
+def _server_frame(message: Data) -> bytes:
+    """``message`` as one final, unmasked, uncompressed frame (RFC 6455 5.2):
+    the frame wsproto's server side sends for it, for ``Prepared``;
+    TypeError for anything else than str or bytes."""
+    if type(message) is str:
+        payload, first = message.encode("utf-8"), _FINAL_TEXT
+    elif isinstance(message, (bytes, bytearray, memoryview)):
+        payload, first = bytes(message), _FINAL_BINARY
+    else:
+        raise TypeError(f"a WebSocket message is str or bytes, not {type(message).__name__}")
+    size = len(payload)
+    if size < 126:
+        return bytes((first, size)) + payload
+    if size < 65536:
+        return bytes((first, 126)) + size.to_bytes(2, "big") + payload
+    return bytes((first, 127)) + size.to_bytes(8, "big") + payload
+
+
+def _unmask(payload: bytes, key: bytes) -> bytes:
+    """``payload`` XOR the 4-byte masking ``key`` repeated (RFC 6455 5.3)."""
+    size = len(payload)
+    if not size:
+        return payload
+    mask = (key * ((size + 3) >> 2))[:size]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(mask, "little")).to_bytes(
+        size, "little")
 
 
 def _message(data: Data | bytearray | memoryview) -> Message[Any]:
@@ -142,7 +197,7 @@ class Prepared:
     def frames(self) -> bytes:
         """The messages as unmasked, uncompressed frames (made on first use)."""
         if self._frames is None:
-            self._frames = b"".join(_SERVER_FRAMER.send_data(message) for message in self.messages)
+            self._frames = b"".join([_server_frame(message) for message in self.messages])
         return self._frames
 
 
@@ -187,6 +242,14 @@ class WebSocket:
         self.close_reason = ""
         self._ready: deque[Data] = deque()          # whole messages not yet returned
         self._parts: list[Any] = []                 # the fragments of the message coming in
+        #: The fast path (``_feed``): a server socket without extensions decodes the
+        #: commonest frames itself while wsproto is between frames and messages.
+        self._fast = FAST_PATH and not client and not compressed
+        self._inbox = b""           # bytes read: from ``_at`` on, not decoded nor given to wsproto
+        self._at = 0
+        self._owed = 0              # bytes of the frame wsproto has begun, still to give it
+        self._head = b""            # the header so far of a frame wsproto has begun
+        self._pending = False       # wsproto may have events not acted on yet
         self._size = 0
         #: a close (the peer's, or a protocol error) read behind messages not yet returned
         self._closing: CloseConnection | None = None
@@ -245,7 +308,7 @@ class WebSocket:
             self._receiving = False
 
     def _receive(self) -> Data | None:
-        proto, conn = self._proto, self._conn
+        conn = self._conn
         while True:
             if self._closing is not None and not self._ready:   # after the messages before it
                 closing, self._closing = self._closing, None
@@ -254,10 +317,10 @@ class WebSocket:
                 return self._ready.popleft()
             if self._done:
                 return None
-            for event in proto.events():
-                self._on_event(event)
-                if self._done or self._closing is not None:
-                    break
+            if self._pending or not self._fast:
+                self._take_events()              # what an interrupted read left in wsproto
+            if self._inbox and not self._done and self._closing is None:
+                self._feed(b"")                  # ... and in the inbox
             if self._ready:
                 return self._ready.popleft()
             if self.closed:                      # (a property: _on_event may have closed it)
@@ -269,7 +332,107 @@ class WebSocket:
             if not data:
                 self._lost()
                 return self._ready.popleft() if self._ready else None
-            proto.receive_data(data)
+            self._feed(data)
+
+    def _take_events(self) -> None:
+        """Act on wsproto's events until it has none, or a close is due."""
+        for event in self._proto.events():
+            self._on_event(event)
+            if self._done or self._closing is not None:
+                return
+        self._pending = False
+
+    def _give(self, data: bytes) -> None:
+        """Hand ``data`` to wsproto and act on the events it makes of it."""
+        self._pending = True
+        self._proto.receive_data(data)
+        self._take_events()
+
+    def _feed(self, data: bytes) -> None:
+        """Read ``data`` (bytes after those of the inbox): its messages, pings, close.
+
+        wsproto is the protocol; this is a fast path in front of it
+        (DESIGN.md, "WebSocket"), exact because wsproto is given whole
+        frames from a frame's first byte on, and only the frames of one
+        shape are decoded here: final, text or binary, masked, no RSV bit,
+        a 7- or 16-bit length within ``max_message``, all in ``data``,
+        while no fragmented message is open (``_parts`` empty: wsproto's
+        last message ended) and wsproto has no frame begun (``_owed`` and
+        ``_head`` empty: every byte it was given was a whole frame, so its
+        buffer is empty). Such a frame leaves wsproto no state when it
+        decodes it, so it may skip it. Any other frame goes to wsproto as
+        its bytes come, and so does everything once wsproto is not open
+        (closing) or on a client or compressed socket (``_fast`` False).
+        """
+        if self._inbox:
+            data, self._inbox = self._inbox[self._at:] + data, b""
+        if not self._fast:
+            self._give(data)
+            return
+        pos, end = 0, len(data)
+        while pos < end and not self._done and self._closing is None:
+            if not (self._owed or self._head):   # a frame begins at pos
+                if self._proto.state is not _OPEN:   # closing: wsproto's from here on
+                    self._fast = False
+                    self._give(data[pos:])
+                    return
+                first = data[pos]
+                if end - pos < 2:
+                    break
+                second = data[pos + 1]
+                length, head = second & 0x7F, 6
+                if first in (_FINAL_TEXT, _FINAL_BINARY) and second & 0x80 \
+                        and length <= 126 and not self._parts:
+                    if length == 126:
+                        if end - pos < 4:
+                            break               # as wsproto, wait for the length
+                        length, head = data[pos + 2] << 8 | data[pos + 3], 8
+                        fast = 126 <= length <= self.max_message
+                    else:
+                        fast = length <= self.max_message
+                    if fast and end - pos < head:
+                        break                   # as wsproto, wait for the mask
+                    if fast and end - pos >= head + length:
+                        start = pos + head
+                        pos = start + length
+                        self._decoded(first, _unmask(data[start:pos], data[start - 4:start]))
+                        continue
+                size = _frame_size(data, pos)   # wsproto's frame, from its first byte
+                if size is None:                # its header is still coming
+                    chunk = self._head = data[pos:]
+                else:
+                    chunk = data[pos:pos + size]
+                    self._owed = size - len(chunk)
+            elif self._head:                    # the rest of a header wsproto has begun
+                size = _frame_size(self._head + data[pos:pos + 14], 0)
+                if size is None:
+                    chunk = data[pos:]
+                    self._head += chunk
+                else:
+                    self._owed = size - len(self._head)
+                    self._head = b""
+                    continue
+            else:                               # the rest of a frame wsproto has begun
+                chunk = data[pos:pos + self._owed]
+                self._owed -= len(chunk)
+            pos += len(chunk)
+            self._inbox, self._at = data, pos   # kept if acting on the events is interrupted
+            self._give(chunk)
+            self._inbox = b""
+        if pos < end and not self._done and self._closing is None:
+            self._inbox, self._at = data, pos   # a frame's first bytes: wait for more
+
+    def _decoded(self, first: int, payload: bytes) -> None:
+        """A final frame the fast path read: its message, or a close for bad UTF-8
+        (the event wsproto makes of it, acted on in the same way)."""
+        if first == _FINAL_BINARY:
+            self._ready.append(payload)
+            return
+        try:
+            self._ready.append(payload.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            self._on_event(CloseConnection(code=CloseReason.INVALID_FRAME_PAYLOAD_DATA,
+                                           reason=str(exc)))
 
     def _on_event(self, event: Any) -> None:
         kind = type(event)
