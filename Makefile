@@ -88,7 +88,9 @@ run-cluster: $(if $(CLUSTER),$(VENV)/.installed-test,$(VENV)/.installed-cluster)
 	    --logfile $(CURDIR)/build/redis-6390.log & redis=$$!; \
 	  trap 'kill $$redis 2>/dev/null' EXIT; trap 'exit 0' INT TERM; \
 	  echo "Redis on 127.0.0.1:6390, its log in build/redis-6390.log"; \
-	  $(PY) -m chat --workers 2 --redis redis://127.0.0.1:6390/0 --host $(HOST) --port $(PORT) $(ARGS) \
+	  echo "chat: telnet $(HOST) $(PORT), or a browser at http://$(HOST):$(WEB_PORT)/ (2 workers)"; \
+	  $(PY) -m chat --workers 2 --redis redis://127.0.0.1:6390/0 --host $(HOST) --port $(PORT) \
+	    --web-port $(WEB_PORT) $(ARGS) \
 	    || [ $$? -eq 130 ]; \
 	fi
 

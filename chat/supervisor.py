@@ -2,10 +2,13 @@
 
 The supervisor runs no chat itself: it starts N worker processes (each
 ``python -m chat`` with the supervisor's flags, the Redis URL in its
-environment, and its listening socket set SO_REUSEPORT, so the kernel
-spreads new connections over them), restarts a worker that dies (after
-1 s, doubling for each quick death up to 30 s, back to 1 s once a worker
-stayed up a minute: a crash loop costs little and says so in the log), and
+environment, and its listening sockets, the telnet port's and the web
+port's, set SO_REUSEPORT, so the kernel spreads new connections over them;
+the supervisor holds both ports bound, so a port that cannot be had fails
+it at once, exit 1, and ``--port 0`` is one port for every worker),
+restarts a worker that dies (after 1 s, doubling for each quick death up to
+30 s, back to 1 s once a worker stayed up a minute: a crash loop costs
+little and says so in the log), and
 on SIGTERM or SIGINT passes SIGTERM to every worker, waits for them (5 s,
 then SIGKILL) and exits 0.
 
@@ -102,13 +105,17 @@ class Process(Protocol):
 
 def supervise(args: argparse.Namespace) -> int:
     """Run ``args.workers`` workers until SIGTERM/SIGINT; the exit status
-    (0, or 1 if the port cannot be had)."""
-    try:
-        holder = _hold_port(args.host, args.port)
-    except OSError as exc:
-        log.error("cannot serve on %s:%d: %s", args.host, args.port, exc.strerror or exc)
-        return 1
-    port = holder.getsockname()[1]
+    (0, or 1 if the port or the web port cannot be had)."""
+    holders: list[socket.socket] = []       # the telnet port's; the web port's (not 0: off)
+    for wanted in (args.port, args.web_port) if args.web_port else (args.port,):
+        try:
+            holders.append(_hold_port(args.host, wanted))
+        except OSError as exc:
+            log.error("cannot serve on %s:%d: %s", args.host, wanted, exc.strerror or exc)
+            for holder in holders:
+                holder.close()
+            return 1
+    port = holders[0].getsockname()[1]
     argv, env = worker_argv(args, port), worker_env(args)
     workers = Workers(args.workers, lambda index: subprocess.Popen(
         [*argv, "--worker-number", str(index)], env=env, stdin=subprocess.DEVNULL))
@@ -123,10 +130,14 @@ def supervise(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     log.info("supervisor %d: %d workers on %s:%d, room %r", os.getpid(), args.workers,
              args.host, port, args.room)
+    if len(holders) > 1:
+        log.info("chat page of the workers on %s://%s:%d/", "https" if args.tls_cert else "http",
+                 args.host, args.web_port)
     try:
         microthreads.run(workers.run)
     finally:
-        holder.close()
+        for holder in holders:
+            holder.close()
     log.info("supervisor stopped")
     return 0
 

@@ -5,14 +5,17 @@ over a WebSocket at /ws in one room with telnet members.
 the `websockets` library's blocking client, a real one.
 """
 
+import re
 import signal
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 
 import pytest
-from chat_helpers import GREETING, TIMEOUT, chat_servers
+from chat_helpers import GREETING, ROOT, TIMEOUT, chat_servers
 from redis_helpers import RedisServer, needs_redis
 from test_chat_protocol import push_until
 from tls_helpers import client_context, needs_openssl
@@ -200,28 +203,79 @@ def test_over_tls_the_page_is_https_and_the_socket_wss(certs):
     assert f"chat page on https://127.0.0.1:{server.web_port}/" in server.log_text()
 
 
+@pytest.fixture
+def redis():
+    """A redis-server of the test's own (stopped after it)."""
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
 @needs_redis
 @pytest.mark.slow
-def test_a_federated_room_carries_web_members_across_nodes():
-    redis = RedisServer()
-    try:
-        with chat_servers() as start:
-            a = web_server(start, redis=redis.url)
-            b = start(redis=redis.url)
-            web = WebMember(a)
-            web.join("wendy")
-            tom = b.join("tom")
-            assert tom.online == "Online (2): wendy, tom"
-            web.expect("tom has joined the chat.")
-            tom.say("hello, browser")
-            web.expect("tom says: hello, browser")
-            web.say("/msg tom hi across")
-            web.expect("[private to tom] hi across")
-            tom.expect("tom says: hello, browser", "[private] wendy: hi across")
-            web.close()
-            tom.expect("wendy has left the chat.")
-    finally:
-        redis.stop()
+def test_a_federated_room_carries_web_members_across_nodes(redis):
+    with chat_servers() as start:
+        a = web_server(start, redis=redis.url)
+        b = start(redis=redis.url)
+        web = WebMember(a)
+        web.join("wendy")
+        tom = b.join("tom")
+        assert tom.online == "Online (2): wendy, tom"
+        web.expect("tom has joined the chat.")
+        tom.say("hello, browser")
+        web.expect("tom says: hello, browser")
+        web.say("/msg tom hi across")
+        web.expect("[private to tom] hi across")
+        tom.expect("tom says: hello, browser", "[private] wendy: hi across")
+        web.close()
+        tom.expect("wendy has left the chat.")
+
+
+@needs_redis
+@pytest.mark.slow
+def test_workers_serve_one_web_port_the_supervisor_holds(redis):
+    with chat_servers() as start:
+        supervisor = web_server(start, redis=redis.url, workers=2, rate=0, join_rate=0)
+        port = supervisor.web_port
+        supervisor.wait_for_log(rf"chat page of the workers on http://127.0.0.1:{port}/")
+        for worker in range(2):     # each worker serves that port, not one of its own
+            supervisor.wait_for_log(rf"worker {worker} pid \d+ INFO chat: chat page on"
+                                    rf" http://127.0.0.1:{port}/")
+        tom = supervisor.join("tom")
+        members = []
+        for index in range(16):     # the kernel spreads them over both workers
+            members.append(WebMember(supervisor))
+            members[-1].join(f"web{index}")
+            tom.expect(f"web{index} has joined the chat.")
+            joined = {int(worker) for worker in re.findall(
+                r"worker (\d) pid \d+ INFO chat: web\d+ joined", supervisor.log_text())}
+            if joined == {0, 1}:
+                break
+        assert joined == {0, 1}, "every web member joined the same worker"
+        tom.say("hello, browsers")
+        members[0].say("hello, telnet")
+        tom.expect("tom says: hello, browsers", "web0 says: hello, telnet")
+        said = ["tom says: hello, browsers", "web0 says: hello, telnet"]
+        for member in members:
+            lines = [member.line()]
+            while lines[-1] != said[-1]:        # after the later members' joins
+                lines.append(member.line())
+            assert lines[-2:] == said
+            member.close()
+
+
+def test_a_supervisor_whose_web_port_is_taken_exits_at_once():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "chat", "--host", "127.0.0.1", "--port", "0", "--workers", "2",
+             "--redis", "redis://127.0.0.1:1/0", "--web-port", str(port)], cwd=ROOT,
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 1
+    assert f"cannot serve on 127.0.0.1:{port}: Address already in use" in done.stderr
+    assert "worker 0 started" not in done.stderr
 
 
 def slow_web_member(port, handle):
