@@ -16,11 +16,10 @@ import traceback
 import warnings
 from typing import Any
 
-from greenlet import getcurrent
-
 from .errors import NeverRanWarning
 from .hub import Hub, current_hub, get_hub
 from .stacks import Watchdog, describe_wait
+from .tasklet import getcurrent
 
 __all__ = ["Watchdog", "describe_wait", "format_run_info", "warn_never_ran"]
 

@@ -7,8 +7,9 @@ Each registration function returns ``fn``, so it serves as a decorator::
         spawned[tasklet.name] += 1
 
 Spawn and finish hooks are called as ``fn(tasklet)``; switch hooks as
-``fn(previous, next)`` with the greenlets involved (a tasklet, the hub's
-greenlet or the thread's main greenlet). A hook that raises is logged and
+``fn(previous, next)`` with the greenlets involved (a tasklet, for the
+runner greenlet that runs it; the hub's greenlet or the thread's main
+greenlet). A hook that raises is logged and
 removed. Hooks are process-wide; switch hooks cost nothing until one is added.
 """
 
@@ -82,4 +83,6 @@ def fire_finish(tasklet: Tasklet) -> None:
 
 def _trace(event: str, args: tuple[greenlet.greenlet, greenlet.greenlet]) -> None:
     if event in ("switch", "throw"):
-        _fire(switch_hooks, *args)
+        origin, target = args              # a tasklet's runner greenlet stands for it
+        _fire(switch_hooks, getattr(origin, "tasklet", None) or origin,
+              getattr(target, "tasklet", None) or target)

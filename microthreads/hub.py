@@ -428,6 +428,7 @@ class Hub:
         """Make every wake-up already scheduled for ``g``'s current wait stale
         (a tasklet killed before it started: its start is one)."""
         g._seq = self.wait_number(g) + 1
+        g._kill_exc = None                   # a kill not yet delivered is one of them
 
     def throw_now(self, g: Any, exc: BaseException) -> None:
         """From the hub only: raise ``exc`` in the parked greenlet ``g`` at once."""

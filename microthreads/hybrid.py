@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 from greenlet import getcurrent
 
 from .hub import current_hub
+from .tasklet import getcurrent as current_tasklet
 from .timeout import Timeout
 
 if TYPE_CHECKING:
@@ -292,7 +293,7 @@ class HybridRLock(_Lock):
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """Take it, or count one more acquire by its owner; as ``HybridLock.acquire``."""
-        me = getcurrent()
+        me = current_tasklet()
         if self._owner is me:
             self._count += 1
             return True
@@ -304,7 +305,7 @@ class HybridRLock(_Lock):
 
     def release(self) -> None:
         """Undo one acquire; the last one releases the lock. Owner only (RuntimeError)."""
-        if self._owner is not getcurrent() or not self._count:
+        if self._owner is not current_tasklet() or not self._count:
             raise RuntimeError("cannot release un-acquired lock")
         self._count -= 1
         if not self._count:
@@ -312,10 +313,10 @@ class HybridRLock(_Lock):
             self._block.release()
 
     def _is_owned(self) -> bool:
-        return self._owner is getcurrent()
+        return self._owner is current_tasklet()
 
     def _recursion_count(self) -> int:
-        return self._count if self._owner is getcurrent() else 0
+        return self._count if self._owner is current_tasklet() else 0
 
     def _release_save(self) -> tuple[int, Any]:
         if not self._count:

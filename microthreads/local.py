@@ -15,7 +15,7 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-from greenlet import getcurrent
+from .tasklet import getcurrent
 
 _MISSING = object()
 _SLOTS = frozenset(("_local__args", "_local__spaces", "__class__"))

@@ -48,7 +48,7 @@ def describe_wait(g: Any) -> str:
     api = None
     for frame in _frames(getattr(g, "gr_frame", None)):
         filename = os.path.abspath(frame.f_code.co_filename)
-        if frame.f_back is None and _is_ours(filename):   # its bottom: Tasklet.run
+        if frame.f_back is None and _is_ours(filename):   # its bottom: the runner's run
             if api is not None:
                 where = "its start (spawned on it directly)"
             break
@@ -76,9 +76,9 @@ def describe_holder(frame: FrameType | None) -> tuple[str, str]:
     ``("tasklet 'fetch'", '  File "app.py", line 5, in fetch\\n ...')``.
 
     The stack is outermost first and starts at the user's code: the
-    runtime's own frames below it (``Tasklet.run``, the hub's loop running
+    runtime's own frames below it (the tasklet's runner, the hub's loop running
     a callback) are left out, unless there is no user frame at all. Who:
-    the tasklet (by name) whose ``run`` is the bottom frame, else the hub's
+    the tasklet (by name) whose runner's ``run`` is the bottom frame, else the hub's
     own greenlet (a callback) or the thread's main greenlet.
     """
     frames = list(_frames(frame))[::-1]               # outermost first
@@ -87,6 +87,7 @@ def describe_holder(frame: FrameType | None) -> tuple[str, str]:
     bottom = frames[0]
     ours = _is_ours(os.path.abspath(bottom.f_code.co_filename))
     owner: Any = bottom.f_locals.get("self") if ours else None
+    owner = getattr(owner, "tasklet", None) or owner  # a runner greenlet: its tasklet
     if bottom.f_code.co_name == "run" and hasattr(owner, "gr_frame") and hasattr(owner, "_hub"):
         who = f"tasklet {owner.name!r}"
     elif bottom.f_code.co_name == "_main" and hasattr(owner, "greenlet"):

@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, Iterator, TypeVar
 from greenlet import getcurrent
 
 from .hub import get_hub
+from .tasklet import getcurrent as current_tasklet
+from .tasklet import tasklet_of
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from greenlet import greenlet
     from typing_extensions import Self
 
     from .hub import Hub
@@ -171,7 +172,7 @@ class Lock:
 
     def __init__(self) -> None:
         self._locked = False
-        self._owner: greenlet | None = None
+        self._owner: Any = None          # a Tasklet, or a greenlet outside any
         self._waiters = _WaitQueue()
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
@@ -184,7 +185,7 @@ class Lock:
         """
         if not self._locked:
             self._locked = True
-            self._owner = getcurrent()
+            self._owner = current_tasklet()
             return True
         if not blocking:
             return False
@@ -208,7 +209,7 @@ class Lock:
             self._locked = False
             self._owner = None
         else:
-            self._owner = entry[0]
+            self._owner = tasklet_of(entry[0])
             self._waiters.wake(entry)
 
     def locked(self) -> bool:
@@ -240,7 +241,7 @@ class RLock(Lock):
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Take the lock (again, if the caller owns it); see ``Lock.acquire``."""
-        if self._locked and self._owner is getcurrent():
+        if self._locked and self._owner is current_tasklet():
             self._count += 1
             return True
         taken = super().acquire(blocking, timeout)
@@ -254,7 +255,7 @@ class RLock(Lock):
 
     def release(self) -> None:
         """Undo one acquire; the last one hands the lock on. Owner only."""
-        if not self._locked or self._owner is not getcurrent():
+        if not self._locked or self._owner is not current_tasklet():
             raise RuntimeError("cannot release un-acquired lock")
         self._count -= 1
         if self._count == 0:
@@ -267,7 +268,7 @@ class RLock(Lock):
             self._owner = None
             self._count = 0
         else:
-            self._owner = entry[0]
+            self._owner = tasklet_of(entry[0])
             self._count = 1
             self._waiters.wake(entry)
 

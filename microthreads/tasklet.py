@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from contextvars import copy_context as _copy_context
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from greenlet import GreenletExit, greenlet
 from greenlet import getcurrent as _getcurrent
-from greenlet import greenlet
 
 from . import hooks as _hooks
 from .errors import TaskletExit
@@ -26,8 +27,8 @@ _NO_KWARGS: dict[str, Any] = {}
 _HOOKS_RAN: list[tuple[Callable[..., object], tuple[Any, ...]]] = []
 
 
-class Tasklet(greenlet):
-    """The handle on one microthread: a greenlet whose parent is the hub.
+class Tasklet:
+    """The handle on one microthread, run by a greenlet whose parent is the hub.
 
     Made by ``spawn()``; starts in the hub's next iteration. It runs in a copy
     of its spawner's ``contextvars`` context. When it ends (return, exception
@@ -38,21 +39,28 @@ class Tasklet(greenlet):
     (``exception``, re-raised by ``get()``) and reported once through
     ``logging`` when it dies, unless someone already waits in ``join``/``get``
     on it or a ``Group`` owns it.
+
+    It is not itself a greenlet: a pooled runner greenlet runs it (a new
+    greenlet costs an mmap and an munmap of its Python stack, a parked one a
+    switch), so ``microthreads.getcurrent()`` answers the Tasklet while
+    ``greenlet.getcurrent()`` answers its runner. ``gr_frame``, ``parent``,
+    ``switch`` and ``throw`` are its runner's while it runs.
     """
 
-    __slots__ = ("_args", "_ended", "_exception", "_finished", "_fn", "_hooks", "_hub",
-                 "_kwargs", "_links", "_name", "_start_timer", "_started", "_value",
-                 *WAIT_STATE)          # the hub's wait state, set by Hub.start()
+    __slots__ = ("__weakref__", "_args", "_context", "_ended", "_exception", "_finished",
+                 "_fn", "_hooks", "_hub", "_kwargs", "_links", "_name", "_runner",
+                 "_start_kill", "_start_seq", "_start_timer", "_started", "_value")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...] = (),
                  kwargs: dict[str, Any] | None = None, hub: Hub | None = None) -> None:
-        hub = hub or get_hub()
-        greenlet.__init__(self, None, hub.greenlet)
-        self.gr_context = _copy_context()
+        self._hub = hub or get_hub()
+        self._context = _copy_context()
         self._fn = fn
         self._args: tuple[Any, ...] | None = args
         self._kwargs: dict[str, Any] | None = kwargs or _NO_KWARGS
-        self._hub = hub
+        self._runner: _Runner | None = None   # the greenlet running it, once started
+        self._start_seq = 0           # the hub's wait state until it has a runner
+        self._start_kill: BaseException | None = None
         self._started = False
         self._ended = False           # dead: run() is over, or killed before it began
         self._finished = False        # dead and every hook and joiner has been served
@@ -64,22 +72,53 @@ class Tasklet(greenlet):
         self._start_timer: Timer | None = None
         self._name: str | None = None
 
-    # ---------------------------------------------------------------- body
+    # ------------------------------------------- the greenlet it runs in
+    # The hub treats a tasklet as the greenlet that parks (WAIT_STATE, switch,
+    # throw): before its start they are the tasklet's own (its start is a
+    # wake-up), afterwards its runner's.
 
-    def run(self, _value: object = None) -> None:
-        """The tasklet's body, run by the hub once (greenlet's ``run``): calls the
-        function, keeps its value or its error (``TaskletExit`` is a normal end)
-        and finishes the tasklet. Not for users to call: ``spawn`` starts it.
-        """
-        self._started = True
-        try:
-            self._value = self._fn(*self._args, **self._kwargs)  # type: ignore[arg-type,misc]
-        except TaskletExit:
-            pass
-        except BaseException as exc:  # kept on the tasklet, reported once
-            self._exception = exc
-        self._args = self._kwargs = None     # let them go; _fn stays for name and repr
-        self._end()
+    def switch(self, *args: Any) -> Any:
+        """The hub starts it (its start wake-up) or resumes its runner. Not for users."""
+        runner = self._runner
+        if runner is not None:
+            return runner.switch(*args)
+        hub = self._hub
+        idle = _idle_runners(hub)
+        if idle:
+            runner = idle.pop()
+        else:
+            runner = _Runner(None, hub.greenlet)
+            runner._hub = hub
+            hub.wait_number(runner)       # its wait state (WAIT_STATE)
+        runner.tasklet = self
+        runner.gr_context = self._context
+        self._runner = runner
+        return runner.switch(self)
+
+    def throw(self, *args: Any) -> Any:
+        """Raise in its runner (the hub's verbs). Not for users: ``kill`` is."""
+        if self._runner is None:          # not started: it never runs (a kill before start)
+            self.kill(args[0] if args else TaskletExit, block=False)
+            return None
+        return self._runner.throw(*args)
+
+    @property
+    def parent(self) -> greenlet | None:
+        """The hub's greenlet (its runner's parent)."""
+        return self._hub.greenlet
+
+    @property
+    def gr_frame(self) -> Any:
+        """Its innermost frame while it waits; None when not started, dead or running."""
+        runner = self._runner
+        if runner is None or self._ended:
+            return None
+        return runner.gr_frame
+
+    @property
+    def gr_context(self) -> Any:
+        """The ``contextvars.Context`` it runs in."""
+        return self._context
 
     def _end(self) -> None:
         """The tasklet is dead: report, then schedule hooks for the next iteration."""
@@ -161,7 +200,7 @@ class Tasklet(greenlet):
         elif not self._started:
             state = "not started"
         else:
-            state = "running" if self is _getcurrent() else "waiting"
+            state = "running" if self is getcurrent() else "waiting"
         return f"<Tasklet {self.name!r} {state}>"
 
     def on_finish(self, fn: Callable[..., object], *args: Any) -> None:
@@ -192,7 +231,7 @@ class Tasklet(greenlet):
         hub = self._hub
         hub.check_thread()
         waiter = _getcurrent()
-        if waiter is self:
+        if waiter is self._runner and not self._ended:
             raise RuntimeError(f"{self!r} cannot join itself")
 
         def wake(_tasklet: Tasklet) -> None:
@@ -286,9 +325,10 @@ class Tasklet(greenlet):
             self._args = self._kwargs = None
             self._end()
             return
-        if self is _getcurrent():
+        runner = self._runner
+        if runner is _getcurrent():
             raise exc
-        hub.schedule_kill(self, exc)
+        hub.schedule_kill(runner, exc)
         if block:
             self.join(timeout)
 
@@ -319,9 +359,112 @@ def spawn_later(seconds: float, fn: Callable[..., Any], *args: Any, **kwargs: An
     return tasklet
 
 
-def getcurrent() -> greenlet:
-    """The running tasklet (or, outside any tasklet, the thread's main greenlet)."""
-    return _getcurrent()
+def getcurrent() -> Any:
+    """The running Tasklet (or, outside any tasklet, the greenlet that runs: the
+    thread's main greenlet, the hub's own). ``greenlet.getcurrent()`` answers a
+    tasklet's runner greenlet instead, which runs other tasklets before and after."""
+    current = _getcurrent()
+    if type(current) is _Runner:
+        return current.tasklet or current
+    return current
+
+
+def tasklet_of(g: greenlet) -> Any:
+    """The Tasklet the greenlet ``g`` runs; ``g`` itself if it runs none."""
+    if type(g) is _Runner:
+        return g.tasklet or g
+    return g
+
+
+class _Runner(greenlet):
+    """A greenlet that runs tasklets one after another, parked in its hub's
+    pool in between (at most IDLE_RUNNERS of them wait there).
+
+    Its frame is the bottom of every tasklet it runs (so a traceback or
+    ``describe_wait`` starts at the tasklet's function, as with a greenlet
+    of its own). When a tasklet ends its wait number is bumped and a kill
+    not yet delivered dropped: a wake-up or kill meant for that tasklet is
+    stale for the next.
+    """
+
+    __slots__ = ("_hub", "tasklet", *WAIT_STATE)
+    _hub: Hub
+    tasklet: Tasklet | None           # the one it runs; None while idle
+
+    def __repr__(self) -> str:
+        tasklet = self.tasklet
+        return "<idle runner greenlet>" if tasklet is None else repr(tasklet)
+
+    def run(self, tasklet: Tasklet) -> None:
+        hub = self._hub
+        hub_switch = hub.greenlet.switch
+        idle = _idle_runners(hub)
+        while True:
+            tasklet._started = True
+            try:
+                tasklet._value = tasklet._fn(*tasklet._args,  # type: ignore[misc]
+                                             **tasklet._kwargs)  # type: ignore[arg-type]
+            except TaskletExit:
+                pass
+            except BaseException as exc:  # kept on the tasklet, reported once
+                tasklet._exception = exc
+            tasklet._args = tasklet._kwargs = None   # let them go; _fn stays for repr
+            tasklet._end()
+            hub.cancel_wakeups(self)         # its wake-ups and kill are stale now
+            if len(idle) >= IDLE_RUNNERS:
+                return                       # dies, back to the hub
+            if not _hooks.switch_hooks:      # (a switch hook names it on the way out)
+                self.tasklet = None
+            del tasklet
+            idle.append(self)
+            while True:
+                try:
+                    given = hub_switch()
+                except GreenletExit:         # collected with its hub
+                    return
+                except BaseException:        # pragma: no cover  (nothing waits here)
+                    continue
+                if type(given) is Tasklet:
+                    tasklet = given
+                    break
+
+
+def _forwarded(name: str, own: str) -> property:
+    """A WAIT_STATE attribute of a Tasklet: its own before it has a runner, its
+    runner's afterwards (the hub's verbs treat a tasklet as the greenlet that parks)."""
+    def get(tasklet: Tasklet) -> Any:
+        runner = tasklet._runner
+        return getattr(tasklet, own) if runner is None else getattr(runner, name)
+
+    def put(tasklet: Tasklet, value: Any) -> None:
+        runner = tasklet._runner
+        if runner is None:
+            setattr(tasklet, own, value)
+        else:
+            setattr(runner, name, value)
+    return property(get, put)
+
+
+for _name, _own in zip(WAIT_STATE, ("_start_seq", "_start_kill")):
+    setattr(Tasklet, _name, _forwarded(_name, _own))
+
+
+#: At most this many runner greenlets wait for the next tasklet, per hub.
+IDLE_RUNNERS = 64
+_runners = threading.local()
+
+
+def _idle_runners(hub: Hub) -> list[_Runner]:
+    """The pool of ``hub`` (one hub per thread: the pool is per thread, and a
+    thread's new hub starts a new one)."""
+    try:
+        owner, idle = _runners.pool
+    except AttributeError:
+        owner = None
+    if owner is not hub:
+        idle = []
+        _runners.pool = (hub, idle)
+    return idle  # type: ignore[no-any-return]
 
 
 def on_finish(fn: Callable[..., object], *args: Any) -> None:
@@ -329,7 +472,7 @@ def on_finish(fn: Callable[..., object], *args: Any) -> None:
 
     The seed's ``tasks.on_finish``. Raises RuntimeError outside a tasklet.
     """
-    current = _getcurrent()
+    current = getcurrent()
     if not isinstance(current, Tasklet):
         raise RuntimeError("on_finish() must be called from inside a tasklet")
     current.on_finish(fn, *args)

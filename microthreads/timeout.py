@@ -57,7 +57,9 @@ class Timeout(BaseException):
             return self
         hub = get_hub()
         target = getcurrent()
-        self._timer = hub.call_later(self.seconds, self._fire, hub, target)
+        # a tasklet's runner greenlet runs others after it: fire only in this one
+        self._timer = hub.call_later(self.seconds, self._fire, hub, target,
+                                     getattr(target, "tasklet", None))
         return self
 
     @classmethod
@@ -66,7 +68,9 @@ class Timeout(BaseException):
         """Make a Timeout and start it."""
         return cls(seconds, exception).start()
 
-    def _fire(self, hub: Hub, target: greenlet) -> None:
+    def _fire(self, hub: Hub, target: greenlet, tasklet: object) -> None:
+        if tasklet is not None and getattr(target, "tasklet", None) is not tasklet:
+            return                        # that tasklet has ended
         exc = self.exception
         if exc is None:
             hub.throw_now(target, self)

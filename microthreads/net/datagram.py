@@ -201,7 +201,7 @@ class DatagramServer:
 
     def _serve(self, data: bytes, address: Address) -> None:
         """A handler tasklet's body: handle, then wait to be handed the next datagram."""
-        me: Tasklet = getcurrent()  # type: ignore[assignment]  # a handler is a tasklet
+        me: Tasklet = getcurrent()  # a handler is a tasklet
         hub = get_hub()
         idle = self._idle
         while True:
