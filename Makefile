@@ -103,7 +103,8 @@ test-core: $(VENV)/.installed-test  ## the runtime and net tests only (CI's extr
 # CPython's own tests of socket, ssl, select, subprocess, threading, queue, ... after
 # monkey.patch_all(), one process per module (tests/stdlib_patched.py); every test passes
 # but those of tests/stdlib_known_failures.txt. Skips where the interpreter has no `test`
-# package. About 5 minutes on 2 cores; ARGS="test_ssl" for one module.
+# package. 2-3 minutes on 2 cores; ARGS="test_ssl" for one module (or test_ssl.SomeTests),
+# ARGS=--unpatched for the baseline of the same tests without patching.
 test-stdlib: $(VENV)/.installed-run  ## CPython's own tests of the patched modules, patched
 	$(PY) tests/stdlib_patched.py $(ARGS)
 

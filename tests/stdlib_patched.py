@@ -13,7 +13,9 @@ A listed test is not run (some of them hang), and counts as a known failure;
 ``--run-known`` runs them too and reports those that now pass (their entry
 goes). The run fails on a failure that is not listed and on a module that
 overruns its time or dies. Entries for tests this Python does not have are
-ignored; ``3.13:`` before an id limits the entry to that version.
+ignored; ``3.10,3.13:`` before an id limits the entry to those versions,
+``unpatched:`` makes it hold for the unpatched baseline too (a failure of
+the machine's own; the baseline ignores the other entries).
 
     python tests/stdlib_patched.py                      # every module, patched
     python tests/stdlib_patched.py test_socket test_ssl # some of them
@@ -47,6 +49,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -62,6 +65,10 @@ MODULES = [
     "test_wsgiref", "test_xmlrpc", "test_timeout", "test_thread", "test_threading",
     "test_threading_local", "test_queue", "test_signal", "test_telnetlib",
 ]
+#: Started first (each took 25-50 s on 3.11, most of it waiting), so the others fill the
+#: remaining jobs around them instead of leaving one of them last, alone.
+SLOW_FIRST = ["test_imaplib", "test_signal", "test_ssl", "test_socket", "test_xmlrpc",
+              "test_subprocess"]
 #: The resources test.support lets tests use (regrtest's -u); network is left out.
 RESOURCES = ["network", "subprocess", "walltime"]
 FAILED = ("fail", "error", "unexpected-success")
@@ -79,7 +86,7 @@ def _child(spec: str, patched: bool, out_path: str, run_known: bool) -> None:
         from microthreads import monkey
         monkey.patch_all()
     import unittest
-    known = {} if run_known or not patched else read_known_failures()
+    known = {} if run_known else read_known_failures(patched=patched)
     run_test = unittest.TestCase.run
 
     def run_unless_known(test, result=None):
@@ -201,12 +208,19 @@ def run_module(module: str, patched: bool, timeout: float, log_dir: str,
     with open(log_path, "w") as log:
         proc = subprocess.Popen(args, cwd=log_dir, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+        with _running_lock:
+            _running.add(proc)
+            if _stopping:                        # the run was stopped as this one started
+                _kill(proc)
         try:
             code = proc.wait(timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
-            os.killpg(proc.pid, signal.SIGKILL)   # the child and whatever it started
+            _kill(proc)
             code = proc.wait()
+        finally:
+            with _running_lock:
+                _running.discard(proc)
     outcomes: dict[str, str] = {}
     if os.path.exists(out_path):
         with open(out_path) as results:
@@ -217,8 +231,37 @@ def run_module(module: str, patched: bool, timeout: float, log_dir: str,
             "timed_out": timed_out, "returncode": code, "log": log_path}
 
 
-def read_known_failures(path: str = KNOWN_FAILURES) -> dict[str, str]:
-    """``{test id: reason}`` for this Python, from the known-failures file."""
+#: The children running now: killed if the run itself is interrupted or terminated.
+_running: set[subprocess.Popen] = set()
+_running_lock = threading.Lock()
+_stopping = False
+
+
+def _stop_children() -> None:
+    """The run is over or stopped: kill every child still running, and any started later."""
+    global _stopping
+    with _running_lock:
+        _stopping = True
+        for proc in _running:
+            _kill(proc)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """Kill a child and whatever it started: its own process group (its own session)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass                                     # gone already
+
+
+def read_known_failures(path: str = KNOWN_FAILURES, patched: bool = True) -> dict[str, str]:
+    """``{test id: reason}`` for this Python, from the known-failures file.
+
+    A line is ``[QUALIFIER:]... TEST_ID REASON``. Qualifiers: versions
+    (``3.10,3.11:``) limit the entry to those Pythons; ``unpatched:`` makes
+    it hold for the unpatched baseline too (the machine's own failures),
+    where every other entry is ignored.
+    """
     known: dict[str, str] = {}
     version = "{}.{}".format(*sys.version_info[:2])
     with open(path) as lines:
@@ -227,13 +270,16 @@ def read_known_failures(path: str = KNOWN_FAILURES) -> dict[str, str]:
             if not line or line.startswith("#"):
                 continue
             test_id, _, reason = line.partition(" ")
-            if ":" in test_id:
-                only, test_id = test_id.split(":", 1)
-                if only != version:
-                    continue
-            if "*" in test_id or not reason.strip():
-                raise SystemExit(f"{path}:{number}: one test id and its reason, no wildcards")
-            known[test_id] = reason.strip()
+            *qualifiers, test_id = test_id.split(":")
+            versions = [v for q in qualifiers if q != "unpatched" for v in q.split(",")]
+            if "*" in test_id or not reason.strip() or not test_id.startswith("test.") \
+                    or any(not v.startswith("3.") for v in versions):
+                raise SystemExit(f"{path}:{number}: [3.N,...:][unpatched:]test.<id> and its"
+                                 " reason, no wildcards")
+            if versions and version not in versions:
+                continue
+            if patched or "unpatched" in qualifiers:
+                known[test_id] = reason.strip()
     return known
 
 
@@ -288,23 +334,31 @@ def main(argv: list[str] | None = None) -> int:
     test_dir = os.path.dirname(test.__file__)
     modules = args.modules or [m for m in MODULES if os.path.exists(
         os.path.join(test_dir, m + ".py")) or os.path.isdir(os.path.join(test_dir, m))]
-    known = {} if args.unpatched else read_known_failures()
+    order = sorted(modules, key=lambda m: m not in SLOW_FIRST)   # stable: the rest as listed
+    known = read_known_failures(patched=not args.unpatched)
     started = time.monotonic()
     mode = "unpatched" if args.unpatched else "patched"
     log_dir = os.path.join(args.logs, "{}.{}-{}".format(*sys.version_info[:2], mode))
     shutil.rmtree(log_dir, ignore_errors=True)
     os.makedirs(log_dir)
-    with ThreadPoolExecutor(args.jobs) as pool:
-        results = list(pool.map(lambda m: run_module(m, not args.unpatched, args.timeout,
-                                                     log_dir, args.run_known), modules))
-        problems, rows = summarise(results, known)
-        for problem in problems:
-            print(problem)
-            log = next((r["log"] for r in results if problem.split()[1].startswith(
-                f"test.{r['module']}.") or problem.split()[1] == r["module"]), None)
-            if log and not problem.startswith("PASS"):
-                with open(log) as text:
-                    print("    ... " + "".join(text.readlines()[-15:]).replace("\n", "\n    "))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # a CI's stop: clean up first
+    pool = ThreadPoolExecutor(args.jobs)
+    try:
+        done = dict(zip(order, pool.map(lambda m: run_module(
+            m, not args.unpatched, args.timeout, log_dir, args.run_known), order)))
+    finally:                                     # interrupted: no child outlives the run
+        pool.shutdown(wait=False, cancel_futures=True)
+        _stop_children()
+        pool.shutdown()
+    results = [done[m] for m in modules]
+    problems, rows = summarise(results, known)
+    for problem in problems:
+        print(problem)
+        log = next((r["log"] for r in results if problem.split()[1].startswith(
+            f"test.{r['module']}.") or problem.split()[1] == r["module"]), None)
+        if log and not problem.startswith("PASS"):
+            with open(log) as text:
+                print("    ... " + "".join(text.readlines()[-15:]).replace("\n", "\n    "))
     title = "unpatched" if args.unpatched else "after monkey.patch_all()"
     print(f"\nCPython {sys.version.split()[0]}'s tests, {title}:")
     print(f"{'module':24} {'run':>5} {'passed':>6} {'skipped':>7} {'failed':>6}"
