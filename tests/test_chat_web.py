@@ -253,8 +253,9 @@ def test_workers_serve_one_web_port_the_supervisor_holds(redis):
                 break
         assert joined == {0, 1}, "every web member joined the same worker"
         tom.say("hello, browsers")
-        members[0].say("hello, telnet")
-        tom.expect("tom says: hello, browsers", "web0 says: hello, telnet")
+        tom.expect("tom says: hello, browsers")   # the room's order: tom's line first
+        members[0].say("hello, telnet")           # (said at once, two workers race to Redis)
+        tom.expect("web0 says: hello, telnet")
         said = ["tom says: hello, browsers", "web0 says: hello, telnet"]
         for member in members:
             lines = [member.line()]
