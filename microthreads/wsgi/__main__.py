@@ -20,6 +20,7 @@ from typing import Any
 
 from .. import monkey
 from ..hub import get_hub
+from ..net.common import describe
 from ..sync import Event
 from ..tasklet import run
 
@@ -85,11 +86,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _where(address: Any) -> str:
-    """``HOST:PORT`` of a TCP address, a Unix socket's path as it is."""
-    return f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
-
-
 def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit status: 0 after SIGTERM or SIGINT,
     1 if it cannot listen, 2 for an unusable certificate or MICROTHREADS_*
@@ -130,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: hub.call_soon_threadsafe(stop.set))
         server.start()
-        log.info("serving %s on %s://%s", args.app, server.scheme, _where(server.address))
+        log.info("serving %s on %s://%s", args.app, server.scheme, describe(server.address))
         stop.wait()
         log.info("stopping (requests in flight get %g s)", args.graceful_timeout)
         server.stop(args.graceful_timeout)
@@ -138,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(serve)
     except OSError as exc:          # the address: in use, not ours, not resolvable
-        log.error("cannot serve on %s: %s", _where(args.bind), exc.strerror or exc)
+        log.error("cannot serve on %s: %s", describe(args.bind), exc.strerror or exc)
         return 1
     return 0
 
