@@ -12,7 +12,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Tuple
 
 from bench import runner
 from bench.runner import CLIENT_CPU, PYTHON, SERVER_CPU, RunError
@@ -22,8 +22,8 @@ from bench.runner import CLIENT_CPU, PYTHON, SERVER_CPU, RunError
 class Row:
     key: str
     name: str
-    version_of: Optional[str]  # a key of machine.versions(), shown beside the name
-    module: Optional[str]  # the peer module, None for the C server
+    version_of: str | None  # a key of machine.versions(), shown beside the name
+    module: str | None  # the peer module, None for the C server
     extra: Tuple[str, ...] = ()  # peer arguments after the mode
 
 

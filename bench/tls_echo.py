@@ -142,7 +142,7 @@ def main():
             print(f"run {run + 1}: 200 concurrent TLS handshakes in {walls[-1]:.3f} s",
                   flush=True)
     tcp, tls = statistics.median(rates["tcp"]), statistics.median(rates["tls"])
-    paired = statistics.median(b / a for a, b in zip(rates["tcp"], rates["tls"]))
+    paired = statistics.median(b / a for a, b in zip(rates["tcp"], rates["tls"], strict=True))
     import ssl
     print(f"\n{ssl.OPENSSL_VERSION}, Python {sys.version.split()[0]}, {args.clients} clients,"
           f" 64-byte lines, {args.seconds:g} s, median of {args.runs}")

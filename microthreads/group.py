@@ -216,7 +216,7 @@ class Pool(Group):
         raised here at once and the calls still running are killed.
         """
         values: dict[int, T] = {}
-        with closing(self._finished(fn, zip(*iterables), ordered=False)) as finished:
+        with closing(self._finished(fn, zip(*iterables, strict=False), ordered=False)) as finished:
             for index, result in finished:
                 values[index] = result.get()
         return [values[index] for index in range(len(values))]
@@ -243,7 +243,7 @@ class Pool(Group):
 
     def _values(self, fn: Callable[..., T], iterables: tuple[Iterable[Any], ...],
                 ordered: bool) -> Generator[T, None, None]:
-        with closing(self._finished(fn, zip(*iterables), ordered)) as finished:
+        with closing(self._finished(fn, zip(*iterables, strict=False), ordered)) as finished:
             for _index, result in finished:
                 yield result.get()
 

@@ -445,7 +445,7 @@ def _forwarded(name: str, own: str) -> property:
     return property(get, put)
 
 
-for _name, _own in zip(WAIT_STATE, ("_start_seq", "_start_kill")):
+for _name, _own in zip(WAIT_STATE, ("_start_seq", "_start_kill"), strict=True):
     setattr(Tasklet, _name, _forwarded(_name, _own))
 
 

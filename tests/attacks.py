@@ -111,7 +111,7 @@ class Flood:
             while not self._stopping.is_set():
                 try:
                     sock.sendall(payload)
-                except socket.timeout:
+                except TimeoutError:
                     continue            # the server is behind: good, try again
                 except OSError:
                     return
@@ -206,7 +206,7 @@ def measure_storm(seconds, lines):
             while not stop.is_set():
                 try:
                     data = watcher.sock.recv(1 << 16)
-                except socket.timeout:
+                except TimeoutError:
                     continue
                 if not data:
                     return

@@ -297,7 +297,7 @@ class Client:
             return False
         left = deadline - time.monotonic()
         if left <= 0:
-            raise socket.timeout
+            raise TimeoutError
         self.sock.settimeout(left)
         data = self.sock.recv(1 << 16)
         if not data:
@@ -316,7 +316,7 @@ class Client:
             while not self._events:
                 if not self._receive(deadline):
                     return None
-        except socket.timeout:
+        except TimeoutError:
             raise AssertionError(f"{self}: nothing within {timeout or self.timeout} s;"
                                  f" unfinished input: {bytes(self._buf[-200:])!r}") from None
         return self._events.popleft()
@@ -379,7 +379,7 @@ class Client:
                     return
             try:
                 alive = self._receive(deadline)
-            except socket.timeout:
+            except TimeoutError:
                 alive = None
             assert alive, f"{self}: no WONT TIMING-MARK ({'EOF' if alive is False else 'timeout'})"
 

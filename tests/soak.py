@@ -225,7 +225,7 @@ def hub_counts(run_info):
     """``{"tasklets", "ready", "timers", "fds"}`` from ``format_run_info()``'s first
     line, ``repr(hub)``: live tasklets, ready callbacks, live timers, watched fds."""
     match = HUB_COUNTS.search(run_info)
-    return dict(zip(("tasklets", "ready", "timers", "fds"), map(int, match.groups())))
+    return dict(zip(("tasklets", "ready", "timers", "fds"), map(int, match.groups()), strict=True))
 
 
 def _serve(argv):

@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     pool = ThreadPoolExecutor(args.jobs)
     try:
         done = dict(zip(order, pool.map(lambda m: run_module(
-            m, not args.unpatched, args.timeout, log_dir, args.run_known), order)))
+            m, not args.unpatched, args.timeout, log_dir, args.run_known), order), strict=True))
     finally:                                     # interrupted: no child outlives the run
         pool.shutdown(wait=False, cancel_futures=True)
         _stop_children()

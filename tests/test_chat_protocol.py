@@ -986,7 +986,8 @@ def test_every_member_gets_broadcasts_in_one_order_and_each_senders_in_its_order
         for start in range(0, count, 25):
             client.send("".join(f"{handle}-{i}\r\n" for i in range(start, start + 25)))
 
-    threads = [threading.Thread(target=talk, args=pair) for pair in zip(clients, handles)]
+    threads = [threading.Thread(target=talk, args=pair)
+               for pair in zip(clients, handles, strict=True)]
     for thread in threads:
         thread.start()
     for thread in threads:

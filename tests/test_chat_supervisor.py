@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from itertools import pairwise
 
 import microthreads
 from chat.cli import parse_args
@@ -101,7 +102,7 @@ def test_a_crash_looping_worker_is_restarted_after_waits_that_double_to_a_cap(ca
     workers = Workers(1, spawn, first=1.0, cap=8.0, reset=60.0)
     with caplog.at_level(logging.INFO, logger="chat.supervisor"):
         _supervise(workers, until=50.0)
-    waits = [b - a for a, b in zip(starts, starts[1:])]
+    waits = [b - a for a, b in pairwise(starts)]
     assert waits[:6] == [1.25, 2.25, 4.25, 8.25, 8.25, 8.25]
     assert ("worker 0 (pid 1000) exited with status 1 after 0.25s; restarting in 1s"
             in caplog.text)
@@ -117,7 +118,7 @@ def test_a_worker_that_stayed_up_long_enough_restarts_from_the_first_wait():
 
     workers = Workers(1, spawn, first=1.0, cap=30.0, reset=60.0)
     _supervise(workers, until=120.0)
-    waits = [b - a for a, b in zip(starts, starts[1:])]
+    waits = [b - a for a, b in pairwise(starts)]
     assert waits[:5] == [1.25, 2.25, 4.25, 101.0, 2.25]   # up 100 s: 1 s again, then 2
 
 
@@ -131,7 +132,7 @@ def test_a_worker_that_stopped_cleanly_is_restarted_without_growing_the_back_off
     workers = Workers(1, spawn, first=1.0, cap=30.0, reset=60.0)
     with caplog.at_level(logging.INFO, logger="chat.supervisor"):
         _supervise(workers, until=20.0)
-    waits = [b - a for a, b in zip(starts, starts[1:])]
+    waits = [b - a for a, b in pairwise(starts)]
     assert waits[:5] == [1.25, 2.25, 1.25, 1.25, 1.25]   # a clean stop starts the back-off over
     assert "worker 0 (pid" in caplog.text and "stopped cleanly after 0.25s; restarting in 1s" \
         in caplog.text

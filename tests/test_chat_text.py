@@ -1,6 +1,7 @@
 """The chat service's input path (chat/text.py), as PROTOCOL.md's "Transport" states it."""
 
 import re
+from itertools import pairwise
 
 import pytest
 from hypothesis import given, settings
@@ -26,7 +27,7 @@ def feed_in_pieces(filter_, data, cuts):
     """Feed `data` cut at `cuts`; return the concatenated payload and replies."""
     payload = replies = b""
     bounds = [0, *sorted(cuts), len(data)]
-    for start, end in zip(bounds, bounds[1:]):
+    for start, end in pairwise(bounds):
         more, answer = filter_.feed(data[start:end])
         payload += more
         replies += answer
@@ -37,7 +38,7 @@ def split_lines(splitter, data, cuts):
     """Feed `data` cut at `cuts`, then flush; return all items and the rest."""
     items = []
     bounds = [0, *sorted(cuts), len(data)]
-    for start, end in zip(bounds, bounds[1:]):
+    for start, end in pairwise(bounds):
         items += splitter.feed(data[start:end])
     return items, splitter.flush()
 
@@ -504,7 +505,7 @@ def test_warnings_are_due_at_most_once_a_second_while_flooding():
         if not limiter.allow(now) and limiter.warn_due(now):
             warnings.append(now)
     assert len(warnings) >= 4
-    assert all(later - earlier >= 1.0 for earlier, later in zip(warnings, warnings[1:]))
+    assert all(later - earlier >= 1.0 for earlier, later in pairwise(warnings))
 
 
 def test_no_warning_is_due_once_lines_pass_again():

@@ -137,7 +137,7 @@ def test_lines_sent_on_both_nodes_arrive_in_one_order_everywhere(nodes):
         clients.append(newcomer)
     count = 30
     for number in range(count):               # interleaved, without waiting for echoes
-        for handle, client in zip(handles, clients):
+        for handle, client in zip(handles, clients, strict=True):
             client.say(f"{handle} line {number}")
     seen = [client.lines(count * len(clients), timeout=20) for client in clients]
     for other in seen[1:]:

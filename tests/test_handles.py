@@ -265,7 +265,7 @@ def test_pythons_of_other_unicode_versions_judge_and_key_every_handle_alike():
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, (python, result.stderr)
         there = json.loads(result.stdout)
-        differ = [(h, a, b) for h, a, b in zip(handles, here, there) if a != b]
+        differ = [(h, a, b) for h, a, b in zip(handles, here, there, strict=True) if a != b]
         assert not differ, (python, differ[:5])
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import threading
 import time
@@ -352,7 +351,7 @@ def test_a_connection_dribbling_its_handle_is_still_timed_out(chat_server):
         client.sock.settimeout(0.2)
         try:
             data = client.sock.recv(4096)
-        except socket.timeout:
+        except TimeoutError:
             continue
         assert data, f"closed without a word after {bytes(client.received)!r}"
         client.received += data
@@ -383,7 +382,7 @@ def test_a_flooder_at_full_speed_cannot_starve_another_members_lines(chat_server
         while not stop.is_set():
             try:
                 flooder.sock.sendall(block)
-            except socket.timeout:
+            except TimeoutError:
                 continue                        # the server is behind: try again
             except OSError:
                 return

@@ -20,6 +20,7 @@ import base64
 import os
 import struct
 from collections import deque
+from itertools import pairwise
 
 import pytest
 from hypothesis import example, given, settings
@@ -169,7 +170,7 @@ def split(draw, streams):
     else:
         cuts = list(range(step, len(data), step))
     bounds = [0, *cuts, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+    return [data[a:b] for a, b in pairwise(bounds) if b > a]
 
 
 #: Lengths about the 7-bit form's end (125, 126) and the limits (100, 300).

@@ -158,7 +158,7 @@ def closed_by_peer(sock):
                 return True
     except ConnectionResetError:
         return True
-    except socket.timeout:
+    except TimeoutError:
         return False
 
 

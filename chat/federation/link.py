@@ -318,7 +318,7 @@ class Link:
             self.outage.end()
             backoff.reset()
             listener.after_batch(batch, sent)
-            for request, reply in zip(batch, replies[1:]):
+            for request, reply in zip(batch, replies[1:], strict=False):
                 again = request.succeed(reply)
                 if again is not None:
                     again.deadline = clock() + SEND_LIMIT

@@ -115,8 +115,8 @@ class Reader:
         """``take`` for the entries of a script's reply (fields as a flat
         list), not patient: the writer must not wait."""
         self._writer_read_at = self._clock()
-        self.take([(entry_id, dict(zip(flat[::2], flat[1::2]))) for entry_id, flat in entries],
-                  patient=False)
+        self.take([(entry_id, dict(zip(flat[::2], flat[1::2], strict=False)))
+                   for entry_id, flat in entries], patient=False)
 
     def run(self) -> None:
         """Read the entries after ``last_id`` until killed."""
