@@ -176,6 +176,7 @@ class Hub:
     def _main(self) -> None:
         """The hub greenlet's body: iterate, and hand control back when asked."""
         handoff = self._handoff
+        live = self._live
         while True:
             try:
                 self._iterate()
@@ -186,7 +187,9 @@ class Hub:
             if self._interrupt is not None:
                 interrupt, self._interrupt = self._interrupt, None
                 handoff.throw_back(interrupt)
-            elif handoff.done():
+            # RUN_UNTIL's target cannot have finished while it is live (not yet
+            # retired): a dict lookup instead of two calls on every turn
+            elif (handoff.mode != RUN_UNTIL or handoff.target not in live) and handoff.done():
                 handoff.hand_back()
 
     def _iterate(self) -> None:
