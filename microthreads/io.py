@@ -76,9 +76,13 @@ class IOManager:
 
     def _wait(self, fd: int, side: int, timeout: float | None) -> bool:
         watch = self._fds.get(fd) or self._watch(fd)
-        self._check_free(watch, side)
+        if watch.waiter[side] is not None or watch.callback[side] is not None:
+            self._check_free(watch, side)     # raises (inline: waits are the hot path)
         current: Any = getcurrent()
-        seq = self._wait_number(current)
+        try:
+            seq = current._seq                # a tasklet's runner has its wait state
+        except AttributeError:
+            seq = self._wait_number(current)  # a greenlet new to the hub gets it there
         bit = SIDES[side][1]
         if not watch.mask & bit:
             self.poller.set_mask(watch, watch.mask | bit)
