@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import socket as _socket
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn, TypeVar
 
 from ..hub import get_hub
 from ..nonblocking import EAGER_BUDGET, READABLE, WRITABLE, EagerBudget, deadline_after, retry
@@ -171,12 +171,16 @@ class Connection:
         try:
             return retry(hub, self._fd, writable, deadline, operation, arg, budget=self._budget)
         except OSError as exc:
-            if exc.errno is not None or not isinstance(exc, (TimeoutError, NetworkError)):
-                raise self._failed(exc, doing) from exc   # the socket's (a kernel ETIMEDOUT too)
-            if isinstance(exc, NetworkError):
-                raise                                   # close() meanwhile
-            # the wait's own time limit; the message is made only now, off the hot path
-            raise TimeoutError(f"{describe(self.peer)}: {doing} timed out") from None
+            self._wait_failed(exc, doing)
+
+    def _wait_failed(self, exc: OSError, doing: str) -> NoReturn:
+        """Raise what an OSError met on the slow path means; called in its handler."""
+        if exc.errno is not None or not isinstance(exc, (TimeoutError, NetworkError)):
+            raise self._failed(exc, doing) from exc   # the socket's (a kernel ETIMEDOUT too)
+        if isinstance(exc, NetworkError):
+            raise exc                                 # close() meanwhile
+        # the wait's own time limit; the message is made only now, off the hot path
+        raise TimeoutError(f"{describe(self.peer)}: {doing} timed out") from None
 
     def _read_chunk(self, size: int) -> bytes:
         """The next bytes from the socket (b"" at EOF), waiting if needed.
@@ -189,22 +193,30 @@ class Connection:
         the data and errors are the same. A TLS read always tries first: its
         plaintext may be buffered where readiness does not show it.
         """
-        if self._guess < 0:                    # a recent eager read found nothing
+        wait_first = self._guess < 0            # a recent eager read found nothing
+        if wait_first:
             self._guess += 1
-            data = self._after_eagain(READABLE, "receive", self._recv, size)
-        else:
-            got: bytes | None
+            if self.timeout is None and not self._closed:
+                # retry's first wait, inline (the commonest wait of a server): no
+                # time limit; a read that still would block takes the slow path
+                self._budget.refill()
+                try:
+                    self._hub.wait_readable(self._fd)
+                except OSError as exc:
+                    self._wait_failed(exc, "receive")
+                wait_first = False
+        got: bytes | None = None
+        if not wait_first:
             try:
                 got = self._recv(size)
             except BlockingIOError:
                 self._guess = -self._waits_after_miss
                 # wait below, outside the handler: a tasklet parked inside it keeps
                 # the exception and its traceback alive (0.5 KiB per idle connection)
-                got = None
             except OSError as exc:
                 raise self._failed(exc, "receive") from exc
-            data = self._after_eagain(READABLE, "receive", self._recv, size) \
-                if got is None else got
+        data = self._after_eagain(READABLE, "receive", self._recv, size) \
+            if got is None else got
         if not data:
             self._eof = True
             self._mark_lost()
