@@ -46,7 +46,7 @@ try:
         TextMessage,
     )
     from wsproto.extensions import Extension, PerMessageDeflate
-    from wsproto.frame_protocol import CloseReason
+    from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
     from wsproto.handshake import server_extensions_handshake
     from wsproto.utilities import ProtocolError, generate_accept_token, split_comma_header
 except ImportError as exc:                    # pragma: no cover - the extra is missing
@@ -704,11 +704,64 @@ def _parse_origin(origin: str) -> tuple[str, str, int] | None:
     return None if where is None else (scheme, *where)
 
 
+#: The most deflate can inflate one input byte into (RFC 1951: a 258-byte
+#: match coded in two bits); what bounds a piece fed to the decompressor.
+DEFLATE_MAX_RATIO = 1032
+
+
+class _BoundedDeflate(PerMessageDeflate):
+    """permessage-deflate that inflates a message only up to ``max_message``
+    bytes, then closes with 1009 (MESSAGE_TOO_BIG) before inflating the rest.
+    wsproto inflates a read's payload whole, so 64 KiB of compressed zeros
+    would become 64 MiB at once; here the payload reaches the decompressor in
+    pieces small enough that a message costs at most about twice
+    ``max_message``, whatever the peer sends. Control frames (a ping between
+    two fragments) are not counted and do not end the message."""
+
+    def __init__(self, max_message: int) -> None:
+        super().__init__()
+        self._max_message = max_message
+        self._inflated = 0                  # of the data message being read
+        self._control = False               # the frame being read is a control frame
+
+    def frame_inbound_header(self, proto: FrameDecoder | FrameProtocol, opcode: Opcode,
+                             rsv: RsvBits, payload_length: int) -> CloseReason | RsvBits:
+        self._control = opcode.iscontrol()
+        return super().frame_inbound_header(proto, opcode, rsv, payload_length)
+
+    def frame_inbound_payload_data(self, proto: FrameDecoder | FrameProtocol,
+                                   data: bytes) -> bytes | CloseReason:
+        if self._control:
+            return super().frame_inbound_payload_data(proto, data)
+        step = (self._max_message - self._inflated) // DEFLATE_MAX_RATIO + 64
+        pieces: list[bytes] = []
+        for start in range(0, len(data), step):     # one piece for the usual read
+            out = super().frame_inbound_payload_data(proto, data[start:start + step])
+            if isinstance(out, CloseReason):
+                return out
+            self._inflated += len(out)
+            if self._inflated > self._max_message:
+                return CloseReason.MESSAGE_TOO_BIG
+            pieces.append(out)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def frame_inbound_complete(self, proto: FrameDecoder | FrameProtocol,
+                               fin: bool) -> bytes | CloseReason | None:
+        out = super().frame_inbound_complete(proto, fin)
+        if self._control or not fin:
+            return out
+        inflated, self._inflated = self._inflated, 0
+        if isinstance(out, bytes) and inflated + len(out) > self._max_message:
+            return CloseReason.MESSAGE_TOO_BIG
+        return out
+
+
 def _negotiate(method: str, headers: Mapping[str, str], origins: Sequence[str] | None,
-               scheme: str | None, subprotocols: Sequence[str],
-               compression: bool) -> tuple[list[tuple[str, str]], list[Extension], str | None]:
+               scheme: str | None, subprotocols: Sequence[str], compression: bool,
+               max_message: int) -> tuple[list[tuple[str, str]], list[Extension], str | None]:
     """Check an upgrade request (RFC 6455 4.2.1); the 101 answer's headers, the
-    extensions agreed and the subprotocol. HandshakeError when refused."""
+    extensions agreed (deflate bounded by ``max_message``) and the subprotocol.
+    HandshakeError when refused."""
     if method != "GET":
         raise HandshakeError("405 Method Not Allowed", "a WebSocket opens with GET",
                              [("Allow", "GET")])
@@ -741,7 +794,7 @@ def _negotiate(method: str, headers: Mapping[str, str], origins: Sequence[str] |
     extensions: list[Extension] = []
     requested = headers.get("sec-websocket-extensions")
     if compression and requested:
-        deflate = PerMessageDeflate()
+        deflate = _BoundedDeflate(max_message)
         agreed = server_extensions_handshake(
             split_comma_header(requested.encode("latin-1")), [deflate])
         if agreed is not None:
@@ -811,9 +864,8 @@ def accept(source: Connection | Mapping[str, Any], *, origins: Sequence[str] | N
     origins (``"https://example.com"``; ``"*"`` any). ``subprotocols``: the
     first the client offers that is in this list is agreed.
     ``compression``: agree to permessage-deflate if the client offers it
-    (wsproto inflates each read's frames whole before ``max_message`` is
-    checked: one read of 64 KiB may inflate far past it, so offer it only
-    to peers you trust with that memory).
+    (a message is inflated only up to ``max_message``: a compressed bomb
+    closes with 1009 having cost about twice that).
     ``max_message`` bytes per message (1009 past it). ``ping_interval``
     seconds: a keepalive ping that often; no pong within ``ping_timeout``
     closes with 1011. ``max_output``/``on_full`` set the Connection's
@@ -829,7 +881,7 @@ def accept(source: Connection | Mapping[str, Any], *, origins: Sequence[str] | N
                          TimeoutError(f"{conn.peer}: no WebSocket request in time")):
                 method, target, headers = _read_request(conn)
             answer, extensions, chosen = _negotiate(method, headers, origins, None,
-                                                    subprotocols, compression)
+                                                    subprotocols, compression, max_message)
         except HandshakeError as exc:
             _send_head(conn, exc.status, exc.headers + [("Connection", "close")], exc.body)
             raise
@@ -844,7 +896,7 @@ def accept(source: Connection | Mapping[str, Any], *, origins: Sequence[str] | N
         headers = _environ_headers(environ)
         answer, extensions, chosen = _negotiate(
             environ.get("REQUEST_METHOD", "GET"), headers, origins,
-            environ.get("wsgi.url_scheme"), subprotocols, compression)
+            environ.get("wsgi.url_scheme"), subprotocols, compression, max_message)
         target = environ.get("PATH_INFO", "/")
         if environ.get("QUERY_STRING"):
             target += "?" + environ["QUERY_STRING"]
@@ -891,7 +943,7 @@ def connect(url: str, *, timeout: float | None = HANDSHAKE_TIMEOUT, ssl: Any = N
     if origin is not None:
         extra.append((b"Origin", origin.encode("latin-1")))
     protocol = WSConnection(ConnectionType.CLIENT)
-    extensions: list[Extension] = [PerMessageDeflate()] if compression else []
+    extensions: list[Extension] = [_BoundedDeflate(max_message)] if compression else []
     hub = get_hub()
     deadline = deadline_after(hub, timeout)
     conn = _dial((parts.hostname, port), timeout=timeout, ssl=ssl if scheme == "wss" else None)

@@ -7,7 +7,9 @@ blocked the hub could never be answered.
 """
 
 import struct
+import tracemalloc
 import urllib.request
+import zlib
 
 import pytest
 from net_helpers import LIMIT, run
@@ -146,6 +148,60 @@ def test_a_message_over_the_limit_closes_with_1009():
 
     (first, code), [(_ws, server_code)] = run(main)
     assert (first, code, server_code) == (1000, 1009, 1009)
+
+
+def _deflated_frame(data):
+    """A client's binary frame of ``data`` under permessage-deflate (RSV1 set,
+    the all-zero mask key, a 16- or 64-bit length)."""
+    squeezer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    payload = squeezer.compress(data) + squeezer.flush(zlib.Z_SYNC_FLUSH)
+    payload = payload[:-4]                                   # RFC 7692 7.2.1
+    length = struct.pack("!BH", 0x80 | 126, len(payload)) if len(payload) < 1 << 16 \
+        else struct.pack("!BQ", 0x80 | 127, len(payload))
+    return bytes([0x80 | 0x40 | 0x2]) + length + b"\0\0\0\0" + payload
+
+
+def test_a_compressed_bomb_closes_with_1009_without_being_inflated():
+    limit = 64 * 1024
+    bomb = _deflated_frame(bytes(64 * 1024 * 1024))          # 64 MiB of zeros in ~64 KiB
+
+    def main():
+        server, _url, seen = serve(echo, compression=True, max_message=limit)
+        conn, head = _raw_upgrade(server.address[1],
+                                  b"Sec-WebSocket-Extensions: permessage-deflate\r\n")
+        tracemalloc.start()
+        try:
+            conn.sendall(bomb)
+            frame = conn.recv_exactly(4)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        server.stop()
+        return head, frame, peak, seen
+
+    head, frame, peak, [(_ws, code)] = run(main)
+    assert b"permessage-deflate" in head
+    assert frame[0] == 0x88 and struct.unpack("!H", frame[2:4])[0] == 1009 and code == 1009
+    assert peak < 4 * 1024 * 1024, peak      # about 0.7 MiB; inflated whole it was 200 MiB
+
+
+def test_compressed_messages_up_to_the_limit_pass_whole_and_one_byte_more_closes_with_1009():
+    limit = 300_000
+
+    def main():
+        server, url, seen = serve(echo, compression=True, max_message=limit)
+        ws = websocket.connect(url, compression=True, max_message=limit)
+        ws.send(b"ab" * 50 + bytes(limit - 100))             # one read inflates past 64 KiB
+        ws.send("z" * 1000)
+        got = [ws.receive(), ws.receive()]
+        ws.send(bytes(limit + 1))
+        after = ws.receive()
+        server.stop()
+        return got, after, ws.close_code, seen
+
+    got, after, code, [(_ws, server_code)] = run(main)
+    assert got == [b"ab" * 50 + bytes(limit - 100), "z" * 1000]
+    assert after is None and code == server_code == 1009
 
 
 def _masked_frame(opcode, payload):
