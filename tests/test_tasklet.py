@@ -34,6 +34,16 @@ def test_spawn_passes_positional_and_keyword_arguments():
     assert microthreads.run(main) == (1, 2, 3)
 
 
+@pytest.mark.parametrize("count", range(6))
+def test_spawn_passes_any_number_of_positional_arguments_in_order(count):
+    args = tuple(range(10, 10 + count))
+
+    def main():
+        return microthreads.spawn(lambda *got, **named: (got, named), *args).get()
+
+    assert microthreads.run(main) == (args, {})
+
+
 def test_spawn_later_starts_the_tasklet_after_its_delay(virtual_clock):
     def main():
         return microthreads.spawn_later(5, virtual_clock.now).get()
