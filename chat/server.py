@@ -147,6 +147,11 @@ class ChatServer:
         self._stop_early = False   # shutdown asked while the room was opening
         #: Refused logins and members over their rate, logged at a bounded rate.
         self.refusals = ThrottledLog(microthreads.get_hub().clock)
+        # Bound once, shared by every member (a bound method or closure per
+        # member is ~100-200 B of its idle memory): the finish hooks and on_flood.
+        self._release = self.release_limiter
+        self._lost_conn = self.lost_conn
+        self._on_flood = self._flooding
         self.commands: dict[str, tuple[Callable[[Member, str], bool | None], str]] = {
             "quit": (self.cmd_quit, "/quit - leave the chat"),
             "who": (self.cmd_who, "/who [page] - list who is online"),
@@ -207,7 +212,7 @@ class ChatServer:
         address, limiter = self._line_limiter(conn.peer)
         term = Terminal(conn, max_line=o.max_line, limiter=limiter, rate=0,
                         clock=microthreads.get_hub().clock)
-        term.on_flood = lambda: self._flooding(conn)
+        term.on_flood = self._on_flood
         self.enter(term, address)
 
     def web_session(self, ws: WebSocket) -> None:
@@ -228,7 +233,7 @@ class ChatServer:
         address, limiter = self._line_limiter(ws.peer)
         term = WebTerminal(ws, max_line=o.max_line, limiter=limiter,
                            clock=microthreads.get_hub().clock)
-        term.on_flood = lambda: self._flooding(term.conn)
+        term.on_flood = self._on_flood
         self.web_members[term.conn] = None
         try:
             self.enter(term, address)
@@ -247,8 +252,14 @@ class ChatServer:
         clock = microthreads.get_hub().clock
         address = address_key(peer)
         limiter = self.limits.line_limiter(address, clock())
-        microthreads.on_finish(lambda: self.limits.release(address, limiter, clock()))
+        if limiter is not None:                 # (None: no --rate, nothing to give back)
+            microthreads.on_finish(self._release, address, limiter)
         return address, limiter
+
+    def release_limiter(self, address: str, limiter: RateLimiter) -> None:
+        """Finish hook of a connection's tasklet: its line limiter goes back to
+        ``limits`` (kept for the next connection from ``address``)."""
+        self.limits.release(address, limiter, microthreads.get_hub().clock())
 
     def enter(self, term: Session, address: str) -> None:
         """Ask for a handle until a valid, free one comes; then chat. ``term``
@@ -290,31 +301,36 @@ class ChatServer:
             term.say(str(exc))
             conn.flush(1.0)
             return
-        microthreads.on_finish(self.lost_conn, member, conn)     # once, however it ends
+        microthreads.on_finish(self._lost_conn, member, conn)    # once, however it ends
         if self.closing:            # too late: nobody joins a room that is closing
             term.say("Server is shutting down.")
             conn.flush(self.options.shutdown_flush)
             return
+        self._join(member, conn)
+        self.chat(member, term)
+
+    def _join(self, member: Member, conn: Wire) -> None:
+        """``member`` joins the room, logged. (Its own call: logging's findCaller
+        makes a frame object of the caller, which would otherwise be ``enter``'s,
+        kept as long as the member stays, ~300 B each.)"""
         self.room.join(member)
         log.info("%s joined from %s (%d online here)", member.handle, _peer(conn),
                  len(self.room.audience))
-        self.chat(member, term)
 
     def chat(self, member: Member, term: Session) -> None:
         """Read ``member``'s lines from ``term`` and act on each, until
         ``/quit`` or the connection ends (a NetworkError propagates)."""
         conn = term.conn
-        read_line = term.read_line             # a plain call, not a generator: an idle
-        publish = self.room.publish            # member's parked stack stays shallow
-        try:
-            while (line := read_line()) is not None:
+        room = self.room
+        try:                                   # read_line is a plain call, not a generator:
+            while (line := term.read_line()) is not None:  # the parked stack stays shallow
                 if not line or self.closing:    # nothing new once "shutting down" is out
                     continue
                 try:
                     if not line.startswith("/"):
-                        publish(member, f"{member.handle} says: {line}")
+                        room.publish(member, f"{member.handle} says: {line}")
                     elif line.startswith("//"):       # IRC's way to say a line with a "/"
-                        publish(member, f"{member.handle} says: {line[1:]}")
+                        room.publish(member, f"{member.handle} says: {line[1:]}")
                     elif self.command(member, line) is False:
                         conn.close_reason = "quit"
                         term.say(GOODBYE)          # after its own last lines

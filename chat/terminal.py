@@ -49,9 +49,9 @@ class Terminal:
         #: Called before each write of this terminal's own lines (the room
         #: flushes its pending broadcast first, so every line keeps its order).
         self.before_write: Callable[[], None] | None = None
-        #: Called when the member is told it sends too fast (once a second at
-        #: most): the server logs it.
-        self.on_flood: Callable[[], None] | None = None
+        #: Called with ``conn`` when the member is told it sends too fast (once
+        #: a second at most): the server logs it.
+        self.on_flood: Callable[[Any], None] | None = None
 
     def say(self, text: str) -> None:
         """Queue ``text`` as one line; never blocks (a backlog over the bound
@@ -67,7 +67,7 @@ class Terminal:
     def _flooding(self) -> None:
         self.say(TOO_FAST)
         if self.on_flood is not None:
-            self.on_flood()
+            self.on_flood(self.conn)
 
     def hang_up(self, text: str) -> None:
         """Tell ``text`` and disconnect: see ``say_and_close``."""

@@ -143,8 +143,9 @@ class WebTerminal:
         self._limiter = limiter
         self._clock = clock
         self.before_write: Callable[[], None] | None = None
-        #: Called when the member is told it sends too fast (the server logs it).
-        self.on_flood: Callable[[], None] | None = None
+        #: Called with ``conn`` when the member is told it sends too fast (the
+        #: server logs it).
+        self.on_flood: Callable[[Any], None] | None = None
 
     def say(self, text: str) -> None:
         """Send ``text`` as one message; never blocks (a backlog over the bound
@@ -174,7 +175,7 @@ class WebTerminal:
                     if limiter.warn_due(now):
                         self.say(TOO_FAST)
                         if self.on_flood is not None:
-                            self.on_flood()
+                            self.on_flood(self.conn)
                     continue
             return sanitize(message).strip()
 
