@@ -92,17 +92,19 @@ def sleep(seconds: float = 0) -> None:
     """
     current: Any = getcurrent()
     try:
-        hub: Hub = current._hub                       # a tasklet knows its hub (a slot:
-    except AttributeError:                            # faster than the thread-local)
-        hub = get_hub()
+        hub: Hub = current._hub                       # a tasklet's runner knows its hub
+    except AttributeError:                            # (a slot: faster than the thread-local)
+        hub = get_hub()                               # not a tasklet: the main greenlet
+        if seconds > 0:
+            hub.park(seconds)
+        else:
+            hub.yield_now()
+        return
     if seconds > 0:
         hub.park(seconds)
-        return
-    if current.parent is hub._greenlet:               # a tasklet: Hub.yield_now, inlined
+    else:                                             # Hub.yield_now, inlined
         hub._ready.append((current._seq, current, None))
         hub._switch()
-    else:
-        hub.yield_now()
 
 
 class Hub:
