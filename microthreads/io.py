@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from greenlet import getcurrent
 
-from .poller import READING, SIDES, VERB, WRITING, FdWatch, make_poller
+from .poller import NO_CALLBACKS, READING, SIDES, VERB, WRITING, FdWatch, make_poller
 from .timers import TIMED_OUT
 
 if TYPE_CHECKING:
@@ -150,14 +150,14 @@ class IOManager:
     def _add_callback(self, fd: int, side: int, callback: Callable[[], Any]) -> None:
         watch = self._fds.get(fd) or self._watch(fd)
         self._check_free(watch, side)
-        watch.callback[side] = callback
+        watch.set_callback(side, callback)
         self.waiters += 1
         self.poller.set_mask(watch, watch.mask | SIDES[side][1])
 
     def _remove_callback(self, fd: int, side: int) -> None:
         watch = self._fds.get(fd)
         if watch is not None and watch.callback[side] is not None:
-            watch.callback[side] = None
+            watch.set_callback(side, None)
             self.waiters -= 1
 
     def forget_fd(self, fd: int) -> list[Any]:
@@ -174,7 +174,7 @@ class IOManager:
         waiters = [g for g in watch.waiter if g is not None]
         self.waiters -= sum(callback is not None for callback in watch.callback)
         watch.waiter = [None, None]
-        watch.callback = [None, None]
+        watch.callback = NO_CALLBACKS
         return waiters
 
     def close_fd(self, fd: int, exc: BaseException) -> None:

@@ -59,6 +59,9 @@ READING, WRITING = 0, 1
 SIDES = ((READING, READ), (WRITING, WRITE))
 #: The verb of each side, for error messages.
 VERB = ("read", "write")
+#: ``FdWatch.callback`` until a callback is set: most descriptors never get
+#: one, and a list of their own is 72 B each (an idle connection's memory).
+NO_CALLBACKS: tuple[None, None] = (None, None)
 
 
 class FdWatch:
@@ -67,7 +70,7 @@ class FdWatch:
     A waiter is either a parked greenlet (with the number of its wait) or a
     persistent callback. ``mask`` is what the poller is told to watch; it
     grows when a waiter needs it and shrinks only when an event arrives that
-    nobody waits for.
+    nobody waits for. ``callback`` is ``NO_CALLBACKS`` until ``set_callback``.
     """
 
     __slots__ = ("callback", "fd", "mask", "registered", "seq", "waiter")
@@ -79,11 +82,22 @@ class FdWatch:
         # Each indexed by side: READING (0) or WRITING (1).
         self.waiter: list[Any] = [None, None]      # a parked greenlet ...
         self.seq = [0, 0]                          # ... and the number of its wait
-        self.callback: list[Callable[[], Any] | None] = [None, None]  # or a callback
+        self.callback: list[Callable[[], Any] | None] | tuple[None, None] = NO_CALLBACKS
+
+    def set_callback(self, side: int, callback: Callable[[], Any] | None) -> None:
+        """The persistent callback of ``side`` (None: none)."""
+        callbacks = self.callback
+        if isinstance(callbacks, tuple):
+            if callback is None:
+                return
+            callbacks = self.callback = [None, None]
+        callbacks[side] = callback
 
     def busy(self) -> bool:
         """True while a greenlet or a callback waits on either side."""
-        return self.waiter != [None, None] or self.callback != [None, None]
+        callbacks = self.callback
+        return self.waiter != [None, None] or callbacks[0] is not None or \
+            callbacks[1] is not None
 
 
 class Poller:
