@@ -118,7 +118,7 @@ class Audience:
     costs one write per member, not one per member per join.
     """
 
-    __slots__ = ("_batch", "_flush_due", "_hub", "_members", "_own")
+    __slots__ = ("_batch", "_flush_due", "_flusher", "_hub", "_members", "_own")
 
     def __init__(self) -> None:
         self._hub = microthreads.get_hub()
@@ -128,6 +128,7 @@ class Audience:
         # where their share begins, then (position, line) for each line for them alone
         self._own: dict[Member, list[Any]] = {}
         self._flush_due = False
+        self._flusher = self.flush       # every member's before_write: bound once
 
     def __len__(self) -> int:
         return len(self._members)
@@ -139,7 +140,7 @@ class Audience:
         """From now on ``member`` gets every broadcast; what is pending is not its."""
         self._members[member] = None
         self._own[member] = [len(self._batch)]
-        member.term.before_write = self.flush
+        member.term.before_write = self._flusher
 
     def discard(self, member: Member) -> None:
         """``member`` gets nothing more (nothing if it was not here)."""

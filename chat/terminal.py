@@ -21,6 +21,9 @@ TOO_FAST = "You are sending too fast; slow down."
 HANG_UP_FLUSH = 1.0
 #: A pending item: lines after the ones before it were dropped over the rate.
 _OVER_RATE = object()
+#: ``_pending`` between reads: shared and never added to (an empty list of
+#: its own would be 56 B more per idle member).
+_NO_ITEMS: list[Any] = []
 
 
 class Terminal:
@@ -41,7 +44,7 @@ class Terminal:
         self.max_line = max_line
         self._telnet = TelnetFilter()
         self._lines = LineSplitter(max_line)
-        self._pending: list[Any] = []
+        self._pending: list[Any] = _NO_ITEMS
         if limiter is None and rate:
             limiter = RateLimiter(rate)
         self._limiter = limiter         # given: one kept per address (chat.limits)
@@ -85,11 +88,10 @@ class Terminal:
         them yields to the other tasklets like thousands of reads would.
         Raises NetworkError if the connection fails.
         """
-        charge = self.conn.charge
         while True:
             pending = self._pending              # the items of one read, last first
             while pending:
-                charge(1)                        # a flood of short lines yields too
+                self.conn.charge(1)              # a flood of short lines yields too
                 item = pending.pop()
                 if item is TOO_LONG:
                     self.say(f"Line too long (limit {self.max_line} bytes).")
@@ -108,6 +110,7 @@ class Terminal:
                             self._flooding()
                         continue
                 return sanitize(decode(item)).strip()
+            self._pending = pending = _NO_ITEMS  # (the read waits: hold no empty list)
             data = self.conn.recv(READ_SIZE)
             if not data:
                 rest = self._lines.flush()
@@ -117,17 +120,22 @@ class Terminal:
                 return None
             payload, replies = self._telnet.feed(data)
             if payload is not data:              # telnet commands: a Python step each
-                charge(data.count(b"\xff"))
+                self.conn.charge(data.count(b"\xff"))
             if replies:
                 self.send_raw(replies)
             if payload:
-                limiter = self._limiter
-                allowance = None if limiter is None else limiter.available(self._clock())
-                items: list[Any] = self._lines.feed(payload, allowance)
-                if self._lines.dropped:          # past the rate: dropped unread
-                    items.append(_OVER_RATE)
-                items.reverse()
-                self._pending = items
+                self._pending = self._items(payload)
+
+    def _items(self, payload: bytes) -> list[Any]:
+        """The items of ``payload``, last first: lines framed up to the rate's
+        allowance, then ``_OVER_RATE`` if lines past it were dropped."""
+        limiter = self._limiter
+        allowance = None if limiter is None else limiter.available(self._clock())
+        items: list[Any] = self._lines.feed(payload, allowance)
+        if self._lines.dropped:                  # past the rate: dropped unread
+            items.append(_OVER_RATE)
+        items.reverse()
+        return items
 
     def __iter__(self) -> Iterator[str]:
         """Lines until EOF; a NetworkError propagates (the session ends with it)."""
