@@ -460,10 +460,18 @@ class Hub:
             g.switch(value)
 
     @staticmethod
+    def new_waiter(g: Any) -> None:
+        """Give ``g``, a greenlet the hub has not seen, its wait state now (wait
+        number 0, no kill pending): what ``wait_number``'s first call would do,
+        without the failed lookup (a caught AttributeError costs ~0.5 us)."""
+        g._seq = 0
+        g._kill_exc = None
+
+    @staticmethod
     def wait_number(g: Any) -> int:
         """The number of ``g``'s current wait, for ``resume``; a greenlet new to
-        the hub gets its wait state here (the one place it is made for
-        greenlets that are not tasklets)."""
+        the hub gets its wait state here (or from ``new_waiter``: the two
+        places it is made for greenlets that are not tasklets)."""
         try:
             return g._seq  # type: ignore[no-any-return]
         except AttributeError:

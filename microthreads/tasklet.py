@@ -86,14 +86,17 @@ class Tasklet:
         idle = _idle_runners(hub)
         if idle:
             runner = idle.pop()
+            fresh = None
         else:
-            runner = _Runner(None, hub.greenlet)
+            runner = fresh = _Runner(None, hub.greenlet)
             runner._hub = hub
-            hub.wait_number(runner)       # its wait state (WAIT_STATE)
+            hub.new_waiter(runner)        # its wait state (WAIT_STATE)
         runner.tasklet = self
         runner.gr_context = self._context
         self._runner = runner
-        return runner.switch(self)
+        if fresh is None:
+            return runner.switch(self)    # a parked runner's hub_switch() returns it
+        return runner.switch(self, idle)  # a new runner's run(tasklet, idle)
 
     def throw(self, *args: Any) -> Any:
         """Raise in its runner (the hub's verbs). Not for users: ``kill`` is."""
@@ -395,9 +398,8 @@ class _Runner(greenlet):
         tasklet = self.tasklet
         return "<idle runner greenlet>" if tasklet is None else repr(tasklet)
 
-    def run(self, tasklet: Tasklet) -> None:
+    def run(self, tasklet: Tasklet, idle: list[_Runner]) -> None:
         hub = self._hub
-        idle = _idle_runners(hub)
         while True:
             tasklet._started = True
             try:
