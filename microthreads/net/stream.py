@@ -263,6 +263,9 @@ class Connection:
         """
         self._budget.spend()
         buf, pos = self._buf, self._pos
+        if pos == len(buf) and not self._eof:   # nothing buffered (the usual case): read first
+            self._buf, self._pos = b"", 0       # the spent buffer goes before the wait
+            buf, pos = self._read_chunk(READ_SIZE), 0
         while True:
             end = buf.find(b"\n", pos)
             if self._discarding:
