@@ -365,6 +365,7 @@ class StreamServer:
         self._stopped.set()
 
     def _accept_loop(self, listener: Listener) -> None:
+        handle = self._handle         # bound once: every handler tasklet's function (64 B each)
         while True:
             try:
                 sock, peer = listener.accept_socket()
@@ -387,7 +388,7 @@ class StreamServer:
                     self.max_connections:
                 spawn(self._refuse, conn, listener).name = f"refuse {describe(peer)}"
                 continue
-            tasklet = spawn(self._handle, conn, listener)
+            tasklet = spawn(handle, conn, listener)
             tasklet.name = f"handler {describe(peer)}"
             self.connections[tasklet] = conn
 
