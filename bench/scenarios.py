@@ -165,12 +165,20 @@ def run_spawn(row, settings, ctx):
     return {"spawn_join_s": spawned["spawn_join_s"], "idle_task_kib": idle["idle_task_kib"]}
 
 
+def chat_flags():
+    """`python -m chat`'s flags in the telnet rows (all but the port): no limits,
+    and its web page on a free port, as served by default but never the fixed 8080,
+    which a `make run` or another chat on this machine may hold (the chat then
+    exits: address in use)."""
+    return ["--host", runner.HOST, "--rate", "0", "--join-rate", "0",
+            "--max-clients", "20000", "--web-port", runner.free_port()]
+
+
 def server_cmd(row, mode, port, ctx):
     if row is C_LIMIT:
         return [ctx.cserver, mode, "--port", port]
     if row is MICROTHREADS and mode == "chat":  # the real chat service
-        return [PYTHON, "-m", "chat", "--host", runner.HOST, "--port", port,
-                "--rate", "0", "--join-rate", "0", "--max-clients", "20000"]
+        return [PYTHON, "-m", "chat", *chat_flags(), "--port", port]
     return peer_cmd(row, mode, "--port", port)
 
 
@@ -364,8 +372,7 @@ def run_cluster(row, settings, ctx):
     members, senders = 100, 10
     port = runner.free_port()
     with contextlib.ExitStack() as stack:
-        cmd = [PYTHON, "-m", "chat", "--host", runner.HOST, "--port", port, "--rate", "0",
-               "--join-rate", "0", "--max-clients", "20000"]
+        cmd = [PYTHON, "-m", "chat", *chat_flags(), "--port", port]
         pids = []
         if row is CHAT_WORKERS:
             missing = redis_missing()
