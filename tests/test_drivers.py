@@ -28,9 +28,10 @@ from server_helpers import MariaDB, Missing, PostgreSQL, Responder, Sshd
 
 HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "monkey_helpers.py")
 N = 10
-#: Serial would take N x SLOW = 3 s; overlapping, about SLOW (threads: the
-#: pool's MAX_WORKERS at a time). Half the serial sum: passes on a loaded machine.
-WELL_UNDER = 0.5 * N * SLOW
+#: Serial takes at least N x SLOW = 3 s; overlapping, about SLOW (threads: the
+#: pool's MAX_WORKERS at a time) plus the drivers' own work, which a loaded
+#: machine stretches: so the bound is just under what any serial run takes.
+WELL_UNDER = 0.9 * N * SLOW
 EXPECTED = [f"ok /slow/{i}" for i in range(N)]
 
 

@@ -4,7 +4,7 @@ Patching is process-wide, so every scenario runs in a fresh interpreter
 (tests/monkey_helpers.py) against a real local server: a threaded
 ``http.server`` (plain, and HTTPS with a certificate made at test time) whose
 ``/slow`` answers after 0.3 s, and ``redis-server``. Each scenario makes N
-requests in N tasklets beside a ticker: they must overlap (well under N x
+requests in N tasklets beside a ticker: they must overlap (under N x
 0.3 s) while the ticker keeps ticking.
 """
 
@@ -18,10 +18,12 @@ import pytest
 from chat_helpers import ROOT
 
 HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "monkey_helpers.py")
-N = 5
+N = 8
 SLOW = 0.3
-#: Serial would take N x SLOW = 1.5 s; overlapping, about SLOW. Generous for a loaded machine.
-WELL_UNDER = 0.7 * N * SLOW
+#: Serial takes at least N x SLOW = 2.4 s; overlapping, about SLOW plus the
+#: clients' own work (TLS handshakes), which a loaded machine stretches: so
+#: the bound is just under what any serial run takes, not near SLOW.
+WELL_UNDER = 0.9 * N * SLOW
 
 
 def _helper(*args, timeout=60):
