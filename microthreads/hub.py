@@ -470,13 +470,12 @@ class Hub:
     @staticmethod
     def wait_number(g: Any) -> int:
         """The number of ``g``'s current wait, for ``resume``; a greenlet new to
-        the hub gets its wait state here (or from ``new_waiter``: the two
-        places it is made for greenlets that are not tasklets)."""
+        the hub gets its wait state here, from ``new_waiter`` (the one place it
+        is made for greenlets that are not tasklets)."""
         try:
             return g._seq  # type: ignore[no-any-return]
         except AttributeError:
-            g._seq = 0
-            g._kill_exc = None
+            Hub.new_waiter(g)
             return 0
 
     def call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
