@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+from tls_helpers import client_context, server_context
 from wsgi_helpers import LIMIT, closed_by_peer, dial, hello, read_response, read_to_eof, serving
 
 
@@ -56,18 +57,34 @@ def test_a_head_over_its_total_limit_is_431():
         assert fast_request_works(served)
 
 
-def test_a_client_that_goes_on_sending_after_its_431_meets_no_reset():
-    # the server closes with the client's input unread: a reset would fail the
-    # client's sends (EPIPE) or its reads before it saw the answer; the server
-    # half-closes and reads the rest away instead (a lingering close)
-    with serving(hello, max_head=2000) as served, dial(served) as bad:
+def keeps_sending_then_reads_to_eof(sock, status):
+    """The server answers ``status``; the client goes on sending the rest of its
+    head without looking, then reads: it must meet the server's EOF, not a reset.
+    A server that closed with the client's input unread would be reset by the
+    kernel, failing the client's sends (EPIPE) or its reads before it saw the
+    answer; the server half-closes and reads the rest away instead (a lingering
+    close)."""
+    head, _, rest = read_response(sock)
+    assert head.startswith(b"HTTP/1.1 %d " % status)
+    for i in range(300):
+        sock.sendall(b"X-%d: %s\r\n" % (i, b"y" * 100))
+    assert rest + read_to_eof(sock) == b""
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_a_client_that_goes_on_sending_after_its_431_meets_no_reset(request, tls):
+    options = {}
+    if tls:
+        certs = request.getfixturevalue("certs")
+        options["ssl"] = server_context(certs)
+    with serving(hello, max_head=2000, **options) as served, dial(served) as bad:
+        if tls:     # a plain EOF without close_notify raises with suppress_ragged_eofs off
+            bad = client_context(certs).wrap_socket(bad, server_hostname="localhost",
+                                                    suppress_ragged_eofs=False)
         bad.sendall(b"GET / HTTP/1.1\r\nX-Big: " + b"y" * 3000 + b"\r\n")
-        head, _, rest = read_response(bad)
-        assert head.startswith(b"HTTP/1.1 431 ")
-        for i in range(300):                  # the rest of its head, not looking
-            bad.sendall(b"X-%d: %s\r\n" % (i, b"y" * 100))
-        assert rest + read_to_eof(bad) == b""
-        assert fast_request_works(served)
+        keeps_sending_then_reads_to_eof(bad, 431)
+        if not tls:
+            assert fast_request_works(served)
 
 
 def test_a_chunked_body_over_the_limit_is_413_whatever_the_app_returns():
@@ -134,6 +151,15 @@ def test_over_max_connections_a_client_gets_503():
             assert answer_and_close(second) == 503
         first.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_response(first)[1] == b"hello"
+
+
+def test_a_refused_client_that_goes_on_sending_after_its_503_meets_no_reset():
+    with serving(hello, max_connections=1) as served, dial(served) as first:
+        first.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        read_response(first)                         # the one slot is taken now
+        with dial(served) as second:
+            second.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            keeps_sending_then_reads_to_eof(second, 503)
 
 
 def failing_app(environ, start_response):

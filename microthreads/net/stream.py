@@ -522,10 +522,18 @@ class Connection:
             self._lost.set()
 
     def shutdown_write(self) -> None:
-        """Send EOF to the peer (half-close) after queued output."""
+        """Send EOF to the peer (half-close) after queued output; reading goes on.
+
+        Under TLS, TLS's close_notify comes first (one try, as at close), and
+        what the peer still sends is decrypted as before.
+        """
         self.flush()
+        sock = self._sock
         try:
-            self._sock.shutdown(_socket.SHUT_WR)
+            if hasattr(sock, "shutdown_write"):     # microthreads.net.ssl.SSLSocket
+                sock.shutdown_write()
+            else:
+                sock.shutdown(_socket.SHUT_WR)
         except OSError as exc:
             raise self._failed(exc, "shutdown") from exc
 

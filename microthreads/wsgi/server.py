@@ -60,6 +60,25 @@ _NO_BODY_STATUS = frozenset((204, 304))
 _PASSED_THROUGH = frozenset(("CONTENT_TYPE", "CONTENT_LENGTH"))
 
 
+def _linger(conn: Connection) -> None:
+    """Before the close of a connection with input unread: half-close (under
+    TLS, close_notify first), then read and drop what the client still sends
+    until its EOF, at most LINGER_BYTES for LINGER_SECONDS."""
+    hub = get_hub()
+    deadline = deadline_after(hub, LINGER_SECONDS)
+    left = LINGER_BYTES
+    try:
+        conn.shutdown_write()
+        while left > 0:
+            conn.timeout = remaining(hub, deadline)
+            data = conn.recv(min(left, READ_SIZE))
+            if not data:
+                return
+            left -= len(data)
+    except (NetworkError, TimeoutError):
+        pass
+
+
 class _Reject(Exception):
     """Raised inside a parser callback: answer ``status`` and close."""
 
@@ -484,27 +503,7 @@ class _HTTPConnection:
         finally:
             server.connections.discard(self)
         if self.unread_input:
-            self.linger()
-
-    def linger(self) -> None:
-        """Before the close: half-close, then read and drop what the client
-        still sends until its EOF, at most LINGER_BYTES for LINGER_SECONDS.
-        Not under TLS: its half-close would need a close_notify first."""
-        if self.server.scheme == "https":
-            return
-        conn, hub = self.conn, get_hub()
-        deadline = deadline_after(hub, LINGER_SECONDS)
-        left = LINGER_BYTES
-        try:
-            conn.shutdown_write()
-            while left > 0:
-                conn.timeout = remaining(hub, deadline)
-                data = conn.recv(min(left, READ_SIZE))
-                if not data:
-                    return
-                left -= len(data)
-        except (NetworkError, TimeoutError):
-            pass
+            _linger(self.conn)
 
     def respond(self, request: _Request) -> bool:
         """Run the application for ``request`` and send its answer; False: close."""
@@ -842,7 +841,7 @@ class WSGIServer:
     Limits, each answered and followed by a close (lingering: half-closed,
     the client's further input read and dropped, ``LINGER_SECONDS`` and
     ``LINGER_BYTES`` at most, so a client still sending reads the answer,
-    not a reset; not under TLS): a request target over
+    not a reset; under TLS, close_notify first): a request target over
     ``max_request_line`` bytes (414), over ``max_headers`` header fields or
     one over ``max_header_size`` bytes or a whole head over ``max_head``
     (431), a body over ``max_body`` (413), a head not complete within
@@ -850,7 +849,7 @@ class WSGIServer:
     (400). An idle keep-alive connection is closed after
     ``keepalive_timeout`` seconds; a body that stalls ``read_timeout``
     seconds raises TimeoutError in the application. Over ``max_connections``
-    a client gets 503. An application that raises before its headers are
+    a client gets 503 (and the lingering close). An application that raises before its headers are
     sent gives the client a 500 (the traceback goes to the log, once); after
     them, the connection is closed.
 
@@ -1023,6 +1022,7 @@ class WSGIServer:
 
     def _refuse(self, conn: Connection) -> None:
         conn.sendall(_error_response(503, "too many connections"))
+        _linger(conn)                     # its request is unread
 
     def _not_https(self, conn: Connection, error: NetworkError) -> None:
         if isinstance(error, NotTLSError) and error.first_bytes:   # a request, not silence
