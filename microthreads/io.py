@@ -103,10 +103,18 @@ class IOManager:
         """Phase 3: wake each side of each ready descriptor; narrow what nobody wants."""
         fds = self._fds
         sides = self.poller.sides
+        readable = self.poller.readable
+        resume = self._resume
         for fd, flags in events:
             watch = fds.get(fd)
             if watch is None:
                 continue
+            if flags == readable:             # the commonest event: readable alone ...
+                waiter = watch.waiter[READING]
+                if waiter is not None:        # ... for a parked reader: what the loop
+                    watch.waiter[READING] = None   # below does, without its steps
+                    resume(waiter, watch.seq[READING], None)
+                    continue
             fired = unwanted = 0
             for side, wake_flags, bit in sides:
                 if flags & wake_flags:
@@ -114,7 +122,7 @@ class IOManager:
                     waiter = watch.waiter[side]
                     if waiter is not None:
                         watch.waiter[side] = None
-                        self._resume(waiter, watch.seq[side], None)
+                        resume(waiter, watch.seq[side], None)
                     elif (callback := watch.callback[side]) is not None:
                         try:
                             callback()

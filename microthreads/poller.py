@@ -105,6 +105,9 @@ class Poller:
 
     #: (side, the event flags that wake it, its READ/WRITE bit), per side.
     sides: tuple[tuple[int, int, int], ...] = ((READING, READ, READ), (WRITING, WRITE, WRITE))
+    #: The flags of the commonest event, "readable" and nothing else: the hub's
+    #: dispatch hands it straight to a waiting reader.
+    readable: int = READ
 
     def fileno(self) -> int:
         """The poller's own descriptor (the epoll or selector's), readable when a
@@ -194,6 +197,7 @@ class EpollPoller(Poller):
         self._out = select.EPOLLOUT
         self._err = select.EPOLLERR | select.EPOLLHUP | select.EPOLLRDHUP
         self._rdhup = select.EPOLLRDHUP
+        self.readable = select.EPOLLIN
         # An error or a hang-up wakes both sides, so the next system call reports it.
         self.sides = ((READING, self._in | self._err, READ),
                       (WRITING, self._out | self._err, WRITE))
