@@ -102,7 +102,7 @@ class Connection:
         self._discarding = False          # inside an overlong line
         self._eof = False
         self._budget = EagerBudget(self._hub, EAGER_BUDGET)  # operations in a row that did not wait
-        self._guess = 0                   # < 0: the next read waits first (see _read_chunk)
+        self._guess = 0                   # > 0: the next reads wait first (see _read_chunk)
         # TLS: plaintext may sit decrypted in OpenSSL while the descriptor is not
         # readable, so a TLS read always tries first
         self._waits_after_miss = 0 if self._tls else READ_PROBE
@@ -202,9 +202,10 @@ class Connection:
         the data and errors are the same. A TLS read always tries first: its
         plaintext may be buffered where readiness does not show it.
         """
-        wait_first = self._guess < 0            # a recent eager read found nothing
+        wait_first = self._guess > 0            # a recent eager read found nothing
         if wait_first:
-            self._guess += 1
+            self._guess -= 1                    # down to 0: ints CPython shares (-8 to -6
+            #                                     were 32 B each of an idle connection)
             if self.timeout is None and not self._closed:
                 # retry's first wait, inline (the commonest wait of a server): no
                 # time limit; a read that still would block takes the slow path
@@ -219,7 +220,7 @@ class Connection:
             try:
                 got = self._sock.recv_nowait(size) if self._tls else self._sock.recv(size)
             except BlockingIOError:
-                self._guess = -self._waits_after_miss
+                self._guess = self._waits_after_miss
                 # wait below, outside the handler: a tasklet parked inside it keeps
                 # the exception and its traceback alive (0.5 KiB per idle connection)
             except OSError as exc:
