@@ -213,7 +213,9 @@ class LineSplitter:
         if limit < 1:
             raise ValueError(f"line limit must be at least 1 byte, not {limit!r}")
         self.limit = limit
-        self._line = bytearray()  # the unfinished line, at most `limit` bytes
+        # the unfinished line, at most `limit` bytes: bytes, b"" (shared) between
+        # lines, where a bytearray of its own would be 56 B of every idle member
+        self._line = b""
         self._discarding = False  # past the limit: dropping up to a line ending
         self._cr_pending = False  # the last byte fed was a \r, yet unexplained
         self.dropped = 0  # line endings the last feed dropped past max_lines
@@ -234,7 +236,7 @@ class LineSplitter:
             if resume > cut:  # line endings past the allowance: drop through the last
                 self.dropped = data.count(b"\n", cut, resume) + data.count(b"\r\0", cut, resume)
                 self._frame(items, data[:cut])
-                self._line.clear()  # the line in progress ended in what is dropped
+                self._line = b""  # the line in progress ended in what is dropped
                 self._discarding = False
                 data = data[resume:]
         self._frame(items, data)
@@ -264,8 +266,8 @@ class LineSplitter:
 
     def flush(self) -> bytes:
         """Return the unfinished line at end of input and reset; see the class."""
-        rest = b"" if self._discarding else bytes(self._line)
-        self._line.clear()
+        rest = b"" if self._discarding else self._line
+        self._line = b""
         self._discarding = self._cr_pending = False
         return rest
 
@@ -275,11 +277,10 @@ class LineSplitter:
             self._discarding = False
         elif len(self._line) + len(last) > self.limit:
             items.append(TOO_LONG)  # passed the limit in this very chunk
-            self._line.clear()
+            self._line = b""
         elif self._line:
-            self._line += last
-            items.append(bytes(self._line))
-            self._line.clear()
+            items.append(self._line + last)
+            self._line = b""
         else:
             items.append(last)
 
@@ -289,7 +290,7 @@ class LineSplitter:
             return
         if len(self._line) + len(more) > self.limit:
             items.append(TOO_LONG)
-            self._line.clear()
+            self._line = b""
             self._discarding = True
         else:
             self._line += more
