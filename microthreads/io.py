@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from greenlet import getcurrent
 
-from .poller import NO_CALLBACKS, READING, SIDES, VERB, WRITING, FdWatch, make_poller
+from .poller import NO_CALLBACKS, READING, SIDES, VERB, WAIT_NUMBER, WRITING, FdWatch, make_poller
 from .timers import TIMED_OUT
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ class IOManager:
         if not watch.mask & bit:
             self.poller.set_mask(watch, watch.mask | bit)
         watch.waiter[side] = current
-        watch.seq[side] = seq
+        watch.waiter[WAIT_NUMBER + side] = seq
         self.waiters += 1
         try:
             if timeout is None and current.parent is self._hub_greenlet:
@@ -113,7 +113,7 @@ class IOManager:
                 waiter = watch.waiter[READING]
                 if waiter is not None:        # ... for a parked reader: what the loop
                     watch.waiter[READING] = None   # below does, without its steps
-                    resume(waiter, watch.seq[READING], None)
+                    resume(waiter, watch.waiter[2], None)  # (its WAIT_NUMBER)
                     continue
             fired = unwanted = 0
             for side, wake_flags, bit in sides:
@@ -122,7 +122,7 @@ class IOManager:
                     waiter = watch.waiter[side]
                     if waiter is not None:
                         watch.waiter[side] = None
-                        resume(waiter, watch.seq[side], None)
+                        resume(waiter, watch.waiter[side + WAIT_NUMBER], None)
                     elif (callback := watch.callback[side]) is not None:
                         try:
                             callback()
@@ -179,9 +179,9 @@ class IOManager:
         if watch is None:
             return []
         self.poller.forget(watch)
-        waiters = [g for g in watch.waiter if g is not None]
+        waiters = [g for g in watch.waiter[:WAIT_NUMBER] if g is not None]
         self.waiters -= sum(callback is not None for callback in watch.callback)
-        watch.waiter = [None, None]
+        watch.waiter = [None, None, 0, 0]
         watch.callback = NO_CALLBACKS
         return waiters
 

@@ -59,6 +59,9 @@ READING, WRITING = 0, 1
 SIDES = ((READING, READ), (WRITING, WRITE))
 #: The verb of each side, for error messages.
 VERB = ("read", "write")
+#: ``FdWatch.waiter[WAIT_NUMBER + side]``: the number of the wait of the greenlet
+#: parked on ``side`` (one list for both: a second list is 72 B of every idle connection).
+WAIT_NUMBER = 2
 #: ``FdWatch.callback`` until a callback is set: most descriptors never get
 #: one, and a list of their own is 72 B each (an idle connection's memory).
 NO_CALLBACKS: tuple[None, None] = (None, None)
@@ -73,15 +76,15 @@ class FdWatch:
     nobody waits for. ``callback`` is ``NO_CALLBACKS`` until ``set_callback``.
     """
 
-    __slots__ = ("callback", "fd", "mask", "registered", "seq", "waiter")
+    __slots__ = ("callback", "fd", "mask", "registered", "waiter")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.mask = 0
         self.registered = False
-        # Each indexed by side: READING (0) or WRITING (1).
-        self.waiter: list[Any] = [None, None]      # a parked greenlet ...
-        self.seq = [0, 0]                          # ... and the number of its wait
+        # Indexed by side, READING (0) or WRITING (1): a parked greenlet, and at
+        # WAIT_NUMBER + side the number of its wait.
+        self.waiter: list[Any] = [None, None, 0, 0]
         self.callback: list[Callable[[], Any] | None] | tuple[None, None] = NO_CALLBACKS
 
     def set_callback(self, side: int, callback: Callable[[], Any] | None) -> None:
@@ -96,7 +99,8 @@ class FdWatch:
     def busy(self) -> bool:
         """True while a greenlet or a callback waits on either side."""
         callbacks = self.callback
-        return self.waiter != [None, None] or callbacks[0] is not None or \
+        waiter = self.waiter
+        return waiter[0] is not None or waiter[1] is not None or callbacks[0] is not None or \
             callbacks[1] is not None
 
 
