@@ -374,7 +374,7 @@ def test_a_flooder_at_full_speed_cannot_starve_another_members_lines(chat_server
     generous timeout (nothing here asserts how fast), and in order."""
     server = chat_server()
     flooder, watcher = server.room("flooder", "watcher")
-    stop = threading.Event()
+    stop, flooding = threading.Event(), threading.Event()
     block = b"".join(b"flood %d\r\n" % i for i in range(2000))
 
     def flood():
@@ -386,10 +386,14 @@ def test_a_flooder_at_full_speed_cannot_starve_another_members_lines(chat_server
                 continue                        # the server is behind: try again
             except OSError:
                 return
+            flooding.set()
 
     thread = threading.Thread(target=flood, daemon=True, name="flooder")
     started = time.monotonic()
     thread.start()
+    # the pings go while the flood is on: on a loaded machine the thread may
+    # start after all three went, and then it is never told
+    assert flooding.wait(10)
     flooded = 0
     try:
         for number in range(3):
