@@ -192,25 +192,6 @@ class SSLSocket(_std.SSLSocket, _coop.socket):
             raise BlockingIOError(_errno.EAGAIN, "TLS: would block") from None
 
 
-    def shutdown_write(self) -> None:
-        """Half-close under TLS: close_notify, then the TCP half-close; never waits.
-
-        One try at the close_notify alert (as at close: an alert that finds
-        the send buffer full is given up, and the peer sees a plain EOF), then
-        ``shutdown(SHUT_WR)`` of the descriptor. Unlike the stdlib's
-        ``shutdown``, which drops the TLS layer, reading goes on decrypting
-        what the peer still sends, until its own close_notify or EOF (the
-        half-close of TLS 1.3, RFC 8446 section 6.1).
-        """
-        sslobj = self._sslobj
-        if sslobj is not None:
-            try:
-                sslobj.shutdown()
-            except _WOULD_BLOCK:      # sent; the peer's own close_notify is not awaited
-                pass
-        _socket.socket.shutdown(self, _socket.SHUT_WR)
-
-
 class SSLContext(_std.SSLContext):
     """The stdlib's ``ssl.SSLContext``; ``wrap_socket`` returns a cooperative ``SSLSocket``."""
 

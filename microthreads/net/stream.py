@@ -538,16 +538,19 @@ class Connection:
     def shutdown_write(self) -> None:
         """Send EOF to the peer (half-close) after queued output; reading goes on.
 
-        Under TLS, TLS's close_notify comes first (one try, as at close), and
-        what the peer still sends is decrypted as before.
+        Not under TLS: NotImplementedError, as asyncio's ``write_eof`` on a TLS
+        transport. A TLS half-close is a close_notify, and the only way
+        Python sends one (the stdlib SSLSocket's ``unwrap`` or ``shutdown``)
+        calls OpenSSL's SSL_shutdown twice, the second call reading and
+        discarding the application data it meets: what the peer still sends
+        would be lost. A bare TCP EOF instead is, to OpenSSL 3, a fatal
+        truncation, after which the peer cannot write either.
         """
+        if self._tls:
+            raise NotImplementedError("TLS has no safe half-close here: close() instead")
         self.flush()
-        sock = self._sock
         try:
-            if hasattr(sock, "shutdown_write"):     # microthreads.net.ssl.SSLSocket
-                sock.shutdown_write()
-            else:
-                sock.shutdown(_socket.SHUT_WR)
+            self._sock.shutdown(_socket.SHUT_WR)
         except OSError as exc:
             raise self._failed(exc, "shutdown") from exc
 

@@ -60,15 +60,19 @@ _NO_BODY_STATUS = frozenset((204, 304))
 _PASSED_THROUGH = frozenset(("CONTENT_TYPE", "CONTENT_LENGTH"))
 
 
-def _linger(conn: Connection) -> None:
-    """Before the close of a connection with input unread: half-close (under
-    TLS, close_notify first), then read and drop what the client still sends
-    until its EOF, at most LINGER_BYTES for LINGER_SECONDS."""
+def _linger(conn: Connection, tls: bool) -> None:
+    """Before the close of a connection with input unread: half-close, then
+    read and drop what the client still sends until its EOF, at most
+    LINGER_BYTES for LINGER_SECONDS. Under TLS, which has no safe half-close
+    (Connection.shutdown_write), only the reading: the answer said
+    "Connection: close", so a client that has read it closes, and the close
+    comes at the limit otherwise."""
     hub = get_hub()
     deadline = deadline_after(hub, LINGER_SECONDS)
     left = LINGER_BYTES
     try:
-        conn.shutdown_write()
+        if not tls:
+            conn.shutdown_write()
         while left > 0:
             conn.timeout = remaining(hub, deadline)
             data = conn.recv(min(left, READ_SIZE))
@@ -503,7 +507,7 @@ class _HTTPConnection:
         finally:
             server.connections.discard(self)
         if self.unread_input:
-            _linger(self.conn)
+            _linger(self.conn, self.server.scheme == "https")
 
     def respond(self, request: _Request) -> bool:
         """Run the application for ``request`` and send its answer; False: close."""
@@ -841,7 +845,7 @@ class WSGIServer:
     Limits, each answered and followed by a close (lingering: half-closed,
     the client's further input read and dropped, ``LINGER_SECONDS`` and
     ``LINGER_BYTES`` at most, so a client still sending reads the answer,
-    not a reset; under TLS, close_notify first): a request target over
+    not a reset; under TLS, no half-close, only the reading): a request target over
     ``max_request_line`` bytes (414), over ``max_headers`` header fields or
     one over ``max_header_size`` bytes or a whole head over ``max_head``
     (431), a body over ``max_body`` (413), a head not complete within
@@ -1022,7 +1026,7 @@ class WSGIServer:
 
     def _refuse(self, conn: Connection) -> None:
         conn.sendall(_error_response(503, "too many connections"))
-        _linger(conn)                     # its request is unread
+        _linger(conn, self.scheme == "https")      # its request is unread
 
     def _not_https(self, conn: Connection, error: NetworkError) -> None:
         if isinstance(error, NotTLSError) and error.first_bytes:   # a request, not silence
