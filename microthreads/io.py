@@ -105,6 +105,8 @@ class IOManager:
         sides = self.poller.sides
         readable = self.poller.readable
         resume = self._resume
+        wait_number = WAIT_NUMBER             # locals, looked up once per dispatch
+        reader_number = WAIT_NUMBER + READING
         for fd, flags in events:
             watch = fds.get(fd)
             if watch is None:
@@ -113,7 +115,7 @@ class IOManager:
                 waiter = watch.waiter[READING]
                 if waiter is not None:        # ... for a parked reader: what the loop
                     watch.waiter[READING] = None   # below does, without its steps
-                    resume(waiter, watch.waiter[2], None)  # (its WAIT_NUMBER)
+                    resume(waiter, watch.waiter[reader_number], None)
                     continue
             fired = unwanted = 0
             for side, wake_flags, bit in sides:
@@ -122,7 +124,7 @@ class IOManager:
                     waiter = watch.waiter[side]
                     if waiter is not None:
                         watch.waiter[side] = None
-                        resume(waiter, watch.waiter[side + WAIT_NUMBER], None)
+                        resume(waiter, watch.waiter[side + wait_number], None)
                     elif (callback := watch.callback[side]) is not None:
                         try:
                             callback()
