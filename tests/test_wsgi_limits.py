@@ -64,8 +64,8 @@ def keeps_sending_then_reads_to_eof(sock, status):
     head without looking, then reads: it must meet the server's EOF, not a reset.
     A server that closed with the client's input unread would be reset by the
     kernel, failing the client's sends (EPIPE) or its reads before it saw the
-    answer; the server half-closes and reads the rest away instead (a lingering
-    close)."""
+    answer; the server half-closes (not under TLS) and reads the rest away
+    instead (a lingering close)."""
     head, _, rest = read_response(sock)
     assert head.startswith(b"HTTP/1.1 %d " % status)
     for i in range(300):

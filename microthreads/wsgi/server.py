@@ -842,20 +842,20 @@ class WSGIServer:
     HTTPS (``wsgi.url_scheme`` is then "https"); a plaintext HTTP request
     there gets a 400 in the clear naming the https:// address to use.
 
-    Limits, each answered and followed by a close (lingering: half-closed,
-    the client's further input read and dropped, ``LINGER_SECONDS`` and
-    ``LINGER_BYTES`` at most, so a client still sending reads the answer,
-    not a reset; under TLS, no half-close, only the reading): a request target over
-    ``max_request_line`` bytes (414), over ``max_headers`` header fields or
-    one over ``max_header_size`` bytes or a whole head over ``max_head``
+    Limits, each answered and followed by a close (lingering: half-closed, the
+    client's further input read and dropped, ``LINGER_SECONDS`` and
+    ``LINGER_BYTES`` at most, so a client still sending reads the answer, not
+    a reset; under TLS, no half-close, only the reading): a request target
+    over ``max_request_line`` bytes (414), over ``max_headers`` header fields
+    or one over ``max_header_size`` bytes or a whole head over ``max_head``
     (431), a body over ``max_body`` (413), a head not complete within
     ``header_timeout`` seconds of its first byte (408), a malformed request
-    (400). An idle keep-alive connection is closed after
-    ``keepalive_timeout`` seconds; a body that stalls ``read_timeout``
-    seconds raises TimeoutError in the application. Over ``max_connections``
-    a client gets 503 (and the lingering close). An application that raises before its headers are
-    sent gives the client a 500 (the traceback goes to the log, once); after
-    them, the connection is closed.
+    (400). An idle keep-alive connection is closed after ``keepalive_timeout``
+    seconds; a body that stalls ``read_timeout`` seconds raises TimeoutError
+    in the application. Over ``max_connections`` a client gets 503 (and the
+    lingering close). An application that raises before its headers are sent
+    gives the client a 500 (the traceback goes to the log, once); after them,
+    the connection is closed.
 
     ``access_log``: False (none), True (logger "microthreads.wsgi.access") or
     a ``logging.Logger``; one INFO line per request in the combined format.
